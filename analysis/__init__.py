@@ -1,0 +1,1 @@
+"""symclone.analysis (placeholder: filled by its issue)."""

@@ -1,0 +1,1 @@
+"""symclone.students (placeholder: filled by its issue)."""

@@ -1,0 +1,63 @@
+"""Groups and representations (DESIGN.md §2).
+
+``get_group(name, **kw)`` builds a group; ``group.act(g, x, rep)`` applies an element.
+
+>>> G = get_group("c4"); x = torch.randn(1, 8, 6, 6)
+>>> y = G.act(G.elements()[1], x, "regular")
+>>> y.shape
+torch.Size([1, 8, 6, 6])
+"""
+from __future__ import annotations
+
+import torch
+
+from ._base import Group, check_tensor
+from ._planar import C4, P4, SO2, T2, roll_batched, rot90_batched, rotate_shift
+from ._product import DirectProduct
+from ._reps import REP_KINDS, Rep, RepLike, parse_rep
+from ._spatial import O3, SO3, Sn, random_rotation
+
+__all__ = ["Group", "get_group", "list_groups", "Rep", "RepLike", "parse_rep", "REP_KINDS",
+           "T2", "C4", "P4", "SO2", "SO3", "O3", "Sn", "DirectProduct", "check_tensor",
+           "roll_batched", "rot90_batched", "rotate_shift", "random_rotation"]
+
+_FACTORIES = {"t2": T2, "c4": C4, "p4": P4, "so2": SO2, "so3": SO3, "o3": O3, "sn": Sn}
+_SIZE_KW = {"t2": "size", "p4": "size", "sn": "n"}
+
+
+def list_groups() -> list[str]:
+    """Names accepted by :func:`get_group` (products are written ``"sn x o3"``)."""
+    return sorted(_FACTORIES)
+
+
+def get_group(name: str | Group, size=None, n: int | None = None) -> Group:
+    """Build a group by name.
+
+    Parameters
+    ----------
+    name : ``"t2" | "c4" | "p4" | "so2" | "so3" | "o3" | "sn"`` or a product ``"sn x o3"``.
+    size : grid size ``H`` or ``(H, W)`` for ``t2``/``p4`` (needed to sample/list elements).
+    n : number of objects for ``sn``.
+
+    >>> get_group("p4", size=28).order
+    3136
+    >>> get_group("sn x o3", n=5).name
+    'sn x o3'
+    """
+    if isinstance(name, Group):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"group: expected a name or Group, got {type(name).__name__}")
+    parts = [p.strip().lower() for p in name.replace("×", "x").split(" x ")]
+    groups = []
+    for p in parts:
+        if p not in _FACTORIES:
+            raise ValueError(f"group: unknown group {p!r}; expected one of {list_groups()} "
+                             "or a product such as 'sn x o3'")
+        kw = {}
+        if _SIZE_KW.get(p) == "size":
+            kw["size"] = size
+        elif _SIZE_KW.get(p) == "n":
+            kw["n"] = n
+        groups.append(_FACTORIES[p](**kw))
+    return groups[0] if len(groups) == 1 else DirectProduct(*groups)

@@ -1,0 +1,339 @@
+"""Planar groups acting on images: cyclic translations T(2), rotations C4, p4 = C4 ⋉ T(2), SO(2).
+
+Conventions (checked against ``torch.rot90``/``torch.roll`` and escnn in the tests):
+
+* ``t2`` element ``(dy, dx)``: ``g·x = torch.roll(x, (dy, dx), dims=(-2, -1))``.
+* ``c4`` element ``k`` in ``{0,1,2,3}``: ``g·x = torch.rot90(x, k, dims=(-2, -1))`` on images; on
+  regular fields additionally ``roll(+k)`` of the 4 orientation channels of every field
+  (identical to escnn's ``GeometricTensor.transform(C4.element(k))``).
+* ``p4`` element ``(k, dy, dx)``: ``g·x = roll_{dy,dx}(rot90_k(x))``. Since
+  ``rot90 ∘ roll_{(s,t)} = roll_{(-t,s)} ∘ rot90``, composition is
+  ``(k1,t1)(k2,t2) = (k1+k2, t1 + R^{k1} t2)`` with ``R(s,t) = (-t,s)``.
+* ``so2`` element ``θ`` (radians, counter-clockwise like ``rot90``): bilinear interpolation about
+  the image centre (approximate; ``θ = π/2`` equals ``rot90`` on square images).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ._base import Group
+from ._reps import Rep
+
+__all__ = ["T2", "C4", "P4", "SO2", "roll_batched", "rot90_batched", "rotate_shift"]
+
+
+def _size2(size) -> Optional[tuple[int, int]]:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size: expected an int or (H, W) with positive entries, got {size}")
+    return size
+
+
+def roll_batched(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Cyclic shift of the last two axes by ``shift = (dy, dx)``, one shift per sample if batched.
+
+    >>> x = torch.arange(9.).view(1, 1, 3, 3)
+    >>> torch.equal(roll_batched(x, torch.tensor([1, 2])), torch.roll(x, (1, 2), dims=(-2, -1)))
+    True
+    """
+    if shift.ndim == 1:
+        return torch.roll(x, (int(shift[0]), int(shift[1])), dims=(-2, -1))
+    B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+    rows = (torch.arange(H, device=x.device)[None, :] - shift[:, :1]) % H  # (B, H)
+    cols = (torch.arange(W, device=x.device)[None, :] - shift[:, 1:2]) % W  # (B, W)
+    lead = (B,) + (1,) * (x.ndim - 3)
+    rows = rows.view(*lead, H, 1)
+    out = torch.gather(x, -2, rows.expand(*x.shape[:-2], H, W).contiguous())
+    cols = cols.view(*lead, 1, W).expand(*x.shape[:-2], H, W).contiguous()
+    return torch.gather(out, -1, cols)
+
+
+def rot90_batched(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``torch.rot90(x, k, dims=(-2, -1))`` with one ``k`` per sample if ``k`` is batched."""
+    if k.ndim == 0:
+        return torch.rot90(x, int(k) % 4, dims=(-2, -1))
+    out = torch.empty_like(x)
+    k = k % 4
+    for r in range(4):
+        mask = k == r
+        if bool(mask.any()):
+            out[mask] = torch.rot90(x[mask], r, dims=(-2, -1))
+    return out
+
+
+def _roll_orientations(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Cyclic shift by ``k`` of the 4 orientation channels of every C4 regular field."""
+    B, C = x.shape[0], x.shape[1]
+    xf = x.reshape(B, C // 4, 4, *x.shape[2:])
+    if k.ndim == 0:
+        return torch.roll(xf, int(k) % 4, dims=2).reshape(x.shape)
+    idx = (torch.arange(4, device=x.device)[None, :] - k[:, None]) % 4  # (B, 4)
+    idx = idx.view(B, 1, 4, *([1] * (x.ndim - 2))).expand_as(xf)
+    return torch.gather(xf, 2, idx).reshape(x.shape)
+
+
+def rotate_shift(k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Rotate shift vectors ``t = (..., 2)`` by ``k`` quarter turns: ``R(s, t) = (-t, s)``."""
+    k = k % 4
+    s, u = t[..., 0], t[..., 1]
+    out_s = torch.where(k == 0, s, torch.where(k == 1, -u, torch.where(k == 2, -s, u)))
+    out_u = torch.where(k == 0, u, torch.where(k == 1, s, torch.where(k == 2, -u, -s)))
+    return torch.stack([out_s, out_u], dim=-1)
+
+
+def _check_square(x: torch.Tensor, group: str) -> None:
+    if x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"x: group {group!r} rotates by 90 degrees and needs square images, "
+                         f"got H x W = {x.shape[-2]} x {x.shape[-1]}")
+
+
+def _check_regular(x: torch.Tensor) -> None:
+    if x.shape[1] % 4 != 0:
+        raise ValueError(f"x: rep 'regular' needs channels divisible by 4 (C4 regular fields, "
+                         f"4 orientations per field), got {x.shape[1]} channels")
+
+
+class T2(Group):
+    """Cyclic translations Z_H × Z_W of an H×W grid.
+
+    >>> g = T2((4, 4)); x = torch.randn(2, 1, 4, 4)
+    >>> torch.equal(g.act(torch.tensor([1, 3]), x), torch.roll(x, (1, 3), dims=(-2, -1)))
+    True
+    >>> g.order
+    16
+    """
+
+    name = "t2"
+    element_ndim = 1
+    supported_reps = ("image", "regular")
+
+    def __init__(self, size=None):
+        self.size = _size2(size)
+
+    @property
+    def order(self):
+        return None if self.size is None else self.size[0] * self.size[1]
+
+    @property
+    def is_finite(self) -> bool:
+        return True
+
+    def _need_size(self) -> tuple[int, int]:
+        if self.size is None:
+            raise ValueError("size: group 't2' needs the grid size, e.g. get_group('t2', size=(28, 28))")
+        return self.size
+
+    def _mod(self, t: torch.Tensor) -> torch.Tensor:
+        if self.size is None:
+            return t
+        return t % torch.tensor(self.size, device=t.device)
+
+    @property
+    def identity(self):
+        return torch.zeros(2, dtype=torch.long)
+
+    def compose(self, a, b):
+        return self._mod(torch.as_tensor(a) + torch.as_tensor(b))
+
+    def inverse(self, a):
+        return self._mod(-torch.as_tensor(a))
+
+    def sample(self, n, generator=None):
+        H, W = self._need_size()
+        return torch.stack([torch.randint(0, H, (n,), generator=generator),
+                            torch.randint(0, W, (n,), generator=generator)], dim=-1)
+
+    def elements(self):
+        H, W = self._need_size()
+        yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+        return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
+
+    def _act(self, g, x, rep):
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            raise ValueError(f"x: group t2 was built for {self.size[0]}x{self.size[1]} grids, "
+                             f"got spatial shape {tuple(x.shape[-2:])}")
+        if rep.kind == "regular":
+            _check_regular(x)
+        return roll_batched(x, g.long())
+
+    def __repr__(self):
+        return f"T2(size={self.size})"
+
+
+class C4(Group):
+    """Rotations by multiples of 90 degrees.
+
+    >>> g = C4(); x = torch.randn(1, 1, 5, 5)
+    >>> torch.equal(g.act(torch.tensor(1), x), torch.rot90(x, 1, dims=(-2, -1)))
+    True
+    """
+
+    name = "c4"
+    element_ndim = 0
+    supported_reps = ("image", "regular")
+
+    @property
+    def order(self):
+        return 4
+
+    @property
+    def identity(self):
+        return torch.tensor(0)
+
+    def compose(self, a, b):
+        return (torch.as_tensor(a) + torch.as_tensor(b)) % 4
+
+    def inverse(self, a):
+        return (-torch.as_tensor(a)) % 4
+
+    def sample(self, n, generator=None):
+        return torch.randint(0, 4, (n,), generator=generator)
+
+    def elements(self):
+        return torch.arange(4)
+
+    def _act(self, g, x, rep):
+        _check_square(x, self.name)
+        g = g.long()
+        if rep.kind == "regular":
+            _check_regular(x)
+            x = _roll_orientations(x, g)
+        return rot90_batched(x, g)
+
+
+class P4(Group):
+    """p4 = C4 ⋉ T(2) on an N×N torus; element ``(k, dy, dx)`` acts as ``roll ∘ rot90``.
+
+    >>> g = P4(4); a, b = g.sample(1)[0], g.sample(1)[0]; x = torch.randn(1, 4, 4, 4)
+    >>> torch.allclose(g.act(a, g.act(b, x, "regular"), "regular"), g.act(g.compose(a, b), x, "regular"))
+    True
+    """
+
+    name = "p4"
+    element_ndim = 1
+    supported_reps = ("image", "regular")
+
+    def __init__(self, size=None):
+        size = _size2(size)
+        if size is not None and size[0] != size[1]:
+            raise ValueError(f"size: p4 needs a square grid, got {size}")
+        self.size = size
+
+    @property
+    def order(self):
+        return None if self.size is None else 4 * self.size[0] * self.size[1]
+
+    @property
+    def is_finite(self) -> bool:
+        return True
+
+    def _mod(self, t):
+        return t if self.size is None else t % self.size[0]
+
+    @property
+    def identity(self):
+        return torch.zeros(3, dtype=torch.long)
+
+    def compose(self, a, b):
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        k = (a[..., 0] + b[..., 0]) % 4
+        t = self._mod(a[..., 1:] + rotate_shift(a[..., 0], b[..., 1:]))
+        return torch.cat([k[..., None], t], dim=-1)
+
+    def inverse(self, a):
+        a = torch.as_tensor(a)
+        k = (-a[..., 0]) % 4
+        t = self._mod(-rotate_shift(k, a[..., 1:]))
+        return torch.cat([k[..., None], t], dim=-1)
+
+    def sample(self, n, generator=None):
+        if self.size is None:
+            raise ValueError("size: group 'p4' needs the grid size, e.g. get_group('p4', size=28)")
+        N = self.size[0]
+        return torch.stack([torch.randint(0, 4, (n,), generator=generator),
+                            torch.randint(0, N, (n,), generator=generator),
+                            torch.randint(0, N, (n,), generator=generator)], dim=-1)
+
+    def elements(self):
+        if self.size is None:
+            raise ValueError("size: group 'p4' needs the grid size to list its elements")
+        N = self.size[0]
+        k, y, x = torch.meshgrid(torch.arange(4), torch.arange(N), torch.arange(N), indexing="ij")
+        return torch.stack([k.reshape(-1), y.reshape(-1), x.reshape(-1)], dim=-1)
+
+    def _act(self, g, x, rep):
+        _check_square(x, self.name)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            raise ValueError(f"x: group p4 was built for {self.size[0]}x{self.size[1]} grids, "
+                             f"got spatial shape {tuple(x.shape[-2:])}")
+        g = g.long()
+        x = C4()._act(g[..., 0], x, rep)
+        return roll_batched(x, g[..., 1:])
+
+    def __repr__(self):
+        return f"P4(size={self.size})"
+
+
+class SO2(Group):
+    """Continuous planar rotations, acting on images by bilinear interpolation (approximate) and
+    exactly on 2D point clouds ``(B, N, 2)``.
+
+    >>> g = SO2(); x = torch.randn(1, 1, 5, 5)
+    >>> torch.allclose(g.act(torch.tensor(math.pi / 2), x), torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5)
+    True
+    """
+
+    name = "so2"
+    element_ndim = 0
+    supported_reps = ("image", "points")
+
+    @property
+    def identity(self):
+        return torch.tensor(0.0)
+
+    def compose(self, a, b):
+        return torch.remainder(torch.as_tensor(a) + torch.as_tensor(b), 2 * math.pi)
+
+    def inverse(self, a):
+        return torch.remainder(-torch.as_tensor(a), 2 * math.pi)
+
+    def equal(self, a, b, atol=1e-6):
+        d = torch.remainder(torch.as_tensor(a) - torch.as_tensor(b) + math.pi, 2 * math.pi) - math.pi
+        return bool((d.abs() < atol).all())
+
+    def sample(self, n, generator=None):
+        return torch.rand(n, generator=generator, dtype=torch.float64) * 2 * math.pi
+
+    @staticmethod
+    def matrix(theta: torch.Tensor) -> torch.Tensor:
+        """2x2 rotation matrix (acting on (x, y) coordinates, counter-clockwise)."""
+        c, s = torch.cos(theta), torch.sin(theta)
+        return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+    def _act(self, g, x, rep):
+        theta = g.to(x.dtype if x.dtype.is_floating_point else torch.float32)
+        if rep.kind == "points":
+            if x.shape[-1] != 2:
+                raise ValueError(f"x: so2 acts on 2D points (B, N, 2), got shape {tuple(x.shape)}")
+            R = self.matrix(theta)
+            return x @ (R.transpose(-1, -2) if R.ndim == 2 else R.transpose(-1, -2))
+        B = x.shape[0]
+        theta = theta.expand(B) if theta.ndim == 0 else theta
+        c, s = torch.cos(theta), torch.sin(theta)
+        # output pixel (u, v) in normalised (x=col, y=row) coords samples input at R^{-1}(u, v);
+        # rows grow downwards, so counter-clockwise on screen is clockwise in (col, row).
+        zero = torch.zeros_like(c)
+        aff = torch.stack([torch.stack([c, -s, zero], -1), torch.stack([s, c, zero], -1)], -2)
+        shape = x.shape
+        xi = x.reshape(B, -1, shape[-2], shape[-1])
+        grid = F.affine_grid(aff, list(xi.shape), align_corners=False)
+        out = F.grid_sample(xi, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.reshape(shape)

@@ -1,0 +1,195 @@
+"""3D rotations SO(3) / O(3) and permutations S_n.
+
+* ``so3`` / ``o3`` element: a 3×3 orthogonal matrix ``Q`` (det +1 for ``so3``). On ``points``
+  ``(B, N, 3)``: ``x ↦ x Qᵀ``; on ``irreps:<s>`` ``(B, N, dim)``: ``x ↦ x D(Q)ᵀ`` with
+  ``D = e3nn.o3.Irreps(s).D_from_matrix(Q)`` (parity included for ``o3``).
+* ``sn`` element: a permutation ``p`` of ``range(n)``; ``(g·x)_i = x_{p⁻¹(i)}`` along axis 1, so
+  ``compose(p, q) = p[q]``.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional
+
+import torch
+
+from ._base import Group
+
+__all__ = ["SO3", "O3", "Sn", "random_rotation"]
+
+
+def random_rotation(n: int, generator: Optional[torch.Generator] = None,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``n`` Haar-random rotation matrices (QR of a Gaussian with sign fix), shape ``(n, 3, 3)``."""
+    a = torch.randn(n, 3, 3, generator=generator, dtype=dtype)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+    det = torch.linalg.det(q)
+    q[:, :, 0] = q[:, :, 0] * det.sign().unsqueeze(-1)
+    return q
+
+
+@functools.lru_cache(maxsize=64)
+def _irreps(s: str):
+    from e3nn import o3
+    try:
+        return o3.Irreps(s)
+    except Exception as err:  # e3nn raises ValueError/AssertionError on bad strings
+        raise ValueError(f"rep: invalid e3nn irreps string {s!r} ({err})") from None
+
+
+def _d_from_matrix(irreps, Q: torch.Tensor) -> torch.Tensor:
+    """e3nn's ``Irreps.D_from_matrix`` evaluated in ``Q``'s precision.
+
+    e3nn builds its so(3) generators in the *default* dtype, so float64 inputs would still carry
+    float32 rounding (~1e-6); we switch the default dtype for the duration of the call.
+    """
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(Q.dtype if Q.dtype in (torch.float32, torch.float64) else old)
+    try:
+        return irreps.D_from_matrix(Q)
+    finally:
+        torch.set_default_dtype(old)
+
+
+class SO3(Group):
+    """Proper 3D rotations.
+
+    >>> g = SO3(); Q = g.sample(1)[0]; x = torch.randn(2, 5, 3, dtype=torch.float64)
+    >>> torch.allclose(g.act(Q, x, "points"), x @ Q.T)
+    True
+    """
+
+    name = "so3"
+    element_ndim = 2
+    supported_reps = ("points", "irreps")
+    _proper = True
+
+    @property
+    def identity(self):
+        return torch.eye(3, dtype=torch.float64)
+
+    def compose(self, a, b):
+        return torch.as_tensor(a) @ torch.as_tensor(b)
+
+    def inverse(self, a):
+        return torch.as_tensor(a).transpose(-1, -2)
+
+    def sample(self, n, generator=None):
+        return random_rotation(n, generator)
+
+    def _check_element(self, g, x):
+        g = super()._check_element(g, x)
+        if tuple(g.shape[-2:]) != (3, 3):
+            raise ValueError(f"g: {self.name} elements are 3x3 matrices, got shape {tuple(g.shape)}")
+        return g
+
+    def _act(self, g, x, rep):
+        g = g.to(x.dtype)
+        if rep.kind == "points":
+            if x.shape[-1] != 3:
+                raise ValueError(f"x: rep 'points' for {self.name} needs 3D points (B, N, 3), "
+                                 f"got shape {tuple(x.shape)}")
+            M = g
+        else:
+            irreps = _irreps(rep.irreps)
+            if x.shape[-1] != irreps.dim:
+                raise ValueError(f"x: rep {rep} has dim {irreps.dim}, got last axis {x.shape[-1]} "
+                                 f"(shape {tuple(x.shape)})")
+            M = _d_from_matrix(irreps, g)
+        if M.ndim == 3:  # one element per sample
+            M = M.view(M.shape[0], *([1] * (x.ndim - 3)), *M.shape[-2:])
+        return x @ M.transpose(-1, -2)
+
+
+class O3(SO3):
+    """3D rotations with reflections (parity acts on e3nn irreps by their ``p``)."""
+
+    name = "o3"
+
+    def sample(self, n, generator=None):
+        q = random_rotation(n, generator)
+        flip = torch.randint(0, 2, (n,), generator=generator) * 2 - 1
+        return q * flip.to(q.dtype).view(n, 1, 1)
+
+
+class Sn(Group):
+    """Permutations of ``n`` objects, acting on axis 1 (and on the adjacency columns of ``graph``).
+
+    >>> g = Sn(4); p = torch.tensor([2, 0, 1, 3]); x = torch.arange(4.).view(1, 4)
+    >>> g.act(p, x, "set")
+    tensor([[1., 2., 0., 3.]])
+    """
+
+    name = "sn"
+    element_ndim = 1
+    supported_reps = ("set", "points", "irreps", "graph")
+
+    def __init__(self, n: Optional[int] = None):
+        if n is not None and int(n) < 1:
+            raise ValueError(f"n: expected a positive number of objects, got {n}")
+        self.n = None if n is None else int(n)
+
+    @property
+    def order(self):
+        return None if self.n is None else math.factorial(self.n)
+
+    @property
+    def is_finite(self):
+        return True
+
+    def _need_n(self):
+        if self.n is None:
+            raise ValueError("n: group 'sn' needs the number of objects, e.g. get_group('sn', n=5)")
+        return self.n
+
+    @property
+    def identity(self):
+        return torch.arange(self._need_n())
+
+    def compose(self, a, b):
+        a, b = torch.as_tensor(a), torch.as_tensor(b)
+        return torch.gather(a, -1, b)
+
+    def inverse(self, a):
+        return torch.argsort(torch.as_tensor(a), dim=-1)
+
+    def sample(self, n, generator=None):
+        m = self._need_n()
+        return torch.argsort(torch.rand(n, m, generator=generator), dim=-1)
+
+    def elements(self):
+        m = self._need_n()
+        if m > 8:
+            raise ValueError(f"n: listing all {math.factorial(m)} permutations of {m} objects is "
+                             "too large (n <= 8); use sample()")
+        import itertools
+        return torch.tensor(list(itertools.permutations(range(m))), dtype=torch.long)
+
+    def _act(self, g, x, rep):
+        g = g.long()
+        if g.shape[-1] != x.shape[1]:
+            raise ValueError(f"g: permutation of {g.shape[-1]} objects does not match axis 1 of x "
+                             f"with {x.shape[1]} entries (shape {tuple(x.shape)})")
+        inv = torch.argsort(g, dim=-1)
+        if rep.kind == "graph":
+            n = x.shape[1]
+            if x.shape[2] < n:
+                raise ValueError(f"x: rep 'graph' is [A | X] of shape (B, N, N + d), got {tuple(x.shape)}")
+            x = self._permute_axis(x, inv, 1)
+            cols = self._permute_axis(x[:, :, :n], inv, 2)
+            return torch.cat([cols, x[:, :, n:]], dim=2)
+        return self._permute_axis(x, inv, 1)
+
+    @staticmethod
+    def _permute_axis(x: torch.Tensor, inv: torch.Tensor, axis: int) -> torch.Tensor:
+        if inv.ndim == 1:
+            return x.index_select(axis, inv)
+        shape = [inv.shape[0]] + [1] * (x.ndim - 1)
+        shape[axis] = inv.shape[1]
+        idx = inv.view(shape).expand(*x.shape[:axis], inv.shape[1], *x.shape[axis + 1:])
+        return torch.gather(x, axis, idx)
+
+    def __repr__(self):
+        return f"Sn(n={self.n})"

@@ -1,0 +1,1 @@
+"""symclone.teachers (placeholder: filled by its issue)."""
