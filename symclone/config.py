@@ -69,9 +69,14 @@ def _set(cfg: Any, path: list[str], text: str) -> Any:
                          f"expected one of {sorted(fields)}")
     if len(path) > 1:
         return dataclasses.replace(cfg, **{name: _set(getattr(cfg, name), path[1:], text)})
-    hints = typing.get_type_hints(type(cfg))
     try:
-        value = parse_value(text, hints.get(name, str))
+        hints = typing.get_type_hints(type(cfg))
+    except (NameError, TypeError):  # unresolvable forward references: fall back to the value's type
+        hints = {}
+    current = getattr(cfg, name)
+    typ = hints.get(name, type(current) if current is not None else str)
+    try:
+        value = parse_value(text, typ)
     except ValueError as err:
         raise ValueError(f"override: {name}={text!r}: {err}") from None
     return dataclasses.replace(cfg, **{name: value})
@@ -83,7 +88,10 @@ def to_dict(cfg: Any) -> dict:
 
 def from_dict(cls: type, data: dict) -> Any:
     """Rebuild a nested dataclass from :func:`to_dict` output (unknown keys are an error)."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        hints = {}
     kwargs = {}
     names = {f.name for f in dataclasses.fields(cls)}
     for k, v in data.items():
