@@ -1,0 +1,183 @@
+"""Analyse a clone run: structure metrics, figures, ``report.md`` and ``metrics.json["structure"]``.
+
+:func:`analyze_models` does the work on in-memory models (any teacher/student following the
+contract in ``notes/contracts.md``); :func:`analyze_run` reads ``runs/NAME`` through
+``symclone.runs.load_run`` and writes the results next to it.
+
+>>> import tempfile, torch
+>>> from types import SimpleNamespace
+>>> class Lin:
+...     def __init__(self, W): self.W = W
+...     def dense_matrix(self, l, params=None): return self.W
+>>> t = SimpleNamespace(feature_shapes=[(1, 4, 4), (1, 4, 4)], reps=["image", "image"], group=None, num_layers=1)
+>>> res = analyze_models(t, Lin(torch.eye(16)), tempfile.mkdtemp(), plots=False, support=None)
+>>> res["structure"]["layers"][0]["residual"]["t2"] < 1e-6
+True
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from symclone.io import atomic_write_text, update_json
+
+from ._figures import make_figures
+from ._lie import lie_derivative
+from ._report import render_report
+from ._structure import layer_structure
+
+__all__ = ["analyze_models", "analyze_run", "data_support", "student_label"]
+
+log = logging.getLogger(__name__)
+
+_DATA_KEYS = ("data", "dataset", "inputs")
+
+
+def _data_name(config: Mapping) -> Optional[str]:
+    for scope in (config, config.get("distill") or {}):
+        for k in _DATA_KEYS:
+            v = scope.get(k) if isinstance(scope, Mapping) else None
+            if isinstance(v, Mapping):
+                v = v.get("name")
+            if isinstance(v, str) and "mnist" in v.lower():
+                return "fashion-mnist" if "fashion" in v.lower() else "mnist"
+    return None
+
+
+def data_support(name: str, limit: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(support (C, H, W) bool, first test image (C, H, W))`` of an image dataset: pixels that are
+    non-zero in any of the first ``limit`` training images."""
+    from symclone.data import load_image_dataset
+
+    xs = load_image_dataset(name, train=True, limit=limit).tensors[0]
+    x0 = load_image_dataset(name, train=False, limit=1).tensors[0][0]
+    return (xs != 0).any(0), x0
+
+
+def _demo_image(size: int, channels: int, seed: int = 0) -> torch.Tensor:
+    """A smooth, asymmetric test image (blurred noise + an off-centre blob) so transforms show."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, channels, size, size, generator=g)
+    ker = torch.ones(channels, 1, 3, 3) / 9
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular"), ker, groups=channels)
+    r = torch.arange(size, dtype=torch.float32)
+    blob = torch.exp(-((r[:, None] - size * 0.3) ** 2 + (r[None, :] - size * 0.6) ** 2) / (0.02 * size * size))
+    return x[0] + 2 * blob
+
+
+def student_label(student: Any, config: Optional[Mapping] = None) -> str:
+    """``"7-block"``, ``"9-block"``, ``"mlp"``, ... from a student's config."""
+    cfg = getattr(student, "config", None) or (config or {}).get("student") or {}
+    name = cfg.get("name", type(student).__name__)
+    blocks = (cfg.get("kwargs") or {}).get("blocks")
+    if name == "blocks" and blocks:
+        b = set(blocks) if isinstance(blocks, (list, tuple)) else {blocks}
+        return f"{'/'.join(str(v) for v in sorted(b))}-block"
+    return str(name)
+
+
+def _layers(teacher: Any, config: Mapping, metrics: Mapping) -> list[int]:
+    layers = [int(e["layer"]) for e in metrics.get("layers", []) or [] if "layer" in e]
+    layers = layers or [int(l) for l in config.get("layers") or []]
+    return sorted(set(layers)) or list(range(1, int(teacher.num_layers) + 1))
+
+
+def _lie(models: Mapping[str, Any], x: torch.Tensor) -> dict:
+    out = {}
+    for name, m in models.items():
+        try:
+            # pre-activations: central differences do not commute with a pointwise ReLU, so even an
+            # exactly equivariant net has a non-zero discrete Lie derivative after the nonlinearity
+            f = (lambda h, m=m: m.layer_forward(1, h, pre_activation=True))
+            dtype = next((p.dtype for p in m.parameters()), x.dtype) if hasattr(m, "parameters") else x.dtype
+            xb = x[None].to(dtype)
+            with torch.no_grad():
+                fx = f(xb)
+            if fx.shape[-2:] != xb.shape[-2:]:
+                return {}  # circular differences need equal grids (valid convs shrink them)
+            L = lie_derivative(f, "translation_x", xb).detach()
+            out[name] = float(L.norm() / fx.norm())
+        except Exception as err:  # forward-mode AD may be unsupported by a third-party module
+            log.info("lie derivative of %s skipped: %s", name, err)
+    return out
+
+
+def analyze_models(teacher: Any, student: Any, out_dir: str | Path, metrics: Optional[Mapping] = None,
+                   config: Optional[Mapping] = None, extra_students: Optional[Mapping[str, Any]] = None,
+                   support: Any = "auto", plots: bool = True, layers: Optional[Sequence[int]] = None) -> dict:
+    """Structure metrics (and, with ``plots``, figures under ``out_dir/figures``) for a teacher/student pair.
+
+    Parameters
+    ----------
+    support : ``"auto"`` (from the run's dataset when it is (Fashion-)MNIST), a dataset name, a bool
+        mask ``(H, W)``/``(C, H, W)``, or ``None``.
+    extra_students : more students for the feature grid (e.g. ``{"7-block": s7}``); an untrained
+        MLP is added automatically when the ``mlp`` student is registered.
+
+    Returns
+    -------
+    ``{"structure": {"layers": [...], ...}, "figures": {name: png path}}``.
+    """
+    metrics, config = dict(metrics or {}), dict(config or {})
+    out_dir = Path(out_dir)
+    structure: dict = {}
+    x = None
+    if isinstance(support, str):
+        name = _data_name(config) if support == "auto" else support
+        support = None
+        if name:
+            try:
+                support, x = data_support(name)
+                structure["support_source"] = name
+                structure["support_fraction"] = float(support.double().mean())
+            except (ValueError, OSError) as err:
+                log.warning("data support unavailable (%s); reporting the full matrices only", err)
+    elif support is not None:
+        support = torch.as_tensor(support).bool()
+    layer_ids = list(layers) if layers else _layers(teacher, config, metrics)
+    results = [layer_structure(teacher, student, l, support) for l in layer_ids]
+    shapes = getattr(teacher, "feature_shapes", None)
+    reps = [str(r) for r in getattr(teacher, "reps", [])]
+    if x is None and shapes and reps and reps[0] == "image":
+        x = _demo_image(shapes[0][-1], shapes[0][0])
+    models = {"teacher": teacher, f"cloned ({student_label(student, config)})": student}
+    models.update(extra_students or {})
+    try:
+        from symclone.registry import create_student
+        models["untrained MLP"] = create_student("mlp", teacher=teacher, seed=1)
+    except Exception as err:  # the registry or the teacher may not support it
+        log.info("no untrained MLP baseline: %s", err)
+    if x is not None and hasattr(teacher, "forward_features") and results:
+        lie = _lie({"teacher": teacher, "student": student}, x)
+        if lie:
+            results[0][0]["lie_derivative"] = lie
+    structure["layers"] = [e for e, _ in results]
+    figures = make_figures(out_dir / "figures", results, models, teacher, metrics, x) if plots else {}
+    return {"structure": structure, "figures": figures}
+
+
+def analyze_run(path: str | Path, compare: Sequence[str | Path] = (), support: Any = "auto",
+                plots: bool = True) -> dict:
+    """Analyse ``runs/NAME``: figures under ``figures/``, ``report.md``, and ``metrics.json``
+    gains a ``"structure"`` entry (other keys are kept). ``compare`` adds the students of other
+    runs of the same teacher to the feature grid. Returns what :func:`analyze_models` returns."""
+    from symclone.runs import load_run
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"path: run directory {path} does not exist")
+    run = load_run(path)
+    extra = {}
+    for other in compare:
+        o = load_run(other)
+        extra[f"{student_label(o.student, o.config)} ({Path(other).name})"] = o.student
+    res = analyze_models(run.teacher, run.student, path, metrics=run.metrics, config=run.config,
+                         extra_students=extra, support=support, plots=plots)
+    update_json(path / "metrics.json", {"structure": res["structure"]})
+    text = render_report(path.name, run.config or {}, run.metrics or {}, res["structure"], res["figures"], base=path)
+    atomic_write_text(path / "report.md", text)
+    res["report"] = str(path / "report.md")
+    return res

@@ -1,0 +1,172 @@
+"""n-body benchmark: plain transformer vs. the same transformer symmetrized (S_n × O(3)) with each
+sampler, the e3nn teacher, and a transformer cloned from the e3nn teacher then symmetrized.
+
+Task (DESIGN.md §5): from frame 30 (positions, velocities, charges) predict positions at frame 40;
+3000 / 2000 / 2000 systems from ``symclone.data.nbody``. Test MSE is compared with the published
+EGNN 0.0071 and LPS 0.004. Training budgets are CPU seconds of this process (torch threads 1).
+
+    python -m benchmarks.nbody --quick                 # ~2 minutes, small data
+    python -m benchmarks.nbody --models canonical,learned --minutes 30 --resume
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from symclone.data.nbody import NBODY_REP_IN, nbody_tensors
+from symclone.symmetrize import Symmetrized
+from symclone.symmetrize._models import ParticleTransformer
+from symclone.symmetrize._train import TrainConfig, equivariance_vs_k, evaluate_mse, time_forward, train_regressor
+
+PUBLISHED = {"EGNN": 0.0071, "LPS": 0.004}
+MODELS = ("transformer", "uniform", "canonical", "learned", "e3nn", "cloned")
+
+
+class Displacement(nn.Module):
+    """``y = p + net(x)`` for networks that output a vector per particle (e3nn teacher, cloned student)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return x[..., :3] + self.net(x)
+
+
+def build(name: str, args) -> nn.Module:
+    tf = dict(dim=args.dim, depth=args.depth, heads=4)
+    if name == "transformer":
+        return ParticleTransformer(**tf)
+    if name in ("uniform", "canonical", "learned"):
+        return Symmetrized(ParticleTransformer(**tf), "sn x o3", NBODY_REP_IN, "points", sampler=name,
+                           k=args.k, k_eval=args.k_eval, group_kw={"n": 5},
+                           **({"noise": args.noise} if name == "learned" else {}))
+    if name == "e3nn":
+        from symclone import create_teacher
+        return Displacement(create_teacher("e3nn", input="nbody", n_points=5, mul=args.e3nn_mul,
+                                           depth=3, lmax=1, init_std=1.0))
+    if name == "cloned":
+        return build_cloned(args)
+    raise ValueError(f"--models: unknown model {name!r}; expected {MODELS}")
+
+
+def build_cloned(args) -> nn.Module:
+    """Clone a transformer student from a (task-trained) e3nn teacher, then symmetrize it."""
+    from symclone import create_student
+    from symclone.distill import DistillConfig, distill
+    teacher = build("e3nn", args)
+    ckpt = Path(args.out).with_suffix("").parent / "nbody_ckpt" / "e3nn"
+    from symclone.io import checkpoint_exists, load_checkpoint
+    if checkpoint_exists(ckpt):
+        tensors, _ = load_checkpoint(ckpt)
+        teacher.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
+    x_tr, _ = nbody_tensors("train", size=args.size)
+    student = create_student("transformer", teacher=teacher.net, dim=args.dim, depth=2)
+    distill(student, teacher.net, torch.utils.data.TensorDataset(x_tr), DistillConfig(**args.distill_cfg))
+    return Symmetrized(Displacement(student), "sn x o3", NBODY_REP_IN, "points", sampler=args.cloned_sampler,
+                       k=args.k, k_eval=args.k_eval, group_kw={"n": 5})
+
+
+def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    model = build(name, args)
+    build_s = time.time() - t0
+    minutes = args.minutes if name not in args.short else args.short_minutes
+    cfg = TrainConfig(lr=args.lr, batch_size=args.batch, epochs=args.epochs, minutes=minutes,
+                      eval_every=args.eval_every, seed=args.seed, progress=args.progress)
+    ckpt = str(out_dir / "nbody_ckpt" / name) if args.resume else None
+    log = lambda st: logging.info("%s epoch %d cpu %.0fs valid %.5f", name, st["epoch"], st["cpu_seconds"],
+                                  st["curve"][-1][3])
+    st = train_regressor(model, data["train"], data["valid"], cfg, checkpoint=ckpt, on_eval=log)
+    row = {"model": name, "valid_mse": st["best_valid"], "epochs": st["epoch"],
+           "train_cpu_s": round(st["cpu_seconds"], 1), "train_wall_s": round(st["seconds"], 1),
+           "build_s": round(build_s, 1), "curve": st["curve"]}
+    if isinstance(model, Symmetrized):
+        model.k_eval = args.k_test
+    row["test_mse"] = evaluate_mse(model, *data["test"])
+    xb = data["test"][0][:100]
+    row["forward_s_per_100"] = time_forward(model, xb, repeats=3)
+    if isinstance(model, Symmetrized):
+        row["k_test"] = args.k_test
+        row["equivariance"] = equivariance_vs_k(model, data["test"][0][:20].double(), ks=(1, 4, 16)) \
+            if False else equivariance_vs_k(model, data["test"][0][:50], ks=(1, 4, 16))
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="small data and budgets (~2-3 min)")
+    p.add_argument("--models", default="transformer,uniform,canonical,learned,e3nn")
+    p.add_argument("--minutes", type=float, default=30.0, help="CPU-minute budget per model")
+    p.add_argument("--short", default="transformer,uniform,e3nn", help="models trained with --short-minutes")
+    p.add_argument("--short-minutes", type=float, default=10.0)
+    p.add_argument("--epochs", type=int, default=100000)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--k", type=int, default=2, help="samples per input in training")
+    p.add_argument("--k-eval", type=int, default=4, help="samples per input for validation")
+    p.add_argument("--k-test", type=int, default=20, help="samples per input for the test MSE")
+    p.add_argument("--noise", type=float, default=0.1)
+    p.add_argument("--e3nn-mul", type=int, default=16)
+    p.add_argument("--cloned-sampler", default="canonical")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--resume", action="store_true", help="checkpoint each model and resume")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--out", default="results/nbody.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    args.size = "small" if args.quick else "full"
+    if args.quick:
+        args.minutes, args.short_minutes = min(args.minutes, 0.4), min(args.short_minutes, 0.3)
+        args.k_test = min(args.k_test, 8)
+    args.short = set(args.short.split(","))
+    args.distill_cfg = {"epochs": 2 if args.quick else 20}
+    names = [m for m in args.models.split(",") if m]
+    for m in names:
+        if m not in MODELS:
+            p.error(f"--models: unknown model {m!r}; expected some of {MODELS}")
+    data = {s: nbody_tensors(s, size=args.size) for s in ("train", "valid", "test")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    prev = json.loads(out.read_text()) if (args.resume and out.exists()) else {"rows": []}
+    done = {r["model"]: r for r in prev.get("rows", [])}
+    for name in names:
+        if args.resume and name in done:
+            rows.append(done[name])
+            continue
+        try:
+            rows.append(run_model(name, data, args, out.parent))
+        except (ImportError, ValueError, TypeError, KeyError) as err:
+            logging.warning("model %s skipped: %s", name, err)
+            rows.append({"model": name, "error": str(err)})
+        result = {"task": "nbody_small frame 30 -> 40", "size": args.size, "published": PUBLISHED,
+                  "settings": {k: v for k, v in vars(args).items() if k not in ("short",)} | {"short": sorted(args.short)},
+                  "rows": rows}
+        from symclone.io import write_json
+        write_json(out, result)
+    print(f"{'model':12s} {'test MSE':>9s} {'valid MSE':>9s} {'epochs':>6s} {'train CPU s':>11s} {'fwd s/100':>9s}")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['model']:12s} skipped: {r['error']}")
+            continue
+        print(f"{r['model']:12s} {r['test_mse']:9.5f} {r['valid_mse']:9.5f} {r['epochs']:6d} "
+              f"{r['train_cpu_s']:11.0f} {r['forward_s_per_100']:9.4f}")
+    print(f"published: EGNN {PUBLISHED['EGNN']}, LPS {PUBLISHED['LPS']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

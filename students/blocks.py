@@ -1,0 +1,209 @@
+"""``blocks``: the paper's kernel-conditioned student ("mlp2cnn" / "mlp2gcnn").
+
+For a teacher layer with free parameters (kernel) ``k ∈ R^P``, student layer ``l`` computes
+
+    z_r(k, x) = Σ_{b=1..B} h_b(A_r k̃) (W_b x + c_b),     k̃ = k / s,   h(k) = H k  (H: B × P)
+
+for each orientation ``r`` of the output (``R = 4`` for C4 *regular* output fields, else ``R = 1``),
+with dense ``W_b`` of shape ``(out_dim / R, in_dim)`` shared across orientations, learned maps
+``A_r: R^P → R^P`` (``A_0 = I``) that produce the rotated filters, block biases ``c_b`` (for
+teachers whose bias is part of ``k``) and the parameter scale ``s`` (the teacher's init std).
+The feature is ``σ(z)`` with the orientation channels interleaved as ``(field, r, y, x)``.
+
+``B = P = 9`` represents a 3×3 single-channel conv exactly (``W_b`` = the 9 shift matrices of the
+unrolled convolution); ``B = 7`` ("7-block") cannot and is the paper's approximate clone. The
+student stores a kernel per layer (``kernels``: the teacher's own parameters after ``like``) and
+uses it when ``params`` is not given.
+
+>>> import torch
+>>> s = BlocksStudent(feature_shapes=[[1, 5, 5], [1, 3, 3]], reps=["image", "image"], num_params=[9])
+>>> k = torch.randn(4, 9)
+>>> s.layer_forward(1, torch.randn(2, 1, 5, 5), params=k).shape
+torch.Size([4, 2, 1, 3, 3])
+>>> s.dense_matrix(1, k[0]).shape, s.block_matrices(1).shape
+(torch.Size([9, 25]), torch.Size([9, 9, 25]))
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from symclone.registry import register_student
+
+from ._base import StudentBase, teacher_layout
+
+__all__ = ["BlocksStudent", "BlockLayer"]
+
+#: refuse layers whose block tensor W would exceed this many entries (dense B × out × in)
+MAX_BLOCK_ENTRIES = 60_000_000
+
+
+class BlockLayer(nn.Module):
+    """One kernel-conditioned layer: ``W (B, O, I)``, ``c (B, O)``, ``H (B, P)``, ``A (R-1, P, P)``."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int,
+                 gen: Optional[torch.Generator]):
+        super().__init__()
+        if out_dim % orientations:
+            raise ValueError(f"orientations: output size {out_dim} is not divisible by {orientations}")
+        O = out_dim // orientations
+        self.B, self.P, self.R, self.O, self.I = blocks, num_params, orientations, O, in_dim
+        bound = 1.0 / math.sqrt(in_dim * blocks)
+        self.W = nn.Parameter((torch.rand(blocks, O, in_dim, generator=gen) * 2 - 1) * bound)
+        self.c = nn.Parameter(torch.zeros(blocks, O))
+        q, _ = torch.linalg.qr(torch.randn(max(blocks, num_params), max(blocks, num_params), generator=gen))
+        self.H = nn.Parameter(q[:blocks, :num_params].clone())
+        self.A = nn.Parameter(torch.eye(num_params).repeat(orientations - 1, 1, 1))
+        self.register_buffer("kernel", torch.zeros(num_params))
+        self.register_buffer("scale", torch.ones(()))
+
+    def coefficients(self, k: torch.Tensor) -> torch.Tensor:
+        """``h(A_r k̃)`` for every orientation: ``(..., R, B)``."""
+        kt = k / self.scale
+        maps = [kt] + [kt @ self.A[r].T for r in range(self.R - 1)]
+        return torch.stack(maps, dim=-2) @ self.H.T
+
+    def forward(self, h_flat: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``h_flat (N, I)`` or ``(K, N, I)``, ``k (P,)`` or ``(K, P)`` -> ``(..., N, R, O)``."""
+        z = self.coefficients(k)  # (R, B) or (K, R, B)
+        B, O = self.B, self.O
+        # one GEMM for all blocks: u[n, b, o] = (W_b x_n + c_b)[o]
+        u = (h_flat @ self.W.reshape(B * O, -1).T + self.c.reshape(-1)).reshape(*h_flat.shape[:-1], B, O)
+        if k.ndim == 1:
+            return torch.einsum("rb,...nbo->...nro", z, u)
+        if u.ndim == 3:  # shared inputs for every kernel: (K R, B) @ (B, N O)
+            N = u.shape[0]
+            y = z.reshape(-1, B) @ u.permute(1, 0, 2).reshape(B, N * O)
+            return y.reshape(k.shape[0], self.R, N, O).transpose(1, 2)
+        return torch.einsum("krb,knbo->knro", z, u)
+
+
+def _param_scale(teacher: Any, l: int) -> float:
+    """The teacher's init std of layer ``l`` (estimated from 4096 draws if not exposed)."""
+    std = getattr(teacher, "_init_std", None)
+    if callable(std):
+        try:
+            return float(std(l)) or 1.0
+        except (TypeError, ValueError, NotImplementedError):
+            pass
+    g = torch.Generator().manual_seed(1234)
+    return float(teacher.sample_params(l, 4096, generator=g).std()) or 1.0
+
+
+@register_student("blocks")
+class BlocksStudent(StudentBase):
+    """Kernel-conditioned dense student (see the module docstring for the math).
+
+    Parameters
+    ----------
+    feature_shapes, reps, activations : the teacher's layout (input first).
+    num_params : ``P_l`` per layer (the teacher's ``num_layer_params``).
+    blocks : ``B`` (an int for every layer, or one per layer); default ``P_l`` (exact).
+    orientations : per layer ``R`` (default 4 where the output rep is ``"regular"``, else 1).
+    param_scale : per layer ``s`` (default 1).
+    seed : initialisation seed.
+    teacher : take layout, ``num_params``, scales and kernels from this teacher (``like``).
+    """
+
+    supports_params = True
+
+    def __init__(self, feature_shapes: Optional[Sequence[Sequence[int]]] = None,
+                 reps: Optional[Sequence[str]] = None, activations: Optional[Sequence[str]] = None,
+                 num_params: Optional[Sequence[int]] = None, blocks: int | Sequence[int] | None = None,
+                 orientations: Optional[Sequence[int]] = None, param_scale: Optional[Sequence[float]] = None,
+                 seed: Optional[int] = 0, teacher: Any = None):
+        super().__init__()
+        kernels = None
+        if teacher is not None:
+            lay = teacher_layout(teacher)
+            feature_shapes, reps, activations = lay["feature_shapes"], lay["reps"], lay["activations"]
+            L = teacher.num_layers
+            num_params = [int(teacher.num_layer_params(l)) for l in range(1, L + 1)]
+            param_scale = [_param_scale(teacher, l) for l in range(1, L + 1)]
+            kernels = [teacher.layer_params(l).detach().float() for l in range(1, L + 1)]
+        if feature_shapes is None or reps is None or num_params is None:
+            raise ValueError("feature_shapes, reps, num_params: give all three, or teacher=")
+        self._init_layout(feature_shapes, reps, activations)
+        L = self.num_layers
+        num_params = [int(p) for p in num_params]
+        if len(num_params) != L:
+            raise ValueError(f"num_params: expected {L} entries (one per layer), got {len(num_params)}")
+        blocks = num_params if blocks is None else ([int(blocks)] * L if isinstance(blocks, int) else list(blocks))
+        if len(blocks) != L or min(blocks) < 1:
+            raise ValueError(f"blocks: expected a positive int or {L} positive ints, got {blocks!r}")
+        if orientations is None:
+            orientations = [4 if self.reps[l].kind == "regular" else 1 for l in range(1, L + 1)]
+        orientations = [int(r) for r in orientations]
+        param_scale = [1.0] * L if param_scale is None else [float(s) for s in param_scale]
+        self.config = {"name": "blocks", "kwargs": dict(
+            feature_shapes=[list(s) for s in self.feature_shapes], reps=[str(r) for r in self.reps],
+            activations=list(self.activations), num_params=num_params, blocks=blocks,
+            orientations=orientations, param_scale=param_scale, seed=seed)}
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.layers = nn.ModuleList()
+        for l in range(1, L + 1):
+            entries = blocks[l - 1] * self.out_dim(l) // orientations[l - 1] * self.in_dim(l)
+            if entries > MAX_BLOCK_ENTRIES:
+                raise ValueError(
+                    f"blocks: layer {l} would need B x out x in = {blocks[l - 1]} x "
+                    f"{self.out_dim(l) // orientations[l - 1]} x {self.in_dim(l)} = {entries:.3g} dense block "
+                    f"entries (limit {MAX_BLOCK_ENTRIES:.0e}); use fewer blocks, a smaller teacher or the mlp student")
+            layer = BlockLayer(self.in_dim(l), self.out_dim(l), num_params[l - 1], blocks[l - 1],
+                               orientations[l - 1], gen)
+            layer.scale.fill_(param_scale[l - 1])
+            if kernels is not None:
+                layer.kernel.copy_(kernels[l - 1])
+            self.layers.append(layer)
+
+    @classmethod
+    def like(cls, teacher: Any, **kwargs: Any) -> "BlocksStudent":
+        """A blocks student for ``teacher`` (its layout, parameter counts, scales and kernels)."""
+        return cls(teacher=teacher, **kwargs)
+
+    def _params(self, l: int, params: Optional[torch.Tensor]) -> torch.Tensor:
+        layer = self.layers[l - 1]
+        if params is None:
+            return layer.kernel
+        if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != layer.P:
+            got = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
+            raise ValueError(f"params: layer {l} expects shape ({layer.P},) or (K, {layer.P}), got {got}")
+        return params.to(layer.W.dtype)
+
+    def _pre(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor]) -> torch.Tensor:
+        layer = self.layers[l - 1]
+        k = self._params(l, params)
+        nd = len(self.feature_shapes[l - 1])
+        lead = h.shape[: h.ndim - nd]
+        if k.ndim == 1 and len(lead) != 1:
+            raise ValueError(f"h: with one kernel, layer {l} expects (B, ...) inputs, got {tuple(h.shape)}")
+        if k.ndim == 2 and len(lead) == 2 and lead[0] != k.shape[0]:
+            raise ValueError(f"h: (K, B, ...) inputs need K = {k.shape[0]} kernels, got {tuple(h.shape)}")
+        y = layer(h.reshape(*lead, -1), k)  # (..., N, R, O)
+        out = self.feature_shapes[l]
+        if layer.R == 1:
+            return y.reshape(*y.shape[:-2], *out)
+        fields = out[0] // layer.R
+        y = y.reshape(*y.shape[:-2], layer.R, fields, -1).transpose(-3, -2)  # (..., N, F, R, HW)
+        return y.reshape(*y.shape[:-3], *out)
+
+    def dense_matrix(self, l: int, params: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The effective matrix ``Σ_b h_b(A_r k̃) W_b`` ``(out_dim, in_dim)`` (rows in the teacher's
+        ``(field, r, y, x)`` order; block biases not included)."""
+        layer = self.layers[self._check_layer(l) - 1]
+        k = self._params(l, params)
+        if k.ndim != 1:
+            raise ValueError(f"params: dense_matrix takes one kernel of shape ({layer.P},), got {tuple(k.shape)}")
+        with torch.no_grad():
+            z = layer.coefficients(k)  # (R, B)
+            M = torch.einsum("rb,boi->roi", z, layer.W)  # (R, O, I)
+            if layer.R > 1:
+                fields = self.feature_shapes[l][0] // layer.R
+                M = M.reshape(layer.R, fields, -1, layer.I).transpose(0, 1)
+            return M.reshape(-1, layer.I)
+
+    def block_matrices(self, l: int) -> torch.Tensor:
+        """The dense blocks ``W_b``: ``(B, out_dim / R, in_dim)`` (``R`` orientations share them)."""
+        return self.layers[self._check_layer(l) - 1].W.detach()

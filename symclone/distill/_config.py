@@ -1,0 +1,93 @@
+"""Configuration of a cloning run (frozen dataclass; dotted CLI overrides such as ``--distill.lr=3e-4``).
+
+>>> cfg = DistillConfig(mode="family", blocks=7)
+>>> cfg.solver, cfg.blocks
+('auto', 7)
+>>> DistillConfig(mode="both")
+Traceback (most recent call last):
+...
+ValueError: mode: expected 'function' or 'family', got 'both'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DistillConfig", "MODES", "SOLVERS"]
+
+MODES = ("function", "family")
+SOLVERS = ("auto", "closed_form", "adam", "sgd")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How to clone a teacher into a student.
+
+    Attributes
+    ----------
+    mode : ``"function"`` (one teacher instance, orbit inputs) or ``"family"`` (teacher parameters
+        redrawn from the init every step; needs the ``blocks`` student).
+    layers : 1-based teacher layers to clone (empty: all), in order.
+    solver : ``"closed_form"`` (ridge / SVD on pre-activations; linear block + pointwise nonlinearity
+        only), ``"adam"`` (AdamW), ``"sgd"``, or ``"auto"`` (closed form where it applies, else Adam).
+    blocks : ``B`` for a ``blocks`` student built by the run helpers (0: ``B = P``, exact).
+    steps, batch_size, lr, weight_decay, grad_clip : optimiser settings per layer (paper: AdamW
+        lr 1e-2, clip 1.0); the lr follows a cosine schedule to ``lr * 0.01``.
+    kernels_per_step : teacher parameter draws per step (family mode; paper: 128).
+    n_train, n_eval : base samples for training (each also as ``g·x`` when ``augment``) and held-out eval.
+    augment : function mode uses orbit pairs ``(x, g·x)`` (``OrbitDataset``); False = plain inputs.
+    ridge : Tikhonov weight of the closed-form solve, relative to the mean diagonal of ``XᵀX``.
+    closed_form_max_dim : largest ``in_dim + 1`` solved in closed form (the Gram matrix is float64).
+    target : fit ``"pre"``-activations, ``"post"`` (features), or ``"auto"`` (pre when the student's
+        nonlinearity matches the teacher's pointwise one).
+    equivariance_weight : weight of the penalty ``‖f(g·h) − g·f(h)‖² / ‖f(h)‖²`` (function mode, SGD paths).
+    polish_steps : end-to-end Adam steps on all cloned layers' features after layer-by-layer cloning.
+    stop_rel_error : stop a layer's optimiser early once the running relative error is below this (0: never).
+    eval_kernels : fresh kernels for family-mode evaluation.
+    eval_groups : extra group names to measure equivariance under (the teacher's group is always used).
+    checkpoint_every : optimiser steps between checkpoints (also written at the end of each layer).
+    log_every : steps between loss-curve points.
+    seed, device, progress : reproducibility, ``"cpu"``/``"cuda"``, tqdm bars.
+    """
+
+    mode: str = "function"
+    layers: tuple[int, ...] = ()
+    solver: str = "auto"
+    blocks: int = 0
+    steps: int = 400
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    kernels_per_step: int = 16
+    n_train: int = 1024
+    n_eval: int = 128
+    augment: bool = True
+    ridge: float = 1e-7
+    closed_form_max_dim: int = 6000
+    target: str = "auto"
+    equivariance_weight: float = 0.0
+    polish_steps: int = 0
+    stop_rel_error: float = 0.0
+    eval_kernels: int = 8
+    eval_groups: tuple[str, ...] = ()
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected 'function' or 'family', got {self.mode!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver: expected one of {SOLVERS}, got {self.solver!r}")
+        if self.target not in ("auto", "pre", "post"):
+            raise ValueError(f"target: expected 'auto', 'pre' or 'post', got {self.target!r}")
+        for name in ("steps", "batch_size", "kernels_per_step", "n_train", "n_eval", "eval_kernels",
+                     "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < (0 if name == "steps" else 1):
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.blocks < 0 or self.polish_steps < 0:
+            raise ValueError("blocks, polish_steps: expected non-negative integers")
+        if self.lr <= 0 or self.ridge < 0:
+            raise ValueError(f"lr, ridge: expected lr > 0 and ridge >= 0, got {self.lr}, {self.ridge}")

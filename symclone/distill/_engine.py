@@ -1,0 +1,229 @@
+"""``distill(student, teacher, data, cfg)``: layer-by-layer cloning with metrics, checkpoints, resume.
+
+For each layer ``l`` in ``cfg.layers`` (default: all) the student's layer ``l`` learns the teacher's
+layer ``l`` from teacher features ``l-1`` (function or family mode), then it is evaluated on
+held-out inputs (fresh kernels in family mode): ``feature_rel_error`` and the equivariance error
+of the teacher, the student and an untrained student of the same architecture. An optional
+end-to-end polish follows. With ``out`` the run writes ``out/checkpoints/last.*`` (every
+``checkpoint_every`` steps and after every layer) and ``out/metrics.json``; ``resume=True``
+continues from the checkpoint.
+
+>>> import torch
+>>> from symclone.registry import create_teacher, create_student
+>>> t = create_teacher("cnn", channels=1, depth=1, size=6)
+>>> s = create_student("mlp", teacher=t)
+>>> m = distill(s, t, "gaussian", DistillConfig(n_train=64, n_eval=16, progress=False))
+>>> m["layers"][0]["feature_rel_error"] < 1e-4
+True
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from symclone.config import to_dict
+from symclone.io import write_json
+
+from ._config import DistillConfig
+from ._evaluate import evaluate_layer
+from ._family import family_loss_fn, family_parameters, family_solver, fit_family_closed_form
+from ._feeds import base_inputs, orbit_inputs, teacher_input
+from ._function import fit_function_closed_form, function_loss_fn, function_solver, use_pre_activation
+from ._state import load_state, restore_optimizer, save_state
+from ._train import make_optimizer, optimize
+
+__all__ = ["distill", "check_compatible", "untrained_copy"]
+
+log = logging.getLogger(__name__)
+
+
+def check_compatible(student: Any, teacher: Any) -> None:
+    """Student and teacher must have the same feature shapes (input first)."""
+    s = [tuple(x) for x in student.feature_shapes]
+    t = [tuple(x) for x in teacher.feature_shapes]
+    if s != t:
+        raise ValueError(f"student: feature shapes {s} do not match the teacher's {t}; build the student "
+                         "with create_student(name, teacher=teacher)")
+
+
+def untrained_copy(student: Any) -> Any:
+    """A freshly initialised student with the same constructor arguments (and the same stored kernels)."""
+    from symclone.registry import create_student
+
+    fresh = create_student(student.config["name"], **student.config["kwargs"])
+    sd = fresh.state_dict()
+    for k, v in student.state_dict().items():
+        if k.endswith(".kernel") or k.endswith(".scale"):
+            sd[k] = v.clone()
+    fresh.load_state_dict(sd)
+    return fresh.to(next(student.parameters()).device)
+
+
+def _layers(cfg: DistillConfig, L: int) -> list[int]:
+    layers = list(cfg.layers) or list(range(1, L + 1))
+    for l in layers:
+        if not 1 <= int(l) <= L:
+            raise ValueError(f"layers: layer {l} is out of range 1..{L}")
+    return [int(l) for l in layers]
+
+
+def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data) -> dict:
+    use_pre = use_pre_activation(student, l, cfg.target)
+    if cfg.mode == "function":
+        solver = function_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim, cfg.equivariance_weight)
+        if solver == "closed_form":
+            return fit_function_closed_form(student, teacher, l, h_train, cfg.ridge)
+        with torch.no_grad():
+            target = torch.cat([teacher.layer_forward(l, h_train[i:i + 512], pre_activation=use_pre)
+                                for i in range(0, h_train.shape[0], 512)])
+        params = student.layer_parameters(l)
+        loss_fn = function_loss_fn(student, teacher, l, h_train, target, use_pre, cfg.batch_size, cfg.seed,
+                                   cfg.equivariance_weight)
+    else:
+        solver = family_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim)
+        if solver == "closed_form":
+            return fit_family_closed_form(student, teacher, l, h_train)
+        params = family_parameters(student, l)
+        fresh = data is None or data == "gaussian"
+        loss_fn = family_loss_fn(student, teacher, l, h_train, use_pre, cfg.batch_size, cfg.kernels_per_step,
+                                 cfg.seed, fresh_gaussian=fresh and teacher.reps[0].kind in ("image", "regular"))
+    opt = make_optimizer(params, solver, cfg.lr, cfg.weight_decay)
+    start, curve = 0, []
+    if resume_meta is not None and resume_meta.get("current", {}).get("layer") == l and "optimizer" in resume_meta:
+        restore_optimizer(opt, resume_tensors, resume_meta["optimizer"])
+        start, curve = int(resume_meta["current"]["step"]), list(resume_meta["current"]["loss_curve"])
+        log.info("resuming layer %d at step %d", l, start)
+
+    def on_checkpoint(step, opt_, curve_):
+        if out is not None:
+            progress["current"] = {"layer": l, "step": step, "loss_curve": curve_}
+            save_state(out, student, progress, opt_)
+
+    r = optimize(params, loss_fn, cfg.steps, cfg.lr, kind=solver, weight_decay=cfg.weight_decay,
+                 grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,
+                 log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_checkpoint=on_checkpoint,
+                 stop_rel_error=cfg.stop_rel_error, progress=cfg.progress, desc=f"{cfg.mode} layer {l}")
+    r.pop("optimizer")
+    r["solver"] = solver
+    r["target"] = "pre_activation" if use_pre else "feature"
+    return r
+
+
+def _polish(student, teacher, layers, x_train, cfg) -> dict:
+    """End-to-end Adam on the features of all cloned layers."""
+    params = [p for l in layers for p in student.layer_parameters(l)]
+    with torch.no_grad():
+        targets = [torch.cat([teacher.forward_features(x_train[i:i + 512])[l - 1]
+                              for i in range(0, x_train.shape[0], 512)]) for l in layers]
+
+    def loss_fn(step):
+        gen = torch.Generator().manual_seed(cfg.seed * 7 + 999_983 + step)
+        idx = torch.randint(0, x_train.shape[0], (min(cfg.batch_size, x_train.shape[0]),), generator=gen)
+        feats = student.forward_features(x_train[idx])
+        return sum(((feats[l - 1] - t[idx]) ** 2).sum() / (t[idx] ** 2).sum().clamp_min(1e-12)
+                   for l, t in zip(layers, targets)) / len(layers)
+
+    r = optimize(params, loss_fn, cfg.polish_steps, cfg.lr * 0.1, weight_decay=cfg.weight_decay,
+                 grad_clip=cfg.grad_clip, log_every=cfg.log_every, progress=cfg.progress, desc="polish")
+    r.pop("optimizer")
+    return r
+
+
+def distill(student: Any, teacher: Any, data: Any = None, cfg: Optional[DistillConfig] = None,
+            out: Optional[str | Path] = None, resume: bool = False) -> dict:
+    """Clone ``teacher`` into ``student`` (in place) and return the metrics dict.
+
+    Parameters
+    ----------
+    student, teacher : a registered student built for this teacher, and the teacher.
+    data : ``None``/``"gaussian"`` (i.i.d. N(0, 1) inputs), ``"fashion-mnist"``, a ``Dataset`` or a tensor.
+    cfg : :class:`DistillConfig`.
+    out : run directory for checkpoints and ``metrics.json`` (optional).
+    resume : continue from ``out/checkpoints/last`` (finished layers are skipped).
+
+    Returns
+    -------
+    dict with ``layers`` (per layer: ``feature_rel_error``, ``equivariance_error`` {teacher, student,
+    untrained}, ``seconds``, ``loss_curve``, ...), ``mode``, ``config`` and ``seconds``.
+    """
+    cfg = cfg or DistillConfig()
+    check_compatible(student, teacher)
+    if cfg.mode == "family" and not getattr(student, "supports_params", False):
+        raise ValueError(f"student: family cloning needs the kernel-conditioned 'blocks' student, "
+                         f"got {student.config['name']!r}")
+    layers = _layers(cfg, teacher.num_layers)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: 'cuda' requested but no CUDA device is available; use --device cpu")
+    student.to(device)
+    teacher.to(device)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    out = Path(out) if out is not None else None
+    t_start = time.perf_counter()
+    x_base = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True).to(device)
+    x_eval = base_inputs(teacher, data, cfg.n_eval, cfg.seed, train=False).to(device)
+    x_train = orbit_inputs(teacher, x_base.cpu(), cfg.seed).to(device) \
+        if (cfg.mode == "function" and cfg.augment) else x_base
+    untrained = untrained_copy(student)
+    progress: dict = {"mode": cfg.mode, "done": [], "layers": {}, "config": to_dict(cfg), "token": 0}
+    resume_meta, resume_tensors = None, None
+    if resume:
+        if out is None:
+            raise ValueError("resume: needs the run directory (out=...)")
+        loaded = load_state(out, student)
+        if loaded is not None:
+            resume_meta, resume_tensors = loaded
+            progress.update({k: resume_meta[k] for k in ("done", "layers", "token") if k in resume_meta})
+            log.info("resumed from %s: layers done %s", out, progress["done"])
+    for l in layers:
+        if l in progress["done"]:
+            continue
+        h_train = teacher_input(teacher, l, x_train)
+        student.train()
+        fit = _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data)
+        resume_meta = None
+        student.eval()
+        t_eval = time.perf_counter()
+        rec = evaluate_layer(student, teacher, untrained, l, x_eval, cfg)
+        rec.update({"layer": l, "mode": cfg.mode, "solver": fit["solver"], "seconds": fit["seconds"],
+                    "steps": fit["steps"], "train_rel_error": fit["final_rel_error"],
+                    "loss_curve": fit["loss_curve"], "eval_seconds": time.perf_counter() - t_eval})
+        for key in ("singular_values", "target", "stopped_early"):
+            if key in fit:
+                rec[key] = fit[key]
+        progress["layers"][str(l)] = rec
+        progress["done"].append(l)
+        progress.pop("current", None)
+        log.info("layer %d: rel error %.3e, equivariance error student %s (%.1fs)", l,
+                 rec["feature_rel_error"], rec["equivariance_error"]["student"], rec["seconds"])
+        if out is not None:
+            save_state(out, student, progress)
+            _write_metrics(out, progress, cfg, t_start)
+    metrics = _metrics(progress, cfg, t_start)
+    if cfg.polish_steps > 0 and cfg.mode == "function":
+        student.train()
+        metrics["polish"] = _polish(student, teacher, layers, x_train, cfg)
+        student.eval()
+        for rec in metrics["layers"]:
+            rec.update(evaluate_layer(student, teacher, untrained, rec["layer"], x_eval, cfg))
+        if out is not None:
+            save_state(out, student, progress)
+    if out is not None:
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _metrics(progress: dict, cfg: DistillConfig, t_start: float) -> dict:
+    recs = [copy.deepcopy(progress["layers"][str(l)]) for l in sorted(int(k) for k in progress["layers"])]
+    return {"mode": cfg.mode, "layers": recs, "config": to_dict(cfg), "seconds": time.perf_counter() - t_start}
+
+
+def _write_metrics(out: Path, progress: dict, cfg: DistillConfig, t_start: float) -> None:
+    write_json(out / "metrics.json", _metrics(progress, cfg, t_start))

@@ -1,0 +1,93 @@
+"""Function cloning of one layer: the student's layer ``l`` learns the teacher's layer ``l`` from
+teacher features ``l-1`` of orbit inputs ``[x; g·x]``.
+
+Closed form (default where it applies: ``set_affine`` students, pointwise nonlinearity): ridge
+regression of the teacher's pre-activations (see :mod:`._closed_form`). Otherwise SGD/Adam on
+
+    L = ‖f_l(h) − t_l(h)‖² / ‖t_l(h)‖²  +  λ_eq ‖f_l(g·h) − g·f_l(h)‖² / ‖f_l(h)‖²
+
+>>> import torch
+>>> from symclone.registry import create_teacher, create_student
+>>> t = create_teacher("cnn", channels=1, depth=1, size=5)
+>>> s = create_student("mlp", teacher=t)
+>>> function_solver(s, t, 1, "auto", max_dim=100, eq_weight=0.0)
+'closed_form'
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from symclone.students._base import POINTWISE
+
+from ._closed_form import RidgeAccumulator
+from ._feeds import batched
+
+__all__ = ["function_solver", "fit_function_closed_form", "function_loss_fn", "use_pre_activation"]
+
+
+def use_pre_activation(student: Any, l: int, target: str) -> bool:
+    """Fit pre-activations when the layer's nonlinearity is pointwise (or when asked to)."""
+    if target == "auto":
+        return student.activations[l - 1] in POINTWISE
+    return target == "pre"
+
+
+def function_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int, eq_weight: float) -> str:
+    """Resolve ``"auto"``; raise ``ValueError`` if ``"closed_form"`` was asked for but does not apply."""
+    why = None
+    if not hasattr(student, "set_affine"):
+        why = f"student {student.config['name']!r} is not a dense affine map per layer"
+    elif student.activations[l - 1] not in POINTWISE:
+        why = f"layer {l}'s nonlinearity ({student.activations[l - 1]}) is not a fixed pointwise map"
+    elif student.in_dim(l) + 1 > max_dim:
+        why = f"layer {l}'s input size {student.in_dim(l)} exceeds closed_form_max_dim={max_dim}"
+    elif eq_weight > 0:
+        why = "an equivariance penalty was requested"
+    if solver == "closed_form" and why:
+        raise ValueError(f"solver: closed form does not apply: {why}; use solver=adam")
+    if solver == "auto":
+        return "adam" if why else "closed_form"
+    return solver
+
+
+@torch.no_grad()
+def fit_function_closed_form(student: Any, teacher: Any, l: int, h_train: torch.Tensor, ridge: float,
+                             chunk: int = 512) -> dict:
+    """Accumulate ``X̃ᵀX̃``, ``X̃ᵀY`` over chunks of the teacher's pre-activations; Cholesky; set the layer."""
+    t0 = time.perf_counter()
+    bias = student.layers[l - 1].bias is not None
+    acc = RidgeAccumulator(student.in_dim(l), student.out_dim(l), bias=bias, device=h_train.device)
+    for i in range(0, h_train.shape[0], chunk):
+        h = h_train[i:i + chunk]
+        y = teacher.layer_forward(l, h, pre_activation=True)
+        acc.update(h.reshape(h.shape[0], -1), y.reshape(y.shape[0], -1))
+    W, b = acc.solve(ridge)
+    student.set_affine(l, W.to(student.layers[l - 1].weight), None if b is None else b.to(W.device))
+    res = acc.relative_residual()
+    return {"loss_curve": [[0, res]], "final_rel_error": res, "steps": 1, "seconds": time.perf_counter() - t0,
+            "solver": "closed_form", "samples": acc.n}
+
+
+def function_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, target: torch.Tensor,
+                     use_pre: bool, batch_size: int, seed: int, eq_weight: float = 0.0) -> Callable[[int], torch.Tensor]:
+    """A ``loss_fn(step)`` drawing a deterministic batch per ``(seed, l, step)``."""
+    group = teacher.group
+    rep_in, rep_out = teacher.reps[l - 1], teacher.reps[l]
+
+    def loss_fn(step: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + l * 100_003 + step)
+        idx = batched(h_train.shape[0], batch_size, gen)
+        h, y = h_train[idx], target[idx]
+        pred = student.layer_forward(l, h, pre_activation=use_pre)
+        loss = ((pred - y) ** 2).sum() / (y ** 2).sum().clamp_min(1e-12)
+        if eq_weight > 0:
+            g = group.sample(h.shape[0], gen)
+            lhs = student.layer_forward(l, group.act(g, h, rep_in), pre_activation=use_pre)
+            rhs = group.act(g, pred, rep_out)
+            loss = loss + eq_weight * ((lhs - rhs) ** 2).sum() / (pred.detach() ** 2).sum().clamp_min(1e-12)
+        return loss
+
+    return loss_fn

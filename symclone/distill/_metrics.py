@@ -1,0 +1,72 @@
+"""Evaluation of a cloned layer: relative feature error and equivariance errors.
+
+``rel_error(a, b) = ‖a − b‖ / ‖b‖`` over the whole batch; equivariance errors use the shared checker
+:func:`symclone.testing.equivariance_error` (float64 where the model allows, else float32).
+
+>>> import torch
+>>> rel_error(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0]))
+0.7071067811865476
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from symclone.groups import Group, RepLike
+from symclone.testing import equivariance_error
+
+__all__ = ["rel_error", "FeatureMap", "safe_equivariance", "groups_to_check"]
+
+log = logging.getLogger(__name__)
+
+
+def rel_error(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """``‖pred − target‖ / ‖target‖`` in float64."""
+    num = (pred.double() - target.double()).norm()
+    den = target.double().norm()
+    return float(num / den) if float(den) > 0 else float(num)
+
+
+class FeatureMap(nn.Module):
+    """``x ↦ model.forward_features(x)[l-1]`` (``layerwise=False``) or ``h ↦ model.layer_forward(l, h, params)``
+    as a module, so the equivariance checker can cast it to float64."""
+
+    def __init__(self, model: nn.Module, l: int, params: Optional[torch.Tensor] = None, layerwise: bool = False):
+        super().__init__()
+        self.model, self.l, self.layerwise = model, l, layerwise
+        self.register_buffer("params", params.clone() if params is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.layerwise:
+            if self.params is None:
+                return self.model.layer_forward(self.l, x)
+            return self.model.layer_forward(self.l, x, params=self.params)
+        return self.model.forward_features(x)[self.l - 1]
+
+
+def safe_equivariance(f: nn.Module, group: str | Group, rep_in: RepLike, rep_out: RepLike, x: torch.Tensor,
+                      n: int = 8) -> Optional[float]:
+    """Mean equivariance error of ``f`` (float64 if possible), or ``None`` when ``group`` cannot act on
+    the input/output (e.g. translations of a valid-padding feature map of another size)."""
+    for dtype in (torch.float64, None):
+        try:
+            return float(equivariance_error(f, group, rep_in, rep_out, x=x, n=n, dtype=dtype)["mean"])
+        except ValueError as err:
+            log.debug("equivariance under %s not defined: %s", group, err)
+            return None
+        except RuntimeError as err:  # e.g. a float32-only teacher; retry in the model's dtype
+            log.debug("float64 equivariance check failed (%s); retrying in float32", err)
+            continue
+    return None
+
+
+def groups_to_check(teacher: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The teacher's group plus ``extra`` names (and ``c4`` for ``p4`` teachers), by name."""
+    out: dict[str, Any] = {teacher.group.name: teacher.group}
+    names = list(extra) + (["c4"] if teacher.group.name == "p4" else [])
+    for name in names:
+        out.setdefault(name, name)
+    return out

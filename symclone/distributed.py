@@ -1,0 +1,208 @@
+"""Multi-process training on PyTorch's own engine (``torch.distributed`` + ``DistributedDataParallel``).
+
+Launch any symclone training with ``torchrun --nproc_per_node N ...``: torchrun sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :meth:`DistributedContext.from_env`
+reads them and initialises the process group with **gloo** on CPU and **nccl** on CUDA (one GPU per
+process, ``cuda:LOCAL_RANK``). Without those variables (or with ``WORLD_SIZE=1``) the context is a
+single process and every collective is the identity, so the same code runs everywhere.
+
+Conventions:
+
+- the *global* batch of a step is drawn identically on every rank (same generator seed) and each rank
+  takes its contiguous shard (:meth:`DistributedContext.shard`); the global batch must be divisible by the
+  world size, which makes an N-process run equal to a 1-process run up to float rounding;
+- DDP averages gradients over ranks, so a per-rank loss must be scaled such that its average is the
+  global loss (:func:`symclone.ddp.relative_mse` does this for the relative MSE used by cloning);
+- only rank 0 logs (INFO), writes checkpoints (atomically) and metrics; :meth:`DistributedContext.barrier`
+  after a write, then every rank can load it (resume).
+
+>>> ctx = DistributedContext.from_env(device="cpu", env={})
+>>> ctx.world_size, ctx.rank, ctx.is_main
+(1, 0, True)
+>>> import torch
+>>> ctx.all_reduce_mean(torch.tensor([2.0, 4.0])).tolist()
+[2.0, 4.0]
+>>> ctx.shard(torch.arange(6)).tolist()
+[0, 1, 2, 3, 4, 5]
+"""
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+import torch.distributed as dist
+
+from .runtime import resolve_device
+
+__all__ = ["DistributedContext", "wrap_ddp", "rank0_only", "configure_rank_logging", "save_checkpoint_main",
+           "env_world_size"]
+
+log = logging.getLogger(__name__)
+
+
+def env_world_size(env: Optional[Mapping[str, str]] = None) -> int:
+    """``WORLD_SIZE`` from the environment (1 when unset)."""
+    env = os.environ if env is None else env
+    try:
+        return int(env.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE: expected an integer, got {env.get('WORLD_SIZE')!r}") from None
+
+
+@dataclass
+class DistributedContext:
+    """Rank/world information and the collectives a training loop needs.
+
+    Attributes
+    ----------
+    rank, world_size, local_rank : from torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``.
+    device : this process's device (``cuda:LOCAL_RANK`` on GPUs).
+    backend : ``"gloo"`` (CPU), ``"nccl"`` (CUDA) or ``None`` (single process).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    backend: Optional[str] = None
+    owns_group: bool = False
+
+    @classmethod
+    def from_env(cls, device: str | torch.device = "auto", env: Optional[Mapping[str, str]] = None,
+                 backend: Optional[str] = None, timeout_s: float = 300.0) -> "DistributedContext":
+        """Build the context from torchrun's variables; initialises the process group when ``WORLD_SIZE > 1``."""
+        env = os.environ if env is None else env
+        world = env_world_size(env)
+        dev = resolve_device(device)
+        if world <= 1:
+            return cls(device=dev)
+        try:
+            rank, local = int(env["RANK"]), int(env.get("LOCAL_RANK", env["RANK"]))
+        except (KeyError, ValueError):
+            raise ValueError("RANK/LOCAL_RANK: WORLD_SIZE > 1 but RANK is missing or not an integer; launch with "
+                             "torchrun --nproc_per_node N") from None
+        if not 0 <= rank < world:
+            raise ValueError(f"RANK: expected 0..{world - 1}, got {rank}")
+        if dev.type == "cuda":
+            if local >= torch.cuda.device_count():
+                raise ValueError(f"LOCAL_RANK: {local} but only {torch.cuda.device_count()} CUDA devices; use "
+                                 "--nproc_per_node <= the number of GPUs")
+            dev = torch.device("cuda", local)
+            torch.cuda.set_device(dev)
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        owns = False
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                    timeout=datetime.timedelta(seconds=timeout_s))
+            owns = True
+        return cls(rank=rank, world_size=world, local_rank=local, device=dev, backend=backend, owns_group=owns)
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Destroy the process group if this context created it."""
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+    def __enter__(self) -> "DistributedContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ collectives
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum over ranks (a new tensor; the input is untouched)."""
+        if not self.distributed:
+            return t.clone()
+        out = t.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean over ranks."""
+        return self.all_reduce_sum(t) / self.world_size
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    # ---------------------------------------------------------------- batches
+    def shard_range(self, n: int) -> slice:
+        """This rank's contiguous slice of a global batch of ``n`` items (``n`` divisible by the world size)."""
+        if n % self.world_size:
+            raise ValueError(f"batch_size: the global batch ({n}) must be divisible by the number of processes "
+                             f"({self.world_size}) so that every rank gets the same shard size")
+        per = n // self.world_size
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def shard(self, t: torch.Tensor) -> torch.Tensor:
+        """``t[shard_range(len(t))]``: this rank's part of a batch drawn identically on every rank."""
+        return t[self.shard_range(t.shape[0])]
+
+
+def wrap_ddp(model: torch.nn.Module, ctx: DistributedContext, **kwargs) -> torch.nn.Module:
+    """``DistributedDataParallel(model)`` when distributed (``device_ids=[local_rank]`` on CUDA), else ``model``.
+
+    DDP broadcasts rank 0's parameters and buffers at construction, so all ranks start identical.
+    """
+    if not ctx.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    model.to(ctx.device)
+    if ctx.device.type == "cuda":
+        kwargs.setdefault("device_ids", [ctx.device.index])
+        kwargs.setdefault("output_device", ctx.device.index)
+    return DistributedDataParallel(model, **kwargs)
+
+
+def rank0_only(fn: Callable) -> Callable:
+    """Decorator: run ``fn`` only on rank 0 (read from ``torch.distributed`` when initialised)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return None
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def configure_rank_logging(ctx: DistributedContext) -> None:
+    """Non-main ranks log warnings only (so a torchrun job prints each message once)."""
+    if not ctx.is_main:
+        logging.getLogger("symclone").setLevel(logging.WARNING)
+
+
+def save_checkpoint_main(ctx: DistributedContext, stem: str | Path, tensors: dict[str, torch.Tensor],
+                         meta: dict) -> None:
+    """Rank 0 writes ``stem.safetensors`` + ``stem.json`` atomically; every rank waits at a barrier so a
+    subsequent load on any rank sees the complete checkpoint."""
+    from .io import save_checkpoint
+
+    if ctx.is_main:
+        save_checkpoint(stem, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
+    ctx.barrier()

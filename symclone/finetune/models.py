@@ -1,0 +1,202 @@
+"""Classifiers for the downstream comparison: baselines, the GCNN, and cloned students with a head.
+
+* :class:`MLPBaseline` — the paper's deep MLP ``in-256-256-512-512-256-128-C``.
+* :class:`CNNBaseline` — a small CNN (3 conv + max-pool stages, flatten, linear); no exact symmetry.
+* :class:`FeatureClassifier` — any feature network (a teacher such as ``gcnn_c4`` trained from
+  scratch, or a cloned student) followed by :class:`InvariantHead`: mean over space, max over the 4
+  orientation channels of each C4 regular field, then a small MLP. On exactly equivariant
+  features the head makes the logits exactly invariant (p4 -> C4 and T(2)).
+* :class:`ClonedNet` — a :class:`FeatureClassifier` whose feature network is a cloned student; it
+  declares ``cloned_parameters()`` = every parameter of the student (block matrices ``W_b``,
+  kernel maps, dense layers), which :func:`~symclone.finetune.finetune` freezes or anchors. With
+  ``kernels`` it also owns one learnable kernel vector per layer, fed to the student's
+  ``layer_forward(l, h, params=k_l)`` (blocks students: ``sum_b h_b(k_l) W_b x``) — the
+  "GCNN-shaped network built from cloned block layers".
+
+>>> m = MLPBaseline((1, 28, 28), 20)
+>>> m(torch.rand(3, 1, 28, 28)).shape
+torch.Size([3, 20])
+>>> sum(p.numel() for p in m.parameters()) > 800_000
+True
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["MLPBaseline", "CNNBaseline", "InvariantHead", "FeatureClassifier", "ClonedNet",
+           "MLP_HIDDEN", "count_parameters"]
+
+MLP_HIDDEN = (256, 256, 512, 512, 256, 128)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class MLPBaseline(nn.Module):
+    """Flatten -> ReLU MLP with hidden widths :data:`MLP_HIDDEN` -> ``num_classes`` logits."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = MLP_HIDDEN):
+        super().__init__()
+        dims = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(dims[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class CNNBaseline(nn.Module):
+    """``[conv3x3 -> ReLU -> maxpool2] x 3`` (16, 32, 64 channels) -> flatten -> linear.
+
+    >>> CNNBaseline((1, 48, 48), 20)(torch.rand(2, 1, 48, 48)).shape
+    torch.Size([2, 20])
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, channels: Sequence[int] = (16, 32, 64)):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for co in channels:
+            layers += [nn.Conv2d(c, co, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            c, h, w = co, h // 2, w // 2
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c * h * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).flatten(1))
+
+
+class InvariantHead(nn.Module):
+    """Pool features ``(B, C, H, W)`` invariantly, then ``Linear-ReLU-Linear`` to logits.
+
+    ``rep == "regular"`` (``C = 4F``): first max over each field's 4 orientation channels
+    (``C -> F``; a rotation of the input then only rotates the map). Then by ``pool``:
+
+    * ``"c4"``: orbit sum ``m + rot90(m) + rot180(m) + rot270(m)`` (exactly invariant under
+      ``rot90`` of the map), 2x2 average pooling, flatten — keeps spatial detail, C4-invariant;
+    * ``"t2"``: global mean and max over space (``2F`` numbers) — invariant to cyclic shifts and
+      to rotations.
+
+    >>> h = InvariantHead((8, 6, 6), 10, rep="regular", pool="c4")
+    >>> x = torch.randn(2, 8, 6, 6)
+    >>> gx = torch.rot90(x.view(2, 2, 4, 6, 6).roll(1, 2).view(2, 8, 6, 6), 1, (-2, -1))
+    >>> torch.allclose(h(x), h(gx), atol=1e-6)
+    True
+    >>> h = InvariantHead((3, 6, 6), 10, pool="t2")
+    >>> torch.allclose(h(x[:, :3]), h(torch.roll(x[:, :3], (2, 5), (-2, -1))), atol=1e-6)
+    True
+    """
+
+    def __init__(self, shape: Sequence[int], num_classes: int, rep: str = "image", pool: str = "c4",
+                 hidden: int = 64):
+        super().__init__()
+        C, H, W = (int(s) for s in shape)
+        if rep == "regular" and C % 4:
+            raise ValueError(f"shape: regular fields need a multiple of 4 channels, got {C}")
+        if pool not in ("c4", "t2"):
+            raise ValueError(f"pool: expected 'c4' or 't2', got {pool!r}")
+        if pool == "c4" and H != W:
+            raise ValueError(f"pool: 'c4' needs square features, got {H}x{W}")
+        self.rep, self.pool_kind, self.shape = rep, pool, (C, H, W)
+        F = C // 4 if rep == "regular" else C
+        width = F * (H // 2) * (W // 2) if pool == "c4" else 2 * F
+        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def pool(self, h: torch.Tensor) -> torch.Tensor:
+        if h.ndim != 4 or tuple(h.shape[1:]) != self.shape:
+            raise ValueError(f"h: expected features (B, {', '.join(map(str, self.shape))}), got {tuple(h.shape)}")
+        if self.rep == "regular":
+            h = h.view(h.shape[0], -1, 4, *h.shape[-2:]).amax(dim=2)
+        if self.pool_kind == "t2":
+            return torch.cat([h.mean(dim=(-2, -1)), h.amax(dim=(-2, -1))], dim=1)
+        h = h + torch.rot90(h, 1, (-2, -1)) + torch.rot90(h, 2, (-2, -1)) + torch.rot90(h, 3, (-2, -1))
+        return nn.functional.avg_pool2d(h, 2).flatten(1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.pool(h))
+
+
+def _rep_kind(rep) -> str:
+    return getattr(rep, "kind", str(rep))
+
+
+def _features_shape(net: nn.Module) -> tuple:
+    shapes = getattr(net, "feature_shapes", None)
+    if not shapes:
+        raise ValueError("net: expected a teacher/student with feature_shapes (list of per-layer shapes)")
+    return tuple(shapes[-1])
+
+
+class FeatureClassifier(nn.Module):
+    """``logits = head(net.forward_features(x)[-1])`` with an :class:`InvariantHead`.
+
+    ``net`` is a teacher or student following the contracts (``forward_features``, ``reps``,
+    ``feature_shapes``). All parameters train (e.g. the GCNN teacher trained from scratch).
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, pool: str = "c4", hidden: int = 64,
+                 feature_shape: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.net = net
+        shape = tuple(feature_shape) if feature_shape is not None else _features_shape(net)
+        if len(shape) != 3:
+            raise ValueError(f"net: the head needs image-like last features (C, H, W), got {shape}")
+        self.head = InvariantHead(shape, num_classes, _rep_kind(net.reps[-1]), pool, hidden)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class ClonedNet(FeatureClassifier):
+    """A cloned student + invariant head; ``cloned_parameters()`` = the student's parameters.
+
+    Parameters
+    ----------
+    student : a cloned student (``forward_features``; with ``kernels``: a one-layer
+        kernel-conditioned student, ``layer_forward(1, x, params=(K, P))``).
+    num_classes, pool, hidden : see :class:`InvariantHead`.
+    structure_group : the teacher's group; enables structure residuals of the cloned layers.
+    kernels : optional ``(F, P)`` initial kernels. They become the trainable parameter ``kernels``
+        and the student's cloned layer is applied once per kernel: ``F`` output channels (``F``
+        regular fields for a C4 lifting clone), all sharing the cloned blocks ``W_b``
+        (``z_f = sum_b h_b(k_f) W_b x``, computed as one ``W_b x`` for all ``f``).
+    """
+
+    def __init__(self, student: nn.Module, num_classes: int, kernels: Optional[torch.Tensor] = None,
+                 pool: str = "c4", hidden: int = 64, structure_group: Any = None):
+        shape = None
+        if kernels is not None:
+            if int(student.num_layers) != 1:
+                raise ValueError(f"student: kernels need a one-layer kernel-conditioned student, got "
+                                 f"{student.num_layers} layers")
+            if "params" not in inspect.signature(student.layer_forward).parameters:
+                raise ValueError("student: kernels need layer_forward(l, h, params=...) (a blocks student)")
+            if kernels.ndim != 2:
+                raise ValueError(f"kernels: expected (F, P), got shape {tuple(kernels.shape)}")
+            c, H, W = student.feature_shapes[1]
+            shape = (c * kernels.shape[0], H, W)
+        super().__init__(student, num_classes, pool, hidden, shape)
+        self.kernels = None if kernels is None else nn.Parameter(kernels.detach().clone().float())
+        #: the teacher's group (e.g. ``get_group("p4", size=28)``), for structure residuals
+        self.structure_group = structure_group
+
+    def cloned_parameters(self) -> list[str]:
+        return [f"net.{n}" for n, _ in self.net.named_parameters()]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels is None:
+            return self.net.forward_features(x)[-1]
+        z = self.net.layer_forward(1, x, params=self.kernels)  # (F, B, c, H, W)
+        return z.transpose(0, 1).reshape(x.shape[0], -1, *z.shape[-2:])

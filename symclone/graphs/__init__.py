@@ -1,0 +1,17 @@
+"""Graphs: dense ``[A | mask | X]`` batches, readers (graph6, EXP), backbones, S_n samplers and the
+graph-separation protocols of LPS (EXP-iso, GRAPH8c, EXP-classify)."""
+from ._batch import check_graph_batch, graph_width, split_graph, to_dense
+from ._canon import CanonicalBudgetError, canonical_order, initial_colors, refine_colors
+from ._io import (GRAPH_DATA_ENV, Graph, find_graph_data, load_exp, load_graph8c, parse_graph6,
+                  read_graph6, to_graph6)
+from ._models import GraphMLP, MessagePassing, mlp
+from ._symmetrize import symmetrize_graph_model
+from ._samplers import (CanonicalGraphSampler, GraphSampler, LearnedGraphSampler, UniformGraphSampler,
+                        make_graph_sampler, real_first_argsort)
+
+__all__ = ["Graph", "parse_graph6", "to_graph6", "read_graph6", "load_exp", "load_graph8c",
+           "find_graph_data", "GRAPH_DATA_ENV", "to_dense", "split_graph", "check_graph_batch",
+           "graph_width", "canonical_order", "refine_colors", "initial_colors", "CanonicalBudgetError",
+           "GraphMLP", "MessagePassing", "mlp", "GraphSampler", "UniformGraphSampler",
+           "CanonicalGraphSampler", "LearnedGraphSampler", "make_graph_sampler", "real_first_argsort",
+           "symmetrize_graph_model"]

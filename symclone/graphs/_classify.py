@@ -1,0 +1,159 @@
+"""EXP-classify: train a graph classifier (SAT vs UNSAT) on an 800/200/200 split of EXP.
+
+The split is drawn at the level of the 600 pairs (seeded): 400 / 100 / 100 pairs, both graphs of
+a pair in the same part, so the test set holds pairs never seen in training. Training: Adam,
+cross entropy (+ the sampler's auxiliary entropy loss for ``learned``), ``k_train`` samples per
+graph in training (2: CPU budget; LPS uses 10) and ``k`` (10) in evaluation; the model with the best validation accuracy is tested, on the test
+graphs as stored and on a random relabelling of them (`test_acc_relabeled`: a non-invariant
+model that exploits the node order of the files drops to chance there). A wall-clock
+budget ``max_seconds`` stops training early (reported). The state (weights, optimizer, history)
+is checkpointed to ``out/classify_<model>`` after every epoch; ``resume`` continues from it.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..io import CheckpointError, load_checkpoint, save_checkpoint
+from ._batch import to_dense
+from ._embed import ModelConfig, build_model, prepare_inputs
+from ._io import load_exp
+from ._protocols import relabel
+
+__all__ = ["ClassifyConfig", "exp_split", "exp_classify"]
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Optimisation settings of EXP-classify."""
+
+    epochs: int = 60
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch: int = 32
+    seed: int = 0
+    split_seed: int = 0
+    max_seconds: float = 600.0
+    k_train: int = 2
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=(256, 256)))
+
+
+def exp_split(num_pairs: int = 600, seed: int = 0, sizes=(400, 100, 100)) -> tuple[torch.Tensor, ...]:
+    """Graph indices of the train / val / test parts (pair-level split, both graphs of a pair together).
+
+    >>> [len(s) for s in exp_split()]
+    [800, 200, 200]
+    """
+    if sum(sizes) != num_pairs:
+        raise ValueError(f"sizes: expected parts summing to {num_pairs} pairs, got {sizes}")
+    perm = torch.randperm(num_pairs, generator=torch.Generator().manual_seed(seed))
+    parts, s = [], 0
+    for n in sizes:
+        p = perm[s:s + n]
+        parts.append(torch.stack([2 * p, 2 * p + 1], 1).flatten())
+        s += n
+    return tuple(parts)
+
+
+@torch.no_grad()
+def _accuracy(name, model, x, y, batch, gen) -> float:
+    model.eval()
+    f = model.model if name == "canonical" else model
+    correct = 0
+    for s in range(0, len(x), batch):
+        xb = x[s:s + batch]
+        out = f(xb, generator=gen) if name in ("uniform", "learned") else f(xb)
+        correct += int((out.argmax(-1) == y[s:s + batch]).sum())
+    return correct / len(x)
+
+
+def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, out: Optional[Path] = None,
+                 resume: bool = False, progress: bool = True) -> dict:
+    """Train model ``name`` on EXP-classify; returns accuracies, epochs run and seconds."""
+    graphs, labels = load_exp(root)
+    x = prepare_inputs(name, to_dense(graphs, 64))
+    y = torch.as_tensor(labels)
+    tr, va, te = exp_split(len(graphs) // 2, cfg.split_seed)
+    model = build_model(name, 64, 1, cfg.model, cfg.seed, out_dim=2)
+    train_f = model.model if name == "canonical" else model
+    if name in ("uniform", "learned"):
+        model.k = int(cfg.k_train)  # samples per graph in training (evaluation: cfg.model.k)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    hist: list[dict] = []
+    best = {"val": -1.0, "state": None, "epoch": -1}
+    stem = None if out is None else Path(out) / f"classify_{name}"
+    seconds = 0.0
+    if resume and stem is not None:
+        try:
+            tensors, meta = load_checkpoint(stem)
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            opt.load_state_dict(meta["opt"] | {"state": {int(k): {n: tensors[f"opt.{k}.{n}"] for n in v}
+                                                         for k, v in meta["opt_state_keys"].items()}})
+            best["state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            hist, best["val"], best["epoch"], seconds = meta["history"], meta["best_val"], meta["best_epoch"], \
+                meta["seconds"]
+        except CheckpointError:
+            pass
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    torch.manual_seed(cfg.seed + 2 + len(hist))
+    stopped = False
+    for epoch in tqdm(range(len(hist), cfg.epochs), desc=f"classify:{name}", disable=not progress, leave=False):
+        if seconds > cfg.max_seconds:
+            stopped = True
+            break
+        t0 = time.perf_counter()
+        model.train()
+        perm = tr[torch.randperm(len(tr))]
+        total = 0.0
+        for s in range(0, len(perm), cfg.batch):
+            idx = perm[s:s + cfg.batch]
+            if name in ("uniform", "learned"):
+                logits, aux = model.forward_with_aux(x[idx])
+            else:
+                logits, aux = train_f(x[idx]), 0.0
+            loss = F.cross_entropy(logits, y[idx]) + aux
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        val = _accuracy(name, model, x[va], y[va], 256, gen)
+        seconds += time.perf_counter() - t0
+        hist.append({"epoch": epoch, "loss": total / len(tr), "val_acc": val, "seconds": seconds})
+        if val > best["val"]:
+            best = {"val": val, "state": copy.deepcopy(model.state_dict()), "epoch": epoch}
+        if stem is not None:
+            _save(stem, model, opt, best, hist, seconds)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    t0 = time.perf_counter()
+    x_te_relabeled = prepare_inputs(name, relabel(to_dense([graphs[i] for i in te], 64), 777))
+    res = {"model": name, "test_acc": _accuracy(name, model, x[te], y[te], 256, gen),
+           "test_acc_relabeled": _accuracy(name, model, x_te_relabeled, y[te], 256, gen),
+           "val_acc": best["val"], "best_epoch": best["epoch"], "epochs_run": len(hist),
+           "train_acc": _accuracy(name, model, x[tr], y[tr], 256, gen),
+           "stopped_by_time_budget": stopped, "k": cfg.model.k,
+           "k_train": cfg.k_train}
+    res["seconds"] = round(seconds + time.perf_counter() - t0, 1)
+    return res
+
+
+def _save(stem: Path, model, opt, best, hist, seconds) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"best.{k}": v for k, v in (best["state"] or {}).items()}
+    sd = opt.state_dict()
+    keys = {}
+    for k, v in sd["state"].items():
+        keys[str(k)] = []
+        for n, t in v.items():
+            tensors[f"opt.{k}.{n}"] = torch.as_tensor(t)
+            keys[str(k)].append(n)
+    meta = {"opt": {"param_groups": sd["param_groups"]}, "opt_state_keys": keys, "history": hist,
+            "best_val": best["val"], "best_epoch": best["epoch"], "seconds": seconds}
+    save_checkpoint(stem, {k: v.contiguous() for k, v in tensors.items()}, meta)

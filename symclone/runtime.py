@@ -1,0 +1,149 @@
+"""Devices, training precision and data loaders that keep an accelerator busy.
+
+- :func:`resolve_device` maps ``"cpu" | "cuda" | "auto"`` (or ``"cuda:1"``) to a ``torch.device`` and fails
+  early, naming the argument, when CUDA is asked for but absent.
+- :func:`precision_context` is for **training only**: ``"bf16"`` runs the forward under
+  ``torch.autocast`` (bfloat16 matmuls, float32 master weights and reductions), ``"tf32"`` lets CUDA
+  matmuls/convolutions use TensorFloat-32 (a 10-bit mantissa), ``"fp32"`` changes nothing.
+  Equivariance checks (:mod:`symclone.testing`) and closed-form solves must stay in fp32/fp64: bf16 has
+  a relative rounding of 2⁻⁸ ≈ 4e-3, far above the 1e-6 tolerance of an exact check.
+- :func:`make_loader` builds a ``DataLoader`` with a ``DistributedSampler`` under DDP, and pinned memory,
+  worker prefetch and persistent workers on CUDA.
+
+>>> resolve_device("cpu")
+device(type='cpu')
+>>> import torch
+>>> with precision_context("bf16", "cpu"):
+...     y = torch.ones(2, 2) @ torch.ones(2, 2)
+>>> y.dtype
+torch.bfloat16
+>>> with precision_context("fp32", "cpu"):
+...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+torch.float32
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["resolve_device", "precision_context", "make_loader", "PRECISIONS", "DEVICES", "seed_worker",
+           "add_runtime_arguments"]
+
+PRECISIONS = ("fp32", "bf16", "tf32")
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> ``cuda`` when available else ``cpu``; ``"cuda"``/``"cuda:i"`` must exist.
+
+    Raises
+    ------
+    ValueError
+        for an unknown name, or CUDA asked for on a machine without it (or with too few GPUs).
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device: {device!r} requested but no CUDA device is available "
+                             "(torch.cuda.is_available() is False); use --device cpu or --device auto")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device: {device!r} requested but only {torch.cuda.device_count()} "
+                             "CUDA device(s) exist")
+        return dev
+    raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {device!r}")
+
+
+@contextlib.contextmanager
+def precision_context(precision: str = "fp32", device: str | torch.device = "cpu") -> Iterator[None]:
+    """Numerics for a *training* forward pass (see the module docstring; never wrap equivariance checks).
+
+    ``fp32``: no change. ``bf16``: ``torch.autocast(device_type, dtype=torch.bfloat16)`` (on CPU and
+    CUDA). ``tf32``: on CUDA sets ``torch.backends.cuda.matmul.allow_tf32`` and
+    ``torch.backends.cudnn.allow_tf32`` for the duration (restored afterwards); on CPU it is fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if precision == "fp32":
+        yield
+    elif precision == "bf16":
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+            yield
+    else:
+        if dev.type != "cuda":
+            yield
+            return
+        old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy/random in a DataLoader worker from torch's per-worker seed (reproducible augmentation)."""
+    import random
+
+    import numpy as np
+
+    s = torch.initial_seed() % 2 ** 32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(dataset: Dataset, batch_size: int, device: str | torch.device = "cpu", distributed: bool = False,
+                shuffle: bool = True, seed: int = 0, num_workers: Optional[int] = None, drop_last: bool = False,
+                rank: Optional[int] = None, world_size: Optional[int] = None) -> DataLoader:
+    """A ``DataLoader`` for training on ``device``.
+
+    ``batch_size`` is **per process**; under DDP the global batch is ``batch_size * world_size``.
+    With ``distributed`` a ``DistributedSampler(shuffle, seed, drop_last)`` shards the data (call
+    ``loader.sampler.set_epoch(epoch)`` every epoch; :func:`symclone.distributed.epoch_batches` does it).
+    On CUDA: ``pin_memory=True``, ``num_workers`` default 4, ``prefetch_factor=4`` and
+    ``persistent_workers=True``; on CPU the default is 0 workers (the main process; this machine's cores
+    are better spent on the maths).
+
+    >>> from torch.utils.data import TensorDataset
+    >>> dl = make_loader(TensorDataset(torch.arange(10.0)), 4, "cpu", shuffle=False)
+    >>> [b[0].tolist() for b in dl][0]
+    [0.0, 1.0, 2.0, 3.0]
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    dev = resolve_device(device)
+    on_cuda = dev.type == "cuda"
+    workers = (4 if on_cuda else 0) if num_workers is None else int(num_workers)
+    gen = torch.Generator().manual_seed(int(seed))
+    sampler = None
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=int(seed),
+                                     drop_last=drop_last)
+    kw: dict = {}
+    if workers > 0:
+        kw.update(prefetch_factor=4, persistent_workers=True, worker_init_fn=seed_worker)
+    return DataLoader(dataset, batch_size=int(batch_size), shuffle=(shuffle and sampler is None), sampler=sampler,
+                      num_workers=workers, pin_memory=on_cuda, drop_last=drop_last, generator=gen, **kw)
+
+
+def add_runtime_arguments(parser, precision: bool = True) -> None:
+    """Add ``--device cpu|cuda|auto`` (and ``--precision fp32|bf16|tf32``) to an argparse parser."""
+    parser.add_argument("--device", default="auto", help="cpu | cuda | cuda:<i> | auto (default: auto)")
+    if precision:
+        parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                            help="training numerics (equivariance checks always run in fp32/fp64)")

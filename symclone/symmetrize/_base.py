@@ -1,0 +1,114 @@
+"""The sampler interface of probabilistic symmetrization (DESIGN.md §5).
+
+A *sampler* draws group elements ``g ~ p(g | x)`` for a batch ``x``. :class:`Symmetrized` then
+computes ``f_sym(x) = (1/k) Σ_i g_i · f(g_i⁻¹ · x)``. Every sampler — uniform, canonical, learned,
+or one written elsewhere (e.g. a graph canonicalizer) — subclasses :class:`Sampler` and
+implements :meth:`Sampler.sample`, returning a :class:`GroupSample`.
+
+Layout convention: the ``k`` samples of a batch of ``B`` inputs are stacked *sample-major* into a
+flat batch of ``k·B`` elements, element ``i·B + b`` belonging to input ``b`` (the same layout as
+``x.repeat(k, 1, ...)``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+
+from ..groups import Group, get_group
+
+__all__ = ["GroupSample", "Sampler", "repeat_batch"]
+
+
+def repeat_batch(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Stack ``k`` copies of ``x`` along the batch axis, sample-major: ``(k·B, ...)``.
+
+    >>> repeat_batch(torch.tensor([[1.], [2.]]), 2).flatten().tolist()
+    [1.0, 2.0, 1.0, 2.0]
+    """
+    return x.repeat(k, *([1] * (x.ndim - 1)))
+
+
+@dataclass
+class GroupSample:
+    """``k`` group elements for each of ``B`` inputs (flat batch of ``k·B``, sample-major).
+
+    Attributes
+    ----------
+    g : hard group elements, batched with leading dim ``k·B`` (a tuple of such tensors for
+        product groups, one per factor). For continuous groups ``g`` may carry gradients
+        (e.g. Gram–Schmidt rotations); the action is then differentiable as it is.
+    k : number of samples per input.
+    aux_loss : scalar regulariser to add to the training loss (e.g. the S_n entropy penalty);
+        ``0`` when there is none.
+    perm_matrix : optional ``(k·B, N, N)`` straight-through permutation matrices for the
+        ``sn`` factor, ``P[i, j] = 1`` iff ``p(j) = i`` in the forward pass (so ``g·x = P x``,
+        ``g⁻¹·x = Pᵀ x``) with the gradient of a soft (Sinkhorn) matrix. When given, the
+        ``sn`` factor is applied through ``P`` so that gradients reach the sampler.
+    weights, candidates : optional straight-through one-hot weights ``(k·B, M)`` over per-sample
+        candidate elements ``candidates`` (batched ``(k·B, M, ...)``), used for finite groups:
+        ``g⁻¹·x = Σ_m w_m c_m⁻¹·x`` — exactly ``g⁻¹·x`` in the forward pass because ``w`` is
+        one-hot there, with the softmax gradient in the backward pass. ``g`` must equal
+        ``candidates[argmax w]``.
+    weight : number of elements this sample stands for in an exact average over a chunked
+        enumeration (``k`` for ordinary samples); :class:`Symmetrized` divides by the sum.
+    """
+
+    g: Any
+    k: int
+    aux_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    perm_matrix: Optional[torch.Tensor] = None
+    weights: Optional[torch.Tensor] = None
+    candidates: Optional[torch.Tensor] = None
+    weight: Optional[float] = None
+
+
+class Sampler(nn.Module):
+    """Base class of all samplers ``p(g | x)``.
+
+    Subclasses set ``self.group`` (a :class:`~symclone.groups.Group`) and implement
+    :meth:`sample`. Samplers are ``nn.Module``\\ s so that learned ones train with the model;
+    they must keep **no state between calls** (randomness comes from the global torch RNG or
+    ``generator``).
+
+    Contract (what :class:`Symmetrized` relies on):
+
+    * ``sample(x, k) -> GroupSample`` with ``k·B`` elements in the sample-major layout.
+    * equivariance of the distribution: ``p(h·g | h·x) = p(g | x)`` for every ``h`` (for
+      ``exact`` samplers: ``g(h·x) = h·g(x)`` deterministically, or exact enumeration).
+    * ``exact``: ``True`` when ``f_sym`` is equivariant per call (canonicalization or full
+      enumeration), ``False`` when only in distribution.
+    * ``chunks(x, k)`` yields the :class:`GroupSample`\\ s whose weighted average is ``f_sym``;
+      the default yields ``sample(x, k)`` once. Exhaustive samplers yield the whole group in
+      chunks to bound memory.
+
+    >>> class Identity(Sampler):
+    ...     def sample(self, x, k, generator=None):
+    ...         e = self.group.identity
+    ...         return GroupSample(g=e.expand(k * x.shape[0], *e.shape), k=k)
+    >>> s = Identity("c4"); s.sample(torch.zeros(3, 1, 4, 4), 2).g.shape
+    torch.Size([6])
+    """
+
+    exact: bool = False
+    #: whether the sampler ignores the requested k (canonicalization: always 1)
+    fixed_k: Optional[int] = None
+
+    def __init__(self, group: str | Group, **group_kw: Any):
+        super().__init__()
+        self.group = get_group(group, **group_kw) if isinstance(group, str) else group
+
+    def sample(self, x: torch.Tensor, k: int,
+               generator: Optional[torch.Generator] = None) -> GroupSample:  # pragma: no cover
+        """Draw ``k`` elements per input of ``x``; see the class docstring."""
+        raise NotImplementedError
+
+    def chunks(self, x: torch.Tensor, k: int,
+               generator: Optional[torch.Generator] = None) -> Iterator[GroupSample]:
+        """The samples whose (weighted) average defines ``f_sym``; one chunk by default."""
+        yield self.sample(x, k, generator)
+
+    def extra_repr(self) -> str:
+        return f"group={self.group.name}, exact={self.exact}"

@@ -1,0 +1,157 @@
+"""Learned / canonical samplers for C4 and p4 on images (escnn regular fields).
+
+An escnn network maps the image to one C4 *regular* field ``L`` (B, 4, H, W) with circular
+padding, so ``L(h·x) = h·L(x)`` for every ``h ∈ p4``.
+
+* ``c4``: logits ``ℓ_r = mean_{y,x} L[r, y, x]`` (4 orientations) — ``ℓ(h·x)`` is ``ℓ(x)`` rolled by
+  ``h``, so ``g = argmax(ℓ + Gumbel)`` satisfies ``p(h g | h·x) = p(g | x)``.
+* ``p4``: the ``4·H·W`` entries of ``L`` are logits over the group itself: entry ``i`` stands for the
+  unique element ``φ(i)`` with ``φ(i)·δ₀ = δ_i`` (``δ₀`` the one-hot regular field at orientation 0,
+  pixel (0, 0); the action is free and transitive, so ``φ`` is a bijection and
+  ``φ(h·i) = h φ(i)``).
+
+Gradient: straight-through one-hot weights over 4 candidates (the 4 orientations; for p4 at the
+sampled pixel), ``w = onehot + softmax(ℓ/T) − stopgrad(softmax(ℓ/T))``, so that
+``g⁻¹·x = Σ_m w_m c_m⁻¹·x`` exactly in the forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..groups import Group, get_group
+from ..groups._planar import C4, P4
+from ._base import GroupSample, Sampler, repeat_batch
+from ._noise import add_noise
+
+__all__ = ["C4Net", "C4Sampler", "gumbel"]
+
+
+@contextlib.contextmanager
+def _float32_default():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def gumbel(shape, like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Standard Gumbel noise ``−log(−log U)``."""
+    u = torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+    return -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-12)))
+
+
+class C4Net(nn.Module):
+    """escnn p4-equivariant CNN: ``in_channels`` trivial (or regular) fields → 1 regular field.
+
+    >>> net = C4Net(in_channels=1, hidden=2)
+    >>> x = torch.randn(1, 1, 8, 8); L = net(x)
+    >>> torch.allclose(net(torch.rot90(x, 1, (-2, -1))), C4().act(torch.tensor(1), L, "regular"), atol=1e-5)
+    True
+    """
+
+    def __init__(self, in_channels: int = 1, hidden: int = 8, layers: int = 2, kernel_size: int = 5,
+                 regular_input: bool = False):
+        super().__init__()
+        from escnn import gspaces, nn as enn
+        with _float32_default():
+            gs = gspaces.rot2dOnR2(N=4)
+            if regular_input:
+                if in_channels % 4:
+                    raise ValueError(f"in_channels: regular input needs a multiple of 4, got {in_channels}")
+                self.in_type = enn.FieldType(gs, [gs.regular_repr] * (in_channels // 4))
+            else:
+                self.in_type = enn.FieldType(gs, [gs.trivial_repr] * in_channels)
+            mods, t = [], self.in_type
+            for i in range(layers):
+                last = i == layers - 1
+                out = enn.FieldType(gs, [gs.regular_repr] * (1 if last else hidden))
+                mods.append(enn.R2Conv(t, out, kernel_size, padding=kernel_size // 2,
+                                       padding_mode="circular", recompute=True))
+                if not last:
+                    mods.append(enn.ReLU(out))
+                t = out
+            self.net = enn.SequentialModule(*mods)
+        self._enn = enn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self._enn.GeometricTensor(x, self.in_type)).tensor
+
+
+class C4Sampler(Sampler):
+    """C4 or p4 sampler (learned with Gumbel + straight-through, or canonical argmax).
+
+    Parameters
+    ----------
+    group : ``"c4"`` or ``"p4"`` (a p4 group needs ``size``).
+    in_channels : image channels (rep ``image``) or regular channels (rep ``regular``).
+    noise : Gaussian input-noise scale; temperature ``T`` of the straight-through softmax.
+    deterministic : canonicalization (argmax, no noise, k = 1).
+
+    >>> smp = C4Sampler("c4", in_channels=1, hidden=2, deterministic=True)
+    >>> x = torch.randn(2, 1, 8, 8); g = smp.sample(x, 1).g
+    >>> torch.equal(smp.sample(torch.rot90(x, 1, (-2, -1)), 1).g, (g + 1) % 4)
+    True
+    """
+
+    def __init__(self, group: str | Group = "c4", in_channels: int = 1, hidden: int = 8, layers: int = 2,
+                 kernel_size: int = 5, noise: float = 0.0, temperature: float = 1.0,
+                 deterministic: bool = False, regular_input: bool = False, size=None):
+        super().__init__(get_group(group, size=size) if isinstance(group, str) else group)
+        if not isinstance(self.group, (C4, P4)):
+            raise ValueError(f"group: C4Sampler needs 'c4' or 'p4', got {self.group.name!r}")
+        self.net = C4Net(in_channels, hidden, layers, kernel_size, regular_input)
+        self.noise = 0.0 if deterministic else float(noise)
+        self.temperature = float(temperature)
+        self.deterministic = bool(deterministic)
+        self.exact, self.fixed_k = self.deterministic, (1 if deterministic else None)
+        self._table: Optional[torch.Tensor] = None
+
+    def _p4_table(self, H: int) -> torch.Tensor:
+        """``φ``: flat index (orientation-major) -> p4 element ``(k, dy, dx)``."""
+        if self._table is None or self._table.shape[0] != 4 * H * H:
+            G = P4(H)
+            els = G.elements()
+            delta = torch.zeros(len(els), 4, H, H)
+            delta[:, 0, 0, 0] = 1.0
+            idx = G.act(els, delta, "regular").flatten(1).argmax(1)
+            table = torch.empty_like(els)
+            table[idx] = els
+            self._table = table
+        return self._table
+
+    def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
+        if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+            raise ValueError(f"x: expected square images (B, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
+        if x.shape[1] != self.net.in_type.size:
+            raise ValueError(f"x: the sampler network expects {self.net.in_type.size} channels, got {x.shape[1]}")
+        k = 1 if self.deterministic else int(k)
+        xk = add_noise(repeat_batch(x, k), self.noise, "gaussian", generator)
+        L = self.net(xk)                                                       # (kB, 4, H, W)
+        n = L.shape[0]
+        if isinstance(self.group, C4):
+            logits = L.mean(dim=(-2, -1))
+            if not self.deterministic:
+                logits = logits + gumbel(logits.shape, logits, generator)
+            r = logits.argmax(-1)
+            cands = torch.arange(4, device=x.device).expand(n, 4)
+            g = r
+        else:
+            flat = L.flatten(1)
+            if not self.deterministic:
+                flat = flat + gumbel(flat.shape, flat, generator)
+            idx = flat.argmax(-1)
+            HW = L.shape[-1] * L.shape[-2]
+            pos, r = idx % HW, idx // HW
+            logits = flat.view(n, 4, HW).gather(2, pos.view(n, 1, 1).expand(n, 4, 1)).squeeze(-1)
+            table = self._p4_table(L.shape[-1]).to(x.device)
+            cands = table[torch.arange(4, device=x.device)[None, :] * HW + pos[:, None]]  # (n, 4, 3)
+            g = table[idx]
+        soft = torch.softmax(logits / self.temperature, dim=-1)
+        w = torch.nn.functional.one_hot(r, 4).to(soft.dtype) + (soft - soft.detach())
+        return GroupSample(g=g, k=k, weights=w, candidates=cands)

@@ -1,0 +1,101 @@
+"""A small O(3)-invariant, S_n-equivariant message-passing network on point sets.
+
+Input: points ``(B, N, 3)`` or low-order irreps ``(B, N, dim)`` (``l <= 1``; e.g. the n-body
+packing ``1x1o+1x1o+1x0e``). The ``1o`` blocks are vector channels ``u_c`` (c = 1..C), the ``0e``
+blocks scalars. Node invariants: scalars, the Gram matrix ``u_c·u_d`` of the node's vectors, norms
+of any other blocks; edge invariants: ``u_{c,i}·u_{d,j}`` and ``|u_{1,i} − u_{1,j}|²``. One round of
+messages ``h_i = MLP([a_i, Σ_j φ(e_ij, a_i, a_j)])`` gives node features ``h`` (B, N, H) that are
+invariant under O(3) and permute with the nodes. Two heads read them out:
+
+* ``scores(h) -> (B, N)``: S_n-equivariant, O(3)-invariant;
+* ``vectors(h, u) -> (B, m, 3)``: ``V_m = Σ_i Σ_c a_{mc}(h_i) u_{c,i}`` — O(3)-equivariant
+  (proper vectors) and S_n-invariant.
+
+>>> net = PointNet("irreps:1x1o+1x1o+1x0e", n_vectors=3)
+>>> x = torch.randn(2, 5, 7); h, u = net.features(x)
+>>> net.scores(h).shape, net.vectors(h, u).shape
+(torch.Size([2, 5]), torch.Size([2, 3, 3]))
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..groups import RepLike, parse_rep
+from ._action import _low_l_blocks
+
+__all__ = ["PointNet", "split_irreps"]
+
+
+def split_irreps(rep: RepLike, dim: int = 3):
+    """``(vector_slices, scalar_slices, other_slices)`` of the last axis for ``rep``.
+
+    Vector slices are the ``1o`` copies (points: the whole axis); scalars the ``0e`` copies;
+    others (``0o``, ``1e``) enter only through their squares / norms.
+    """
+    rep = parse_rep(rep)
+    if rep.kind == "points":
+        return [slice(0, dim)], [], []
+    if rep.kind != "irreps":
+        raise ValueError(f"rep: the point network needs rep 'points' or 'irreps:...', got {rep}")
+    blocks = _low_l_blocks(rep.irreps)
+    if blocks is None:
+        raise ValueError(f"rep: the learned O(3) sampler supports irreps with l <= 1, got {rep.irreps!r}")
+    vec, sca, oth = [], [], []
+    for start, mul, l, p in blocks:
+        size = 1 if l == 0 else 3
+        for c in range(mul):
+            s = slice(start + c * size, start + (c + 1) * size)
+            (vec if (l, p) == (1, -1) else sca if (l, p) == (0, 1) else oth).append(s)
+    if not vec:
+        raise ValueError(f"rep: a frame needs at least one 1o (vector) block, got {rep.irreps!r}")
+    return vec, sca, oth
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                         nn.Linear(hidden, n_out))
+
+
+class PointNet(nn.Module):
+    """O(3)-invariant node features with a score head and a vector head (see module doc)."""
+
+    def __init__(self, rep: RepLike, hidden: int = 32, n_vectors: int = 3, dim: int = 3):
+        super().__init__()
+        self.vec, self.sca, self.oth = split_irreps(rep, dim)
+        C, S, O = len(self.vec), len(self.sca), len(self.oth)
+        n_node = S + O + C * C
+        n_edge = C * C + 1
+        self.n_vectors, self.C = n_vectors, C
+        self.msg = _mlp(n_edge + 2 * n_node, hidden, hidden)
+        self.node = _mlp(n_node + hidden, hidden, hidden)
+        self.score_head = nn.Linear(hidden, 1)
+        self.vec_head = _mlp(hidden, hidden, n_vectors * C)
+
+    def features(self, x: torch.Tensor):
+        """``(h (B, N, H), u (B, N, C, 3))``."""
+        u = torch.stack([x[..., s] for s in self.vec], dim=-2)               # (B, N, C, 3)
+        gram = (u.unsqueeze(-2) * u.unsqueeze(-3)).sum(-1).flatten(-2)       # (B, N, C*C)
+        parts = [x[..., s] for s in self.sca] + [x[..., s].pow(2).sum(-1, keepdim=True) for s in self.oth]
+        a = torch.cat(parts + [gram], dim=-1)                                  # (B, N, n_node)
+        N = x.shape[1]
+        cross = torch.einsum("bicd,bjed->bijce", u, u).flatten(-2)            # u_{c,i}·u_{e,j}
+        d2 = (u[:, :, None, 0] - u[:, None, :, 0]).pow(2).sum(-1, keepdim=True)
+        e = torch.cat([cross, d2, a.unsqueeze(2).expand(-1, -1, N, -1),
+                       a.unsqueeze(1).expand(-1, N, -1, -1)], dim=-1)
+        m = self.msg(e)
+        off = 1.0 - torch.eye(N, dtype=x.dtype, device=x.device)
+        agg = (m * off[None, :, :, None]).sum(2) / max(N - 1, 1)
+        h = self.node(torch.cat([a, agg], dim=-1))
+        return h, u
+
+    def scores(self, h: torch.Tensor) -> torch.Tensor:
+        return self.score_head(h).squeeze(-1)
+
+    def vectors(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        a = self.vec_head(h).view(*h.shape[:2], self.n_vectors, self.C)     # (B, N, m, C)
+        return torch.einsum("bnmc,bncd->bmd", a, u)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, N)`` (usable as ``SnSampler`` score network)."""
+        return self.scores(self.features(x)[0])

@@ -1,0 +1,141 @@
+"""``Symmetrized``: wrap any model into ``f_sym(x) = (1/k) Σ_i g_i · f(g_i⁻¹ · x)``."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..groups import Group, RepLike, check_tensor, get_group, parse_rep
+from ._action import transform
+from ._base import GroupSample, Sampler, repeat_batch
+from ._center import Centering
+
+__all__ = ["Symmetrized"]
+
+
+class Symmetrized(nn.Module):
+    """Probabilistic symmetrization of an arbitrary model (Kim et al. 2023, DESIGN.md §5).
+
+    ``f_sym(x) = (1/k) Σ_{i=1..k} g_i · f(g_i⁻¹ · x)``, ``g_i ~ p(g | x)``. If ``p`` is equivariant,
+    ``f_sym`` is equivariant in distribution; with ``sampler="canonical"`` (a point mass) or
+    ``"uniform"`` over an enumerated finite group (the Reynolds operator) it is exactly
+    equivariant per call.
+
+    Parameters
+    ----------
+    model : any ``nn.Module`` (or callable) mapping ``rep_in`` tensors to ``rep_out`` tensors.
+    group : group name (``"c4"``, ``"p4"``, ``"so2"``, ``"so3"``, ``"o3"``, ``"sn"``, ``"sn x o3"``)
+        or :class:`~symclone.groups.Group`.
+    rep_in, rep_out : representations of input and output.
+    sampler : ``"uniform"``, ``"canonical"``, ``"learned"`` or a :class:`Sampler` instance.
+    k, k_eval : samples per input in training / eval mode (ignored by exact samplers).
+    noise : input-noise scale of learned samplers (canonical: 0).
+    center : subtract the centroid of the positions (first ``1o`` block / points) before and add
+        it back to vector outputs after (translations by centring); default: on for ``o3``/``so3``
+        groups on points or irreps.
+    sampler_kw : extra keyword arguments for the default sampler (e.g. ``tau``, ``hidden``,
+        ``chunk_size``, ``in_channels``).
+
+    Keeps no state between calls. ``forward`` returns ``f_sym(x)``; ``forward_with_aux`` also
+    returns the sampler's auxiliary loss (add it to the training loss).
+
+    >>> mlp = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.Unflatten(1, (1, 4, 4)))
+    >>> f = Symmetrized(mlp, "c4", "image", "image", sampler="uniform")
+    >>> x = torch.randn(2, 1, 4, 4)
+    >>> torch.allclose(f(torch.rot90(x, 1, (-2, -1))), torch.rot90(f(x), 1, (-2, -1)), atol=1e-6)
+    True
+    """
+
+    def __init__(self, model: Any, group: str | Group, rep_in: RepLike, rep_out: RepLike,
+                 sampler: str | Sampler = "uniform", k: int = 10, k_eval: Optional[int] = None,
+                 noise: Optional[float] = None, center: Optional[bool] = None,
+                 group_kw: Optional[dict] = None, **sampler_kw: Any):
+        super().__init__()
+        if not callable(model):
+            raise ValueError(f"model: expected an nn.Module or callable, got {type(model).__name__}")
+        self.model = model
+        self.rep_in, self.rep_out = parse_rep(rep_in), parse_rep(rep_out)
+        if isinstance(sampler, Sampler):
+            self.group = sampler.group if isinstance(group, str) else group
+        else:
+            self.group = get_group(group, **(group_kw or {})) if isinstance(group, str) else group
+        for name, rep in (("rep_in", self.rep_in), ("rep_out", self.rep_out)):
+            if not self.group.acts_on(rep):
+                raise ValueError(f"{name}: group {self.group.name!r} does not act on rep {rep}; "
+                                 f"supported: {('trivial',) + tuple(self.group.supported_reps)}")
+        self.k = _check_k(k, "k")
+        self.k_eval = _check_k(self.k if k_eval is None else k_eval, "k_eval")
+        if isinstance(sampler, str):
+            from ._factory import make_sampler
+            sampler = make_sampler(sampler, self.group, self.rep_in, noise=noise, **sampler_kw)
+        elif not isinstance(sampler, Sampler):
+            raise ValueError(f"sampler: expected 'uniform', 'canonical', 'learned' or a Sampler, "
+                             f"got {sampler!r}")
+        elif sampler_kw:
+            raise ValueError(f"sampler_kw: options {sorted(sampler_kw)} only apply to named samplers")
+        self.sampler = sampler
+        self.centering = Centering.default(self.group, self.rep_in, self.rep_out, center)
+
+    @property
+    def exact(self) -> bool:
+        """Whether ``f_sym`` is equivariant per call (not only in distribution)."""
+        return bool(self.sampler.exact)
+
+    def current_k(self) -> int:
+        return self.k if self.training else self.k_eval
+
+    def sample_group(self, x: torch.Tensor, k: Optional[int] = None,
+                     generator: Optional[torch.Generator] = None) -> GroupSample:
+        """Draw ``k`` group elements per input (``g`` batched ``k·B``, sample-major)."""
+        x = self._check_input(x)
+        x = self.centering.center_input(x) if self.centering else x
+        return self.sampler.sample(x, self.current_k() if k is None else _check_k(k, "k"), generator)
+
+    def forward(self, x: torch.Tensor, k: Optional[int] = None,
+                generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.forward_with_aux(x, k, generator)[0]
+
+    def forward_with_aux(self, x: torch.Tensor, k: Optional[int] = None,
+                         generator: Optional[torch.Generator] = None):
+        """``(f_sym(x), aux_loss)``."""
+        x = self._check_input(x)
+        k = self.current_k() if k is None else _check_k(k, "k")
+        B = x.shape[0]
+        xc, centroid = (self.centering.split(x) if self.centering else (x, None))
+        total, weight, aux = 0, 0.0, x.new_zeros(())
+        for s in self.sampler.chunks(xc, k, generator):
+            x_in = transform(self.group, s, repeat_batch(xc, s.k), self.rep_in, inverse=True)
+            y = self.model(x_in)
+            y = self._transform_output(s, y, B)
+            w = float(s.weight if s.weight is not None else s.k)
+            total = total + y.view(s.k, B, *y.shape[1:]).sum(0) * (w / s.k)
+            weight += w
+            aux = aux + s.aux_loss.to(aux.dtype)
+        out = total / weight
+        if centroid is not None:
+            out = self.centering.restore(out, centroid)
+        return out, aux
+
+    def _check_input(self, x: torch.Tensor) -> torch.Tensor:
+        return check_tensor(x, self.rep_in, "x")
+
+    def _transform_output(self, s: GroupSample, y: Any, B: int) -> torch.Tensor:
+        if not isinstance(y, torch.Tensor) or y.ndim < 1 or y.shape[0] != s.k * B:
+            raise ValueError(f"model: expected an output tensor with batch {s.k * B} (k·B) laid out as "
+                             f"rep_out {self.rep_out}, got {getattr(y, 'shape', type(y).__name__)}")
+        try:
+            return transform(self.group, s, y, self.rep_out, inverse=False)
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(f"model: output of shape {tuple(y.shape)} does not fit rep_out "
+                             f"{self.rep_out} under group {self.group.name!r} ({err})") from None
+
+    def extra_repr(self) -> str:
+        return (f"group={self.group.name}, rep_in={self.rep_in}, rep_out={self.rep_out}, "
+                f"k={self.k}, k_eval={self.k_eval}, exact={self.exact}")
+
+
+def _check_k(k: Any, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{name}: expected an integer number of samples >= 1, got {k!r}")
+    return k

@@ -1,0 +1,252 @@
+"""Shared machinery of the convolutional teachers (``cnn``, ``gcnn_c4``).
+
+A conv teacher is a stack of ``L`` layers ``f_l(h) = σ(k_l ⋆ h + b_l)`` where ``⋆`` is a 2D
+cross-correlation (``F.conv2d``) with circular ("same", exact for cyclic shifts) or valid padding.
+Subclasses only say how the flat free parameters ``θ_l`` of a layer become the filter bank
+``k_l = K_l(θ_l)`` (identity reshape for ``cnn``; escnn basis expansion for ``gcnn_c4``) and the bias.
+
+The unrolled matrix of a layer (``as_dense``) is built here directly from the kernel by index
+arithmetic, independently of ``F.conv2d`` and of ``symclone.analysis``:
+
+    W[(o, y, x), (c, (y + a − p) mod H, (x + b − p) mod W)] += k[o, c, a, b]   (circular)
+    W[(o, y, x), (c, y + a, x + b)] = k[o, c, a, b]                             (valid)
+
+>>> import torch
+>>> from symclone.teachers.cnn import CNNTeacher
+>>> t = CNNTeacher(channels=2, depth=1, size=5)
+>>> x = torch.randn(3, 1, 5, 5)
+>>> W = t.as_dense(1)
+>>> torch.allclose((x.flatten(1) @ W.T).view(3, 2, 5, 5), t.layer_forward(1, x, pre_activation=True), atol=1e-5)
+True
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from symclone.groups import Group, Rep, parse_rep
+
+__all__ = ["ConvTeacher", "conv2d_padded", "unrolled_conv_matrix", "check_size", "check_padding", "reps_of",
+           "PADDINGS"]
+
+PADDINGS = ("circular", "valid")
+
+
+def conv2d_padded(h: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  padding: str, groups: int = 1) -> torch.Tensor:
+    """``F.conv2d`` with circular ("same" size, wrap-around) or valid padding."""
+    if padding == "circular":
+        kh, kw = weight.shape[-2:]
+        h = F.pad(h, (kw // 2, (kw - 1) // 2, kh // 2, (kh - 1) // 2), mode="circular")
+    return F.conv2d(h, weight, bias, groups=groups)
+
+
+def unrolled_conv_matrix(kernel: torch.Tensor, size: tuple[int, int], padding: str) -> torch.Tensor:
+    """The dense matrix ``(C_out·H'·W', C_in·H·W)`` of a cross-correlation with ``kernel``.
+
+    Rows/columns flatten ``(C, H, W)`` row-major (PyTorch ``Linear`` convention ``y = W x``).
+    """
+    co, ci, kh, kw = kernel.shape
+    H, W = size
+    if padding == "circular":
+        Ho, Wo, py, px = H, W, kh // 2, kw // 2
+    else:
+        Ho, Wo, py, px = H - kh + 1, W - kw + 1, 0, 0
+    o, c, a, b, y, x = torch.meshgrid(*(torch.arange(n, device=kernel.device)
+                                        for n in (co, ci, kh, kw, Ho, Wo)), indexing="ij")
+    iy, ix = y + a - py, x + b - px
+    if padding == "circular":
+        iy, ix = iy % H, ix % W
+    rows = (o * Ho + y) * Wo + x
+    cols = (c * H + iy) * W + ix
+    vals = kernel[o, c, a, b]
+    out = torch.zeros(co * Ho * Wo, ci * H * W, dtype=kernel.dtype, device=kernel.device)
+    return out.index_put_((rows.reshape(-1), cols.reshape(-1)), vals.reshape(-1), accumulate=True)
+
+
+class ConvTeacher(nn.Module):
+    """Base class: subclasses set ``self.group``, ``self.reps``, ``self.feature_shapes``,
+    ``self.padding``, ``self._ksizes`` and implement ``_kernel_from_params``/``_bias_from_params``/
+    ``layer_params``/``_init_std``."""
+
+    activation = "relu"
+    group: Group
+    reps: list[Rep]
+    feature_shapes: list[tuple[int, ...]]
+    padding: str
+    config: dict
+
+    # ---- subclass hooks --------------------------------------------------------------------
+    def layer_params(self, l: int) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _kernel_from_params(self, l: int, params: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """(P_l,) -> (C_out, C_in, k, k)."""
+        raise NotImplementedError
+
+    def _bias_from_params(self, l: int, params: torch.Tensor) -> Optional[torch.Tensor]:
+        return None
+
+    def _init_std(self, l: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _pool(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Group-invariant pooling of the last feature for the classification head."""
+        raise NotImplementedError
+
+    # ---- contract ----------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return len(self.feature_shapes) - 1
+
+    def _check_layer(self, l: int) -> int:
+        if not isinstance(l, int) or not 1 <= l <= self.num_layers:
+            raise ValueError(f"l: layer index must be an int in 1..{self.num_layers}, got {l!r}")
+        return l
+
+    def kernel_size(self, l: int) -> int:
+        return self._ksizes[self._check_layer(l) - 1]
+
+    def num_layer_params(self, l: int) -> int:
+        return int(self.layer_params(l).numel())
+
+    def sample_params(self, l: int, k: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``k`` draws of layer ``l``'s free parameters from the init ``N(0, init_std²)``."""
+        p = self.layer_params(l)
+        return torch.randn(k, p.numel(), generator=generator, dtype=p.dtype) * self._init_std(l)
+
+    def _check_params(self, l: int, params: torch.Tensor) -> torch.Tensor:
+        P = self.num_layer_params(l)
+        if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != P:
+            shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
+            raise ValueError(f"params: layer {l} expects a flat tensor of shape ({P},) or (K, {P}), got {shape}")
+        return params
+
+    def kernel(self, l: int, params: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The expanded filter bank ``(C_out, C_in, k, k)`` (``(K, C_out, C_in, k, k)`` for batched
+        ``params``) that layer ``l`` convolves with."""
+        self._check_layer(l)
+        if params is None:
+            return self._kernel_from_params(l, self.layer_params(l))
+        params = self._check_params(l, params)
+        if params.ndim == 1:
+            return self._kernel_from_params(l, params)
+        return self._batched_kernels(l, params)
+
+    def _batched_kernels(self, l: int, params: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self._kernel_from_params(l, p) for p in params])
+
+    def _check_feature(self, l: int, h: torch.Tensor, batched: bool) -> None:
+        want = tuple(self.feature_shapes[l - 1])
+        name = "x" if l == 1 else "h"
+        if not isinstance(h, torch.Tensor):
+            raise ValueError(f"{name}: expected a torch.Tensor, got {type(h).__name__}")
+        lead = 2 if (batched and h.ndim == len(want) + 2) else 1
+        if h.ndim != len(want) + lead or tuple(h.shape[lead:]) != want:
+            what = "the input" if l == 1 else f"feature {l - 1}"
+            raise ValueError(f"{name}: layer {l} expects {what} of shape (B, {', '.join(map(str, want))})"
+                             f"{' or (K, B, ...)' if batched else ''}, got {tuple(h.shape)}")
+
+    def layer_forward(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor] = None,
+                      pre_activation: bool = False) -> torch.Tensor:
+        """Layer ``l`` (1-based) applied to feature ``l-1``: ``σ(K_l(θ) ⋆ h + b)``.
+
+        With batched ``params`` ``(K, P_l)``, ``h`` is ``(K, B, ...)`` or ``(B, ...)`` (broadcast)
+        and the output is ``(K, B, ...)`` (one grouped convolution).
+        """
+        self._check_layer(l)
+        batched = params is not None and params.ndim == 2
+        self._check_feature(l, h, batched)
+        if params is None:
+            weight, bias = self._cached_kernel(l), self._bias_from_params(l, self.layer_params(l))
+            out = conv2d_padded(h, weight, bias, self.padding)
+        elif not batched:
+            params = self._check_params(l, params)
+            out = conv2d_padded(h, self._kernel_from_params(l, params), self._bias_from_params(l, params),
+                                self.padding)
+        else:
+            params = self._check_params(l, params)
+            K = params.shape[0]
+            w = self._batched_kernels(l, params)  # (K, Co, Ci, k, k)
+            b = self._bias_from_params(l, params[0])
+            bias = None if b is None else torch.stack([self._bias_from_params(l, p) for p in params]).reshape(-1)
+            if h.ndim == len(self.feature_shapes[l - 1]) + 1:
+                h = h.unsqueeze(0).expand(K, *h.shape)
+            B = h.shape[1]
+            hk = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
+            out = conv2d_padded(hk, w.reshape(-1, *w.shape[2:]), bias, self.padding, groups=K)
+            out = out.reshape(B, K, -1, *out.shape[-2:]).transpose(0, 1)
+        return out if pre_activation else torch.relu(out)
+
+    def _cached_kernel(self, l: int) -> torch.Tensor:
+        return self.kernel(l)
+
+    def set_layer_params(self, l: int, params: torch.Tensor) -> None:
+        """Copy a flat parameter vector ``(P_l,)`` into layer ``l`` (in place, no grad)."""
+        params = self._check_params(self._check_layer(l), params)
+        if params.ndim != 1:
+            raise ValueError(f"params: set_layer_params takes one vector ({self.num_layer_params(l)},), "
+                             f"got {tuple(params.shape)}")
+        with torch.no_grad():
+            for dst, src in zip(self._param_tensors(l), self._split_params(l, params)):
+                dst.copy_(src.reshape(dst.shape))
+        if hasattr(self, "invalidate_cache"):
+            self.invalidate_cache()
+
+    def _param_tensors(self, l: int) -> list[torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _split_params(self, l: int, params: torch.Tensor) -> list[torch.Tensor]:
+        sizes = [t.numel() for t in self._param_tensors(l)]
+        return list(torch.split(params, sizes))
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Outputs of layers ``1..L`` (after the ReLU)."""
+        feats, h = [], x
+        for l in range(1, self.num_layers + 1):
+            h = self.layer_forward(l, h)
+            feats.append(h)
+        return feats
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature, or the class logits ``head(pool(f_L))`` when a head is attached."""
+        h = self.forward_features(x)[-1]
+        if getattr(self, "head", None) is None:
+            return h
+        return self.head(self._pool(h))
+
+    def as_dense(self, l: int, params: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Unrolled linear map of layer ``l`` (pre-activation, without bias): ``(out_dim, in_dim)``
+        (``(K, out_dim, in_dim)`` for batched params)."""
+        k = self.kernel(l, params)
+        size = tuple(self.feature_shapes[l - 1][-2:])
+        if k.ndim == 5:
+            return torch.stack([unrolled_conv_matrix(kk, size, self.padding) for kk in k])
+        return unrolled_conv_matrix(k, size, self.padding)
+
+
+def check_size(size: int | Sequence[int], square: bool, name: str) -> tuple[int, int]:
+    """Validate an image size argument."""
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size: expected a positive int or (H, W), got {size}")
+    if square and size[0] != size[1]:
+        raise ValueError(f"size: teacher {name!r} rotates by 90 degrees and needs square images, got {size}")
+    return size
+
+
+def check_padding(padding: str, kernel_size: int) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+    if padding == "circular" and kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size: circular ('same') padding needs an odd kernel size, got {kernel_size}")
+    return padding
+
+
+def reps_of(kinds: Sequence[str]) -> list[Rep]:
+    return [parse_rep(k) for k in kinds]

@@ -1,0 +1,220 @@
+"""Train a teacher on a task: Fashion-MNIST classification or the n-body regression.
+
+* ``fashion-mnist``: the teacher gets a linear head on p4- (gcnn) or T(2)- (cnn) invariant pooled
+  features (mean and max over space and orientations) and is trained with cross-entropy (AdamW).
+  Reported: test accuracy on the upright test set and on the test set rotated by ``k·90°``
+  (``k = i mod 4`` for test image ``i``), plus per-``k`` accuracies. A C4-invariant teacher scores
+  the same on both (up to float rounding); a plain CNN does not.
+* ``nbody``: the e3nn teacher (``input="nbody"``) predicts the positions at frame 40 as
+  ``p + f(x)`` from frame 30 (positions, velocities, charges), MSE loss; reported test MSE and the
+  MSE on randomly rotated test systems.
+
+Training state (teacher + AdamW moments + step) is checkpointed to ``<out>/train_state`` every
+``checkpoint_every`` steps and at the end (safetensors + JSON, atomic); ``resume=True`` continues
+from it with the same data order (the permutation of epoch ``e`` is drawn from ``seed + e``).
+
+>>> cfg = TeacherTrainConfig(teacher="cnn", task="fashion-mnist", epochs=1)
+>>> cfg.batch_size, cfg.optimizer_lr
+(64, 0.001)
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from symclone.io import CheckpointError, checkpoint_exists, load_checkpoint, save_checkpoint, write_json
+
+from .checkpoint import load_teacher_state, save_teacher
+
+__all__ = ["TeacherTrainConfig", "train_teacher", "build_task_teacher", "evaluate_classifier",
+           "evaluate_regression", "TASKS", "TASK_DEFAULTS"]
+
+log = logging.getLogger(__name__)
+
+TASKS = ("fashion-mnist", "nbody")
+#: teacher kwargs used for a task unless overridden by ``teacher_kwargs``
+TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("gcnn_c4", "fashion-mnist"): dict(fields=4, depth=4, kernel_size=5, bias=True, init_std=None, num_classes=10),
+    ("cnn", "fashion-mnist"): dict(channels=16, depth=4, kernel_size=5, bias=True, init_std=None, num_classes=10),
+    ("e3nn", "nbody"): dict(input="nbody", n_points=5, mul=8, depth=3),
+}
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    """Options of ``symclone train-teacher`` (dotted overrides: ``--train.optimizer_lr=3e-4``)."""
+
+    teacher: str = "gcnn_c4"
+    task: str = "fashion-mnist"
+    teacher_kwargs: dict = field(default_factory=dict)
+    epochs: int = 1
+    batch_size: int = 64
+    optimizer_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    train_limit: Optional[int] = None
+    test_limit: Optional[int] = None
+    nbody_size: str = "small"
+    checkpoint_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+def build_task_teacher(cfg: TeacherTrainConfig) -> nn.Module:
+    from symclone.registry import create_teacher
+
+    if cfg.task not in TASKS:
+        raise ValueError(f"task: expected one of {TASKS}, got {cfg.task!r}")
+    key = (cfg.teacher, cfg.task)
+    if key not in TASK_DEFAULTS:
+        ok = [f"{t} on {k}" for t, k in TASK_DEFAULTS]
+        raise ValueError(f"teacher/task: cannot train teacher {cfg.teacher!r} on {cfg.task!r}; supported: {ok}")
+    return create_teacher(cfg.teacher, **{**TASK_DEFAULTS[key], **dict(cfg.teacher_kwargs)})
+
+
+def _data(cfg: TeacherTrainConfig):
+    if cfg.task == "fashion-mnist":
+        from symclone.data import load_fashion_mnist
+
+        tr, te = load_fashion_mnist(train=True, limit=cfg.train_limit), load_fashion_mnist(train=False,
+                                                                                            limit=cfg.test_limit)
+        return tr.tensors, te.tensors
+    from symclone.data.nbody import nbody_tensors
+
+    tr = nbody_tensors("train", size=cfg.nbody_size)
+    te = nbody_tensors("test", size=cfg.nbody_size)
+    if cfg.train_limit:
+        tr = tuple(t[: cfg.train_limit] for t in tr)
+    if cfg.test_limit:
+        te = tuple(t[: cfg.test_limit] for t in te)
+    return tr, te
+
+
+def _loss(teacher: nn.Module, task: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if task == "fashion-mnist":
+        return F.cross_entropy(teacher(x), y)
+    return F.mse_loss(x[..., :3] + teacher(x), y)
+
+
+@torch.no_grad()
+def evaluate_classifier(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> dict:
+    """Accuracy on the upright set, on the set rotated by ``k_i·90°`` (``k_i = i mod 4``), per ``k``."""
+    teacher.eval()
+    dev = next(teacher.parameters()).device
+    ks = torch.arange(len(x)) % 4
+    per_k, correct_up, correct_rot = [0, 0, 0, 0], 0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb, kb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev), ks[i:i + batch_size]
+        preds = [teacher(torch.rot90(xb, k, dims=(-2, -1))).argmax(-1) for k in range(4)]
+        for k in range(4):
+            per_k[k] += int((preds[k] == yb).sum())
+        correct_up += int((preds[0] == yb).sum())
+        rot = torch.stack(preds)[kb.to(dev), torch.arange(len(xb), device=dev)]
+        correct_rot += int((rot == yb).sum())
+    n = len(x)
+    return {"test_accuracy_upright": correct_up / n, "test_accuracy_rotated": correct_rot / n,
+            "test_accuracy_by_rotation": [c / n for c in per_k], "n_test": n}
+
+
+@torch.no_grad()
+def evaluate_regression(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> dict:
+    """Test MSE of ``p + f(x)`` on the positions, and on randomly rotated/reflected systems."""
+    from e3nn import o3
+
+    teacher.eval()
+    dev = next(teacher.parameters()).device
+    x, y = x.to(dev), y.to(dev)
+    mse = float(F.mse_loss(x[..., :3] + teacher(x), y))
+    g = torch.Generator().manual_seed(seed)
+    Q = torch.linalg.qr(torch.randn(len(x), 3, 3, generator=g))[0].to(dev, x.dtype)
+    D = o3.Irreps("1x1o+1x1o+1x0e").D_from_matrix(Q.cpu()).to(dev, x.dtype)
+    xr, yr = x @ D.transpose(-1, -2), y @ Q.transpose(-1, -2)
+    mse_rot = float(F.mse_loss(xr[..., :3] + teacher(xr), yr))
+    return {"test_mse": mse, "test_mse_rotated": mse_rot, "n_test": len(x)}
+
+
+def _save_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer, step: int, epoch: int,
+                curve: list, cfg: TeacherTrainConfig) -> None:
+    tensors = {f"teacher.{k}": v for k, v in teacher.named_parameters()}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v)
+    save_checkpoint(path, tensors, {"step": step, "epoch": epoch, "loss_curve": curve,
+                                    "config": dataclasses.asdict(cfg), "teacher": teacher.config})
+
+
+def _load_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer,
+                cfg: TeacherTrainConfig) -> tuple[int, list]:
+    tensors, meta = load_checkpoint(path)
+    if meta.get("teacher") != teacher.config:
+        raise CheckpointError(f"resume: {path}.json was written for teacher {meta.get('teacher')}, "
+                              f"not {teacher.config}; use a new --out directory")
+    load_teacher_state(teacher, {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}, str(path))
+    state = opt.state_dict()
+    for i in range(len(state["param_groups"][0]["params"])):
+        keys = [k for k in tensors if k.startswith(f"opt.{i}.")]
+        if keys:
+            state["state"][i] = {k.split(".", 2)[2]: tensors[k] for k in keys}
+    opt.load_state_dict(state)
+    return int(meta["step"]), list(meta.get("loss_curve", []))
+
+
+def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False) -> dict:
+    """Train ``cfg.teacher`` on ``cfg.task``; write ``teacher.*``, ``train_state.*``, ``metrics.json``
+    under ``out`` and return the metrics."""
+    from symclone.runtime import resolve_device
+
+    out = Path(out)
+    state_path = out / "train_state"
+    if not resume and checkpoint_exists(state_path):
+        raise ValueError(f"out: {out} already holds a training run; pass --resume or choose a new --out")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    teacher = build_task_teacher(cfg).to(device)
+    opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.optimizer_lr, weight_decay=cfg.weight_decay)
+    (xtr, ytr), (xte, yte) = _data(cfg)
+    steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    step, curve = 0, []
+    if resume and checkpoint_exists(state_path):
+        step, curve = _load_state(state_path, teacher, opt, cfg)
+        log.info("resumed from step %d", step)
+    t0 = time.time()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, disable=not cfg.progress, desc=f"train {cfg.teacher}")
+    teacher.train()
+    while step < total:
+        epoch, i = divmod(step, steps_per_epoch)
+        perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        loss = _loss(teacher, cfg.task, xtr[idx].to(device), ytr[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        curve.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{curve[-1]:.4f}")
+        if step % cfg.checkpoint_every == 0 or step == total:
+            _save_state(state_path, teacher, opt, step, epoch, curve, cfg)
+    bar.close()
+    seconds = time.time() - t0
+    evaluate = evaluate_classifier if cfg.task == "fashion-mnist" else evaluate_regression
+    metrics = {"teacher": teacher.config, "task": cfg.task, "config": dataclasses.asdict(cfg), "steps": step,
+               "epochs": cfg.epochs, "n_train": len(xtr), "train_seconds_this_session": seconds,
+               "num_params": sum(p.numel() for p in teacher.parameters()),
+               "final_train_loss": curve[-1] if curve else None, "loss_curve": curve,
+               **evaluate(teacher, xte, yte)}
+    save_teacher(teacher, out / "teacher", meta={"task": cfg.task, "steps": step})
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,49 @@
+"""Worker for tests/test_distributed.py, launched by ``torchrun --nproc_per_node 2`` (gloo on CPU).
+
+Runs the same cloning jobs as the test's single-process reference and, on rank 0, writes the trained
+students' tensors to ``OUT/<job>.safetensors``. Jobs: family cloning (blocks student, 6 Adam steps),
+the same run interrupted after 3 steps and resumed from its rank-0 checkpoint, and function cloning
+(mlp student, 6 SGD steps).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from symclone.ddp import clone_layer_ddp
+from symclone.distributed import DistributedContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ddp_jobs import JOBS, build  # noqa: E402
+
+
+def main(out: str) -> None:
+    torch.set_num_threads(1)
+    out = Path(out)
+    with DistributedContext.from_env(device="cpu") as ctx:
+        assert ctx.world_size == 2 and ctx.backend == "gloo"
+        results = {}
+        for name in JOBS:
+            teacher, student, cfg = build(name)
+            r = clone_layer_ddp(student, teacher, 1, cfg, ctx)
+            results[name] = student
+            assert r["world_size"] == 2
+        teacher, student, cfg = build("family")
+        ck = out / "ck" / "family"
+        r1 = clone_layer_ddp(student, teacher, 1, cfg, ctx, checkpoint=ck, stop_at=3)
+        assert r1["steps"] == 3
+        teacher, student, cfg = build("family")  # a fresh process state: everything comes from the checkpoint
+        r2 = clone_layer_ddp(student, teacher, 1, cfg, ctx, checkpoint=ck, resume=True)
+        assert r2["resumed_from"] == 3
+        results["family_resumed"] = student
+        if ctx.is_main:
+            for name, s in results.items():
+                save_file({k: v.contiguous() for k, v in s.state_dict().items()}, str(out / f"{name}.safetensors"))
+        ctx.barrier()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

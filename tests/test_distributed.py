@@ -1,0 +1,111 @@
+"""DDP (torchrun, gloo, 2 CPU processes) equals a single-process run with the same global batch.
+
+The reference runs in this process while the torchrun job runs; both clone with
+``symclone.ddp.clone_layer_ddp``. Control: one rank's shard alone (half the global batch) gives a
+different result, far outside the tolerance, so the comparison can fail.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _ddp_jobs import JOBS, build  # noqa: E402
+
+from symclone.ddp import clone_layer_ddp, ddp_optimize, relative_mse  # noqa: E402
+from symclone.distributed import DistributedContext  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rel_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).norm() / b[k].norm().clamp_min(1e-12)) for k in b if b[k].is_floating_point())
+
+
+def _reference(name: str, batch_size: int = 8) -> dict:
+    teacher, student, cfg = build(name, batch_size)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    clone_layer_ddp(student, teacher, 1, cfg)
+    return {"after": student.state_dict(), "before": before}
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    refs = {name: _reference(name) for name in JOBS}  # overlaps with the torchrun job
+    refs["half"] = _reference("family", batch_size=4)
+    log, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, log[-3000:]
+    got = {p.stem: load_file(str(p)) for p in out.glob("*.safetensors")}
+    return got, refs
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_two_processes_equal_one(ddp_results, name):
+    got, refs = ddp_results
+    ref = refs[name]
+    moved = _rel_diff(ref["after"], ref["before"])
+    assert moved > 1e-3, "training did not change the student; the comparison would be vacuous"
+    assert _rel_diff(got[name], ref["after"]) < 1e-5
+
+
+def test_distributed_resume_matches_uninterrupted(ddp_results):
+    got, _ = ddp_results
+    assert _rel_diff(got["family_resumed"], got["family"]) < 1e-6
+
+
+def test_control_shard_alone_differs(ddp_results):
+    got, refs = ddp_results
+    assert _rel_diff(refs["half"]["after"], got["family"]) > 1e-3
+
+
+def test_relative_mse_single_process_and_indivisible_batch():
+    pred, y = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0])
+    assert float(relative_mse(pred, y)) == pytest.approx(0.5)
+    ctx = DistributedContext(rank=1, world_size=2)
+    assert ctx.shard(torch.arange(6)).tolist() == [3, 4, 5]
+    with pytest.raises(ValueError, match="divisible"):
+        ctx.shard(torch.arange(5))
+
+
+def test_from_env_errors():
+    with pytest.raises(ValueError, match="RANK"):
+        DistributedContext.from_env(device="cpu", env={"WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="WORLD_SIZE"):
+        DistributedContext.from_env(device="cpu", env={"WORLD_SIZE": "two"})
+
+
+def test_single_process_resume(tmp_path):
+    torch.manual_seed(0)
+    target = torch.randn(5)
+
+    def run(stop_at=None, resume=False):
+        w = torch.nn.Parameter(torch.zeros(5))
+        r = ddp_optimize([w], lambda s: relative_mse(w * (1 + 0.1 * s), target), steps=8, lr=0.05, progress=False,
+                         checkpoint=tmp_path / "ck", resume=resume, stop_at=stop_at)
+        return w.detach().clone(), r
+
+    full, _ = run()
+    (tmp_path / "ck.json").unlink()
+    (tmp_path / "ck.safetensors").unlink()
+    run(stop_at=3)
+    resumed, r = run(resume=True)
+    assert r["resumed_from"] == 3
+    torch.testing.assert_close(resumed, full, rtol=0, atol=1e-7)

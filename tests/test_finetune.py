@@ -1,0 +1,219 @@
+"""Fine-tuning: task generators, frozen / anchored / free modes, cloned-structure declaration, CLI."""
+from __future__ import annotations
+
+import torch
+import pytest
+
+from symclone.finetune import (AnchorPenalty, ClonedNet, FinetuneConfig, InvariantHead, MLPBaseline, finetune,
+                               invariance_error, select_cloned, task_from_tensors)
+from symclone.finetune._metrics import structure_residuals
+from symclone.finetune.tasks import CENTRE_COL, SHIFT_RANGE, VSHIFT_RANGE
+from symclone.registry import create_student, create_teacher
+
+CFG = FinetuneConfig(epochs=1, batch_size=16, progress=False, n_invariance=16, structure_probes=1)
+
+
+def _base(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+# ---------------------------------------------------------------- task generators
+def test_c4_breaking_labels_and_images():
+    x, y = _base(64)
+    task = task_from_tensors("c4-breaking", x, y, x, y, seed=3)
+    assert task.num_classes == 20 and task.group.name == "c4" and task.invariant_ceiling == 0.5
+    xb, yb = task.train.batch(torch.arange(64))
+    k = task.train.params["k"]
+    assert set(k.tolist()) == {0, 1, 2, 3}
+    for i in range(64):
+        assert torch.equal(xb[i], torch.rot90(x[i], int(k[i]), dims=(-2, -1)))
+        assert int(yb[i]) == int(y[i]) + (10 if int(k[i]) >= 2 else 0)
+    i180 = int((k == 2).nonzero()[0])   # a sample rotated by 180 degrees gets y + 10
+    assert int(yb[i180]) == int(y[i180]) + 10
+    i90 = int((k == 1).nonzero()[0])
+    assert int(yb[i90]) == int(y[i90])
+    # test split drawn independently of the training split
+    assert not torch.equal(task.test["test"].params["k"], k)
+
+
+def test_c4_generalisation_splits():
+    x, y = _base(40)
+    task = task_from_tensors("c4-generalisation", x, y, x, y)
+    xb, yb = task.train.batch(torch.arange(40))
+    assert torch.equal(xb, x) and torch.equal(yb, y)          # upright training data
+    assert torch.equal(task.test["upright"].batch(torch.arange(40))[0], x)
+    xr, yr = task.test["rotated"].batch(torch.arange(40))
+    k = task.test["rotated"].params["k"]
+    assert torch.equal(yr, y) and len(set(k.tolist())) > 1
+    assert all(torch.equal(xr[i], torch.rot90(x[i], int(k[i]), (-2, -1))) for i in range(40))
+    assert task.primary == "rotated"
+
+
+def test_t2_breaking_labels_and_shift_ranges():
+    n = 600
+    x = torch.ones(n, 1, 28, 28)
+    y = torch.arange(n) % 10
+    task = task_from_tensors("t2-breaking", x, y, x[:10], y[:10], seed=1)
+    assert task.input_shape == (1, 48, 48) and task.group.name == "t2"
+    xb, yb = task.train.batch(torch.arange(n))
+    v, s = task.train.params["v"], task.train.params["s"]
+    assert VSHIFT_RANGE[0] <= int(v.min()) and int(v.max()) <= VSHIFT_RANGE[1]
+    assert SHIFT_RANGE[0] <= int(s.abs().min()) and int(s.abs().max()) <= SHIFT_RANGE[1]
+    # the whole documented ranges are used, both directions
+    assert int(v.min()) == 0 and int(v.max()) == 15 and int(s.min()) == -15 and int(s.max()) == 15
+    assert set(s.abs().tolist()) == set(range(5, 16))
+    for i in range(n):
+        rows = xb[i, 0].sum(1).nonzero().flatten()
+        cols = xb[i, 0].sum(0).nonzero().flatten()
+        left = CENTRE_COL + int(s[i])
+        assert int(rows[0]) == int(v[i]) and int(rows[-1]) == int(v[i]) + 27
+        assert int(cols[0]) == max(left, 0) and int(cols[-1]) == min(left + 27, 47)
+        right = int(s[i]) > 0
+        assert (int(cols[0]) + int(cols[-1])) / 2 > 23.5 if right else (int(cols[0]) + int(cols[-1])) / 2 < 23.5
+        assert int(yb[i]) == int(y[i]) + (10 if right else 0)   # right-shifted samples get y + 10
+
+
+def test_task_bad_input():
+    x, y = _base(4)
+    with pytest.raises(ValueError, match="task"):
+        task_from_tensors("c8-breaking", x, y, x, y)
+    with pytest.raises(ValueError, match="x_train"):
+        task_from_tensors("c4-breaking", x[:, :, :20], y, x, y)
+    with pytest.raises(ValueError, match="labels"):
+        task_from_tensors("c4-breaking", x, y + 10, x, y)
+
+
+# ---------------------------------------------------------------- modes on a cloned blocks net
+@pytest.fixture(scope="module")
+def lifting():
+    """A C4 lifting layer (1 regular field) cloned exactly by family closed-form cloning."""
+    from symclone.distill import DistillConfig, distill
+    teacher = create_teacher("gcnn_c4", fields=1, depth=1, size=28)
+    student = create_student("blocks", teacher=teacher, seed=0)
+    distill(student, teacher, cfg=DistillConfig(mode="family", solver="closed_form", n_train=128, n_eval=8,
+                                                eval_kernels=2, progress=False))
+    return teacher, student
+
+
+def _net(lifting, seed=0):
+    import copy
+    teacher, student = lifting
+    k = teacher.sample_params(1, 3, generator=torch.Generator().manual_seed(seed))
+    return ClonedNet(copy.deepcopy(student), 20, kernels=k, structure_group=teacher.group, hidden=16)
+
+
+def test_frozen_keeps_cloned_tensors_bit_identical(lifting):
+    x, y = _base(48)
+    task = task_from_tensors("c4-breaking", x, y, x[:16], y[:16])
+    model = _net(lifting)
+    names = select_cloned(model)
+    assert names and all(n.startswith("net.") for n in names)
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    kernels0, head0 = model.kernels.detach().clone(), model.head.mlp[0].weight.detach().clone()
+    res = structure_residuals(model, 1)
+    r = finetune(model, task, mode="frozen", config=CFG)
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert r.metrics["structure_residual_before"] == r.metrics["structure_residual_after"] == res
+    assert r.metrics["structure_residual_after"][0] < 1e-5     # the exact clone stays p4-equivariant
+    assert r.metrics["cloned_distance"] == 0.0
+    assert not torch.equal(model.kernels.detach(), kernels0)       # kernels and head did train
+    assert not torch.equal(model.head.mlp[0].weight.detach(), head0)
+    assert r.metrics["n_trainable"] == 3 * 6 + sum(p.numel() for p in model.head.parameters())
+    assert r.metrics["invariance_error"] < 1e-4                    # frozen exact clone: invariant logits
+
+
+def test_anchored_huge_beta_stays_near_w0_and_free_drifts(lifting):
+    x, y = _base(48, seed=1)
+    task = task_from_tensors("c4-breaking", x, y, x[:16], y[:16])
+    drift = {}
+    for mode, beta in (("anchored", 1e6), ("free", 0.0), ("anchored", 1e-9)):
+        model = _net(lifting)
+        w0 = model.net.layers[0].W.detach().clone()
+        r = finetune(model, task, mode=mode, beta=beta, config=CFG, lr=3e-3)
+        rel = float((model.net.layers[0].W.detach() - w0).norm() / w0.norm())
+        assert abs(rel - r.metrics["cloned_distance"]) < 0.05 + 0.5 * rel
+        drift[(mode, beta)] = r.metrics["cloned_distance"]
+    assert drift[("anchored", 1e6)] < 1e-3
+    assert drift[("free", 0.0)] > 5 * drift[("anchored", 1e6)]
+    assert drift[("anchored", 1e-9)] > 5 * drift[("anchored", 1e6)]   # a negligible anchor does not hold
+
+
+def test_anchor_penalty_values():
+    m = torch.nn.Linear(3, 2)
+    pen = AnchorPenalty(m, ["weight"], beta=0.5, kind="l2")
+    with torch.no_grad():
+        m.weight.add_(2.0)
+    assert float(pen(m)) == pytest.approx(0.5 * 6 * 4.0)
+    kl = AnchorPenalty(m, ["weight"], beta=1.0, kind="kl")
+    assert float(kl(m)) == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        m.weight.add_(3.0)           # a per-row constant does not change the softmax: still 0
+    assert float(kl(m)) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        m.weight[0, 0] += 1.0
+    assert float(kl(m)) > 1e-3
+    with pytest.raises(ValueError, match="anchor"):
+        AnchorPenalty(m, ["weight"], beta=1.0, kind="l1")
+
+
+def test_cloned_declaration_and_bad_modes():
+    x, y = _base(16)
+    task = task_from_tensors("c4-generalisation", x, y, x, y)
+    mlp = MLPBaseline((1, 28, 28), 10)
+    with pytest.raises(ValueError, match="cloned"):
+        finetune(mlp, task, mode="frozen", config=CFG)
+    with pytest.raises(ValueError, match="mode"):
+        finetune(mlp, task, mode="thawed", config=CFG)
+    with pytest.raises(ValueError, match="nothing left"):
+        finetune(mlp, task, mode="frozen", cloned=lambda n: True, config=CFG)
+    with pytest.raises(ValueError, match="logits"):
+        finetune(MLPBaseline((1, 28, 28), 20), task, mode="free", config=CFG)
+    assert select_cloned(mlp, ["net.1.*"]) == ["net.1.bias", "net.1.weight"]
+    w = mlp.net[1].weight.detach().clone()
+    r = finetune(mlp, task, mode="frozen", cloned=["net.1.*"], config=CFG)
+    assert torch.equal(mlp.net[1].weight, w) and r.metrics["cloned_tensors"] == 2
+
+
+def test_symmetrized_wrapper_declares_inner_structure(lifting):
+    sym = pytest.importorskip("symclone.symmetrize")
+    if not hasattr(sym, "Symmetrized"):
+        pytest.skip("Symmetrized not available")
+    model = sym.Symmetrized(_net(lifting), "c4", "image", "trivial", sampler="uniform")
+    names = select_cloned(model)
+    assert names and all(n.startswith("model.net.") for n in names)
+    x, y = _base(8)
+    task = task_from_tensors("c4-breaking", x, y, x, y)
+    assert invariance_error(model, task, n_samples=8) < 1e-5
+
+
+def test_invariant_head_control():
+    """The c4 head is invariant on equivariant features; a plain flatten head is not (control)."""
+    head = InvariantHead((8, 6, 6), 5, rep="regular", pool="c4")
+    x = torch.randn(3, 8, 6, 6)
+    gx = torch.rot90(x.view(3, 2, 4, 6, 6).roll(1, 2).view(3, 8, 6, 6), 1, (-2, -1))
+    assert torch.allclose(head(x), head(gx), atol=1e-5)
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(288, 5))
+    assert not torch.allclose(flat(x), flat(gx), atol=1e-2)
+
+
+def test_checkpoint_resume(tmp_path):
+    x, y = _base(32)
+    task = task_from_tensors("c4-breaking", x, y, x[:8], y[:8])
+    torch.manual_seed(0)
+    a = MLPBaseline((1, 28, 28), 20, hidden=(16,))
+    b = MLPBaseline((1, 28, 28), 20, hidden=(16,))
+    b.load_state_dict(a.state_dict())
+    full = finetune(a, task, mode="anchored", beta=1.0, cloned=["net.1.*"], config=CFG, epochs=2)
+    stem = str(tmp_path / "ck")
+    finetune(b, task, mode="anchored", beta=1.0, cloned=["net.1.*"], config=CFG, epochs=1, checkpoint=stem)
+    c = MLPBaseline((1, 28, 28), 20, hidden=(16,))
+    c.load_state_dict(b.state_dict())   # any start: the checkpoint restores epoch-1 state
+    with torch.no_grad():
+        c.net[1].weight.add_(1.0)
+    resumed = finetune(c, task, mode="anchored", beta=1.0, cloned=["net.1.*"], config=CFG, epochs=2,
+                       checkpoint=stem)
+    assert len(resumed.history) == 2
+    for p, q in zip(a.parameters(), c.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
