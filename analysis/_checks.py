@@ -62,6 +62,7 @@ def check_matrix(W: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence[i
     if tuple(W.shape) != want:
         raise ValueError(f"W: expected shape {want} = (prod(out_shape={out_shape}), prod(in_shape={in_shape})) "
                          f"in PyTorch Linear convention, got {tuple(W.shape)}")
+    W = W.detach().contiguous()
     if not W.is_floating_point():
         W = W.double()
     elif W.dtype in (torch.float16, torch.bfloat16):

@@ -19,8 +19,9 @@ Fast paths (``W`` viewed as the 6-tensor ``W[o, y', x', i, y, x]``):
 
 * ``t2``: the mean along each cyclic diagonal (y − y', x − x') (see ``_shifts``); with unequal
   input/output grids (valid convs) the Toeplitz projection, i.e. the mean along non-cyclic diagonals.
-* ``c4``: the 4 terms are ``rot90`` on both spatial axis pairs (plus a roll of the 4 orientation
-  channels of regular fields), accumulated one quarter turn at a time: 3 copies of W, not 4.
+* ``c4``: each term ``ρ_out(g) W ρ_in(g)ᵀ`` is one gather ``W[σ_out(a), σ_in(b)]`` with the index
+  permutations σ_g of ``rot90`` (plus the roll of the 4 orientation channels of regular fields),
+  obtained by applying ``group.act`` to index tensors; terms are accumulated one at a time.
 * ``p4 = C4 ⋉ T(2)``: ``R_p4 = R_c4 ∘ R_t2`` (T(2) is normal, so the two averages commute).
 
 The generic path enumerates ``group.elements()`` and applies ``group.act`` to the rows and the
@@ -42,7 +43,7 @@ from typing import Sequence
 
 import torch
 
-from symclone.groups import Group, RepLike
+from symclone.groups import C4, Group, RepLike
 
 from ._checks import Layout, resolve
 from ._shifts import diagonal_means, from_diagonals
@@ -52,35 +53,29 @@ __all__ = ["project", "structure_residual", "c4_project", "generic_project"]
 log = logging.getLogger(__name__)
 
 
-def _view8(W: torch.Tensor, lay: Layout) -> torch.Tensor:
-    """``W`` as ``(F_out, r_out, H', W', F_in, r_in, H, W)`` with r = 4 for regular reps, else 1."""
-    Co, Ho, Wo = lay.out_shape
-    Ci, H, Wd = lay.in_shape
-    ro = 4 if lay.out_rep.kind == "regular" else 1
-    ri = 4 if lay.in_rep.kind == "regular" else 1
-    return W.reshape(Co // ro, ro, Ho, Wo, Ci // ri, ri, H, Wd)
-
-
-def _quarter_turn(T: torch.Tensor, out_regular: bool, in_regular: bool) -> torch.Tensor:
-    """Apply the generator of C4 (rot90 + orientation roll) to both sides of the 8-tensor."""
-    T = torch.rot90(torch.rot90(T, 1, dims=(2, 3)), 1, dims=(6, 7))
-    if out_regular:
-        T = torch.roll(T, 1, dims=1)
-    if in_regular:
-        T = torch.roll(T, 1, dims=5)
-    return T
+def _permutation(g, shape: tuple, rep, device) -> torch.Tensor:
+    """σ_g with ``(g·v)[a] = v[σ_g(a)]`` for a permutation rep: the action applied to ``arange``."""
+    idx = torch.arange(math.prod(shape), device=device).view(1, *shape)
+    return C4().act(g, idx, rep).reshape(-1)
 
 
 def c4_project(W: torch.Tensor, lay: Layout) -> torch.Tensor:
-    """C4 Reynolds projection on the 8-tensor view (see the module docstring)."""
-    T = _view8(W, lay)
-    acc = T.clone()
-    cur = T
-    for _ in range(3):
-        cur = _quarter_turn(cur, lay.out_rep.kind == "regular", lay.in_rep.kind == "regular")
-        acc += cur
-    del cur
-    return acc.div_(4).reshape(W.shape)
+    """C4 Reynolds projection: ``(ρ_out(g) W ρ_in(g)ᵀ)[a, b] = W[σ_out(a), σ_in(b)]`` with the
+    permutations σ_g of ``group.act`` on index tensors; one broadcast gather per element, so the
+    peak is W, the running sum and one term."""
+    Co, Ci = lay.out_shape[0], lay.in_shape[0]
+    ro = 4 if lay.out_rep.kind == "regular" else 1
+    ri = 4 if lay.in_rep.kind == "regular" else 1
+    A, B = W.shape[0] // (Co // ro), W.shape[1] // (Ci // ri)
+    T = W.view(Co // ro, A, Ci // ri, B)
+    acc = W.clone().view_as(T)
+    for k in range(1, 4):
+        so = _permutation(torch.tensor(k), (ro, *lay.out_shape[1:]), lay.out_rep, W.device)
+        si = _permutation(torch.tensor(k), (ri, *lay.in_shape[1:]), lay.in_rep, W.device)
+        term = T[:, so[:, None], :, si[None, :]]  # advanced indices first: (A, B, F_out, F_in)
+        acc += term.permute(2, 0, 3, 1)
+        del term
+    return acc.div_(4).view(W.shape)
 
 
 def _t2_project(W: torch.Tensor, lay: Layout) -> torch.Tensor:
@@ -118,11 +113,9 @@ def generic_project(W: torch.Tensor, lay: Layout) -> torch.Tensor:
     _check_orthogonal(G, els[min(1, len(els) - 1)], lay.in_shape, lay.in_rep, W.dtype)
     _check_orthogonal(G, els[min(1, len(els) - 1)], lay.out_shape, lay.out_rep, W.dtype)
     acc = torch.zeros_like(W)
-    Wt = W.t()
     for g in els:
         M = _act_rows(G, g, W, lay.in_shape, lay.in_rep)  # W ρ_in(g)ᵀ
         acc += _act_rows(G, g, M.t(), lay.out_shape, lay.out_rep).t()  # ρ_out(g) (W ρ_in(g)ᵀ)
-    del Wt
     return acc.div_(len(els))
 
 

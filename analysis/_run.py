@@ -164,7 +164,10 @@ def analyze_run(path: str | Path, compare: Sequence[str | Path] = (), support: A
     """Analyse ``runs/NAME``: figures under ``figures/``, ``report.md``, and ``metrics.json``
     gains a ``"structure"`` entry (other keys are kept). ``compare`` adds the students of other
     runs of the same teacher to the feature grid. Returns what :func:`analyze_models` returns."""
-    from symclone.runs import load_run
+    try:
+        from symclone.runs import load_run
+    except ImportError as err:
+        raise ValueError(f"analyze: symclone.runs (the run reader) is not available: {err}") from None
 
     path = Path(path)
     if not path.is_dir():

@@ -92,6 +92,8 @@ def from_diagonals(K: torch.Tensor, in_shape: tuple, out_shape: tuple, cyclic: b
     ix, nx = diagonal_index(Wo, Wd, cyclic, K.device)
     if tuple(K.shape) != (Co, Ci, ny, nx):
         raise ValueError(f"K: expected shape {(Co, Ci, ny, nx)}, got {tuple(K.shape)}")
-    T = K.permute(2, 3, 0, 1)[iy]  # (Ho, H, nx, Co, Ci)
-    T = T[:, :, ix]  # (Ho, H, Wo, Wd, Co, Ci)
-    return T.permute(4, 0, 2, 5, 1, 3).reshape(Co * Ho * Wo, Ci * H * Wd)
+    # one broadcast gather straight into the (o, y', x', i, y, x) layout: a single copy of W's size
+    o = torch.arange(Co, device=K.device).view(Co, 1, 1, 1, 1, 1)
+    i = torch.arange(Ci, device=K.device).view(1, 1, 1, Ci, 1, 1)
+    R = K[o, i, iy.view(1, Ho, 1, 1, H, 1), ix.view(1, 1, Wo, 1, 1, Wd)]
+    return R.reshape(Co * Ho * Wo, Ci * H * Wd)

@@ -71,6 +71,7 @@ def plot_matrix_vs_toeplitz(W: torch.Tensor, W_teacher: Optional[torch.Tensor], 
         az.imshow(_np(M[r0:r0 + s, c0:c0 + s]), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
                   extent=(c0 - .5, c0 + s - .5, r0 + s - .5, r0 - .5), interpolation="nearest")
         az.set_title(f"zoom rows {r0}:{r0 + s}, cols {c0}:{c0 + s}", fontsize=9)
+    fig.subplots_adjust(hspace=0.35)
     if title:
         fig.suptitle(title, fontsize=10)
     return save_figure(fig, stem)
@@ -121,12 +122,13 @@ def plot_feature_grid(inputs: Sequence[tuple[str, torch.Tensor]],
     return save_figure(fig, stem)
 
 
-def plot_blocks(blocks: torch.Tensor, stem: str | Path, window: Optional[int] = 64, title: str = "") -> list[Path]:
-    """(c) Each learned block ``W_b`` (``blocks: (B, O, I)``) as an image; ``window`` zooms into the
-    band (``None``: the whole matrix)."""
+def plot_blocks(blocks: torch.Tensor, stem: str | Path, window: Optional[int] = 64, title: str = "",
+                max_blocks: int = 15) -> list[Path]:
+    """(c) Each learned block ``W_b`` (``blocks: (B, O, I)``; the first ``max_blocks``) as an image;
+    ``window`` zooms into the band (``None``: the whole matrix)."""
     if blocks.ndim != 3:
         raise ValueError(f"blocks: expected (B, out_dim, in_dim), got {tuple(blocks.shape)}")
-    B = blocks.shape[0]
+    B = min(blocks.shape[0], max_blocks)
     cols = min(B, 5)
     rows = -(-B // cols)
     r0, c0, s = zoom_window(blocks.shape[1], blocks.shape[2], window or max(blocks.shape[1:]))
@@ -154,8 +156,9 @@ def plot_curves(losses: Mapping[str, Sequence[float]], stem: str | Path,
     for name, ys in losses.items():
         if len(ys):
             xs = (steps or {}).get(name) or list(range(len(ys)))
-            ax.plot(xs, ys, label=name)
-    ax.set_yscale("log")
+            ax.plot(xs, ys, label=name, marker="o" if len(ys) < 20 else None)
+    if any(y > 0 for ys in losses.values() for y in ys):
+        ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("training loss", fontsize=9)
@@ -166,11 +169,14 @@ def plot_curves(losses: Mapping[str, Sequence[float]], stem: str | Path,
     curves = {k: v for k, v in eq.items() if isinstance(v, (list, tuple))}
     bars = {k: float(v) for k, v in eq.items() if isinstance(v, (int, float))}
     for name, ys in curves.items():
-        ax2.plot(range(len(ys)), ys, label=name)
+        ax2.plot(range(len(ys)), ys, label=name, marker="o" if len(ys) < 20 else None)
     if bars:
         ax2.bar(range(len(bars)), [max(v, 1e-16) for v in bars.values()], tick_label=list(bars), color="C1")
         ax2.tick_params(axis="x", labelsize=7, rotation=20)
-    ax2.set_yscale("log")
+    if curves or bars:
+        ax2.set_yscale("log")
+    else:
+        ax2.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax2.transAxes)
     ax2.set_ylabel("relative equivariance error")
     ax2.set_title("equivariance error", fontsize=9)
     if curves:

@@ -2,7 +2,9 @@
 
 Stage ``l`` maps feature ``l-1`` to feature ``l``:
 
-    tokens  t_j = E vec(patch_j(h)) + p_j      (images: p×p patches; point clouds: one token per point)
+    tokens  t_j = E vec(patch_j(h)) + p_j      (images: p×p patches with a ``halo``-pixel margin
+                                                (wrapped around, like the circular teachers' features);
+                                                point clouds: one token per point)
     blocks  t ← t + MHSA(LN(t));  t ← t + MLP(LN(t))     (pre-LN, ``depth`` times), then LN
     readout z = fold(R t_j)  cropped to the teacher's feature shape,  f_l = σ_l(z)
 
@@ -36,7 +38,7 @@ class TokenStage(nn.Module):
     """Tokenize a feature, run pre-LN transformer blocks, read tokens out to the next feature."""
 
     def __init__(self, shape_in: Sequence[int], shape_out: Sequence[int], image: bool, dim: int, depth: int,
-                 heads: int, patch: int, mlp_ratio: int):
+                 heads: int, patch: int, mlp_ratio: int, halo: int = 0):
         super().__init__()
         self.image, self.shape_in, self.shape_out = image, tuple(shape_in), tuple(shape_out)
         if image:
@@ -44,10 +46,11 @@ class TokenStage(nn.Module):
                 raise ValueError(f"feature_shapes: image features must be (C, H, W), got {shape_in} -> {shape_out}")
             C, H, W = shape_in
             self.patch = p = max(1, min(patch, H, W))
+            self.halo = int(halo)
             self.grid = (math.ceil(H / p), math.ceil(W / p))
             Co, Ho, Wo = shape_out
             self.out_patch = (math.ceil(Ho / self.grid[0]), math.ceil(Wo / self.grid[1]))
-            n_tokens, tok_in = self.grid[0] * self.grid[1], C * p * p
+            n_tokens, tok_in = self.grid[0] * self.grid[1], C * (p + 2 * self.halo) ** 2
             tok_out = Co * self.out_patch[0] * self.out_patch[1]
         else:
             if len(shape_in) != 2 or len(shape_out) != 2 or shape_in[0] != shape_out[0]:
@@ -69,7 +72,10 @@ class TokenStage(nn.Module):
         C, H, W = self.shape_in
         p, (gh, gw) = self.patch, self.grid
         h = F.pad(h, (0, gw * p - W, 0, gh * p - H))
-        return F.unfold(h, kernel_size=p, stride=p).transpose(1, 2)  # (N, T, C p p)
+        if self.halo:
+            e = self.halo
+            h = F.pad(h, (e, e, e, e), mode="circular")
+        return F.unfold(h, kernel_size=p + 2 * self.halo, stride=p).transpose(1, 2)  # (N, T, C (p+2e)^2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         t = self.embed(self.tokens(h)) + self.pos
@@ -93,6 +99,7 @@ class TransformerStudent(StudentBase):
     feature_shapes, reps, activations : the teacher's layout (input first).
     dim, depth, heads, mlp_ratio : token width, pre-LN blocks per stage, attention heads, MLP width ratio.
     patch : patch size for image features (tokens = ceil(H/patch) × ceil(W/patch)).
+    halo : extra pixels around each patch in its token (overlapping patches; 0 = plain ViT patches).
     seed : initialisation seed.
     teacher : take the layout from this teacher (``like``).
     """
@@ -100,7 +107,7 @@ class TransformerStudent(StudentBase):
     def __init__(self, feature_shapes: Optional[Sequence[Sequence[int]]] = None,
                  reps: Optional[Sequence[str]] = None, activations: Optional[Sequence[str]] = None,
                  dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 4, mlp_ratio: int = 2,
-                 seed: Optional[int] = 0, teacher: Any = None):
+                 halo: int = 1, seed: Optional[int] = 0, teacher: Any = None):
         super().__init__()
         if teacher is not None:
             lay = teacher_layout(teacher)
@@ -113,13 +120,13 @@ class TransformerStudent(StudentBase):
         self.config = {"name": "transformer", "kwargs": dict(
             feature_shapes=[list(s) for s in self.feature_shapes], reps=[str(r) for r in self.reps],
             activations=list(self.activations), dim=dim, depth=depth, heads=heads, patch=patch,
-            mlp_ratio=mlp_ratio, seed=seed)}
+            mlp_ratio=mlp_ratio, halo=halo, seed=seed)}
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             self.layers = nn.ModuleList([
                 TokenStage(self.feature_shapes[l - 1], self.feature_shapes[l],
-                           self.reps[l - 1].kind in _IMAGE_KINDS, dim, depth, heads, patch, mlp_ratio)
+                           self.reps[l - 1].kind in _IMAGE_KINDS, dim, depth, heads, patch, mlp_ratio, halo)
                 for l in range(1, self.num_layers + 1)])
 
     @classmethod

@@ -20,6 +20,7 @@ from it with the same data order (the permutation of epoch ``e`` is drawn from `
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -81,13 +82,19 @@ def build_task_teacher(cfg: TeacherTrainConfig) -> nn.Module:
     return create_teacher(cfg.teacher, **{**TASK_DEFAULTS[key], **dict(cfg.teacher_kwargs)})
 
 
+@functools.lru_cache(maxsize=2)
+def _fashion_mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole split, decoded once per process (gunzip of the IDX files is the slow part)."""
+    from symclone.data import load_fashion_mnist
+
+    return load_fashion_mnist(train=train).tensors
+
+
 def _data(cfg: TeacherTrainConfig):
     if cfg.task == "fashion-mnist":
-        from symclone.data import load_fashion_mnist
-
-        tr, te = load_fashion_mnist(train=True, limit=cfg.train_limit), load_fashion_mnist(train=False,
-                                                                                            limit=cfg.test_limit)
-        return tr.tensors, te.tensors
+        tr, te = _fashion_mnist(True), _fashion_mnist(False)
+        return (tuple(t[: cfg.train_limit] for t in tr) if cfg.train_limit else tr,
+                tuple(t[: cfg.test_limit] for t in te) if cfg.test_limit else te)
     from symclone.data.nbody import nbody_tensors
 
     tr = nbody_tensors("train", size=cfg.nbody_size)

@@ -217,3 +217,28 @@ def test_checkpoint_resume(tmp_path):
     assert len(resumed.history) == 2
     for p, q in zip(a.parameters(), c.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_cli_finetune_on_a_cloned_run(tmp_path, lifting, capsys):
+    import copy
+    import json
+
+    from symclone.cli import main
+    from symclone.distill import DistillConfig, clone_run
+
+    teacher, student = lifting
+    run = tmp_path / "run"
+    clone_run(run, teacher, copy.deepcopy(student), cfg=DistillConfig(mode="family", solver="closed_form",
+                                                                       n_train=16, n_eval=4, eval_kernels=1,
+                                                                       progress=False))
+    argv = [str(run), "--task", "c4-breaking", "--mode", "anchored", "--beta", "1e6", "--dataset", "synthetic",
+            "--n-train", "32", "--n-test", "16", "--kernels", "2", "--no-progress", "--finetune.epochs=1",
+            "--finetune.structure_probes=1", "--finetune.n_invariance=8"]
+    assert main(["finetune"] + argv) == 0
+    out = json.loads((run / "finetune" / "c4-breaking-anchored-l21e+06.json").read_text())
+    m = out["metrics"]
+    assert set(m["accuracy"]) == {"test"} and 0.0 <= m["accuracy"]["test"] <= 1.0
+    assert m["cloned_distance"] < 1e-3 and m["structure_residual_after"][0] < 1e-5
+    assert (run / "finetune" / "c4-breaking-anchored-l21e+06.model.safetensors").exists()
+    assert main(["finetune", str(run), "--task", "t2-breaking", "--dataset", "synthetic", "--no-progress"]) == 2
+    assert "needs (1, 48, 48)" in capsys.readouterr().err

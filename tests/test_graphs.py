@@ -210,16 +210,16 @@ def test_canonical_symmetrized_exactly_invariant_and_control_fails():
     mlp = GraphMLP(8, 1, (32,), 6).double()
     f = symmetrize_graph_model(mlp, "canonical", 8, 1)
     x = _batch()
-    y = f(x)
+    y, y0 = f(x), f(x[:1])
     for seed in range(3):
         xp = _perm_graph(x[:1], _interleaving_perms(x, seed)[0])
-        assert torch.equal(f(xp), y[:1])
+        assert torch.equal(f(xp), y0)
     xp = get_group("sn", n=8).act(_interleaving_perms(x, 7), x, "graph")
     assert torch.equal(f(xp), y)
     assert (mlp(xp) - mlp(x)).abs().max() > 1e-3  # control: the bare MLP is not invariant
 
 
-def _mc_spread(f, x, xp, trials=40):
+def _mc_spread(f, x, xp, trials=25):
     d_res, d_perm = [], []
     for t in range(trials):
         ga, gb, gc = (torch.Generator().manual_seed(3 * t + i) for i in range(3))
@@ -296,7 +296,7 @@ def test_close_pairs_exact_against_bruteforce():
     gen = torch.Generator().manual_seed(0)
     e = torch.randn(700, 5, generator=gen, dtype=torch.float64)
     e[100:140] = e[7] + 1e-4 * torch.rand(40, 5, generator=gen, dtype=torch.float64)  # a cluster
-    e[500] = e[3] + 2e-4
+    e[500] = e[3] + 1.9e-4
     e[600, 0] = e[9, 0] + 1e-3 - 1e-9
     e[600, 1:] = e[9, 1:]
     ref = close_pairs_bruteforce(e, 1e-3, chunk=64)
@@ -324,18 +324,21 @@ def test_exp_iso_protocol_small():
 
 def test_graph8c_protocol_small_matches_1wl():
     _data_or_skip("graph8c.g6")
-    n = 250
+    n = 720  # the first 1-WL-equivalent pairs of GRAPH8c appear at indices 665, 710, 711
     rows = {r["model"]: r for r in graph8c(["canonical", "mp"], _SMALL, progress=False, limit=n)}
     assert rows["canonical"]["not_separated"] == 0 and rows["canonical"]["copies_separated"] == 0
-    g8 = load_graph8c()[:n]
-    hist = []
-    for g in g8:  # 1-WL colour histogram via refinement of the disjoint union with a fixed reference
-        hist.append(g.adj)
-    wl_equiv = 0
-    for i, j in itertools.combinations(range(n), 2):
-        u = np.block([[hist[i], np.zeros((8, 8), np.uint8)], [np.zeros((8, 8), np.uint8), hist[j]]])
-        c = refine_colors(u, np.zeros(16, int))
-        wl_equiv += sorted(c[:8].tolist()) == sorted(c[8:].tolist())
+    # independent 1-WL: hashed colour refinement, comparable across graphs
+    groups: dict = {}
+    for g in load_graph8c()[:n]:
+        col = [0] * 8
+        nbrs = [np.flatnonzero(g.adj[v]).tolist() for v in range(8)]
+        sig = []
+        for _ in range(8):
+            col = [hash((col[v], tuple(sorted(col[u] for u in nbrs[v])))) for v in range(8)]
+            sig.append(tuple(sorted(col)))
+        groups[tuple(sig)] = groups.get(tuple(sig), 0) + 1
+    wl_equiv = sum(c * (c - 1) // 2 for c in groups.values())
+    assert wl_equiv > 0
     assert rows["mp"]["not_separated"] >= wl_equiv  # message passing is bounded by 1-WL
     assert rows["mp"]["copies_separated"] == 0
 

@@ -195,11 +195,8 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
             x, y = task.train.batch(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
             ce = F.cross_entropy(model(x), y)
             anchored = mode == "anchored"
-            if anchored and penalty.decoupled:
-                with torch.no_grad():
-                    pen = penalty(model)
-            else:
-                pen = penalty(model) if anchored else torch.zeros(())
+            # the decoupled l2 anchor acts through prox(); its value is logged once per epoch
+            pen = penalty(model) if anchored and not penalty.decoupled else torch.zeros(())
             loss = ce if (not anchored or penalty.decoupled) else ce + pen
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,6 +208,9 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
             tot_ce += float(ce.detach())
             tot_pen += float(pen.detach())
         sched.step()
+        if mode == "anchored" and penalty.decoupled:
+            with torch.no_grad():
+                tot_pen = float(penalty(model)) * steps
         history.append({"epoch": epoch + 1, "ce": tot_ce / steps, "anchor": tot_pen / steps})
         log.info("epoch %d: ce %.4f anchor %.4g", epoch + 1, tot_ce / steps, tot_pen / steps)
         if checkpoint is not None:

@@ -49,8 +49,12 @@ def clone_student(kind: str, teacher: nn.Module, data: Any = None, seed: int = 0
     from ..distill import DistillConfig, distill
     from ..registry import create_student
 
+    import math
+
     student = create_student(kind, teacher=teacher, seed=seed)
     mode = "family" if kind == "blocks" else "function"
+    if mode == "function":  # a determined ridge fit needs more samples than input dimensions
+        n_train = max(n_train, math.prod(teacher.feature_shapes[0]) + 64)
     cfg = DistillConfig(mode=mode, solver="closed_form", n_train=n_train, n_eval=64, seed=seed, progress=False)
     distill(student, teacher, data=data, cfg=cfg)
     return student

@@ -79,10 +79,10 @@ def separation_protocol(name: str, x: torch.Tensor, pairs: Optional[torch.Tensor
     ``resume`` continues from it.
     """
     n_max, d = x.shape[1], x.shape[2] - x.shape[1] - 1
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     xin = prepare_inputs(name, x, cfg.batch)
     xcopy = prepare_inputs(name, relabel(x, 12345), cfg.batch)
-    t_prep = time.perf_counter() - t0
+    t_prep = time.process_time() - t0
     stoch = name in STOCHASTIC
     path = _state_path(out, f"{tag}_{name}")
     st = read_json(path) if resume and path is not None and path.is_file() else {}
@@ -96,7 +96,7 @@ def separation_protocol(name: str, x: torch.Tensor, pairs: Optional[torch.Tensor
     dsum = {k: torch.tensor(v, dtype=torch.float64) for k, v in st.get("dsum", {}).items()}
     t_run = float(st.get("seconds", 0.0))
     for seed in tqdm(range(done, cfg.seeds), desc=f"{tag}:{name}", disable=not progress, leave=False):
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         model = build_model(name, n_max, d, cfg.model, seed)
         gen = torch.Generator().manual_seed(10_000 + seed)
         e = embed(name, model, xin, gen, cfg.batch)
@@ -111,14 +111,15 @@ def separation_protocol(name: str, x: torch.Tensor, pairs: Optional[torch.Tensor
             for key, v in (("pair", dp), ("copy", dc)):
                 s1, s2 = dsum.get(key + "1", 0 * v), dsum.get(key + "2", 0 * v)
                 dsum[key + "1"], dsum[key + "2"] = s1 + v, s2 + v * v
-        t_run += time.perf_counter() - t1
+        t_run += time.process_time() - t1
         if path is not None:
             write_json(path, {"fingerprint": fingerprint, "seeds_done": seed + 1, "candidates": cand.tolist(),
                               "copy_sep": copy_sep.tolist(), "seconds": t_run,
                               "dsum": {k: v.tolist() for k, v in dsum.items()}})
     res = {"model": name, "seeds": cfg.seeds, "tol": cfg.tol, "graphs": len(x),
            "not_separated": int(len(cand)), "copies_separated": int(copy_sep.sum()),
-           "seconds": round(t_run + t_prep, 2), "seconds_prepare": round(t_prep, 2)}
+           "seconds": round(t_run + t_prep, 2), "seconds_prepare": round(t_prep, 2),
+           "seconds_per_seed": round(t_run / max(cfg.seeds, 1), 3)}
     if pairs is not None:
         res["pairs"] = int(len(pairs))
     if dsum:

@@ -104,7 +104,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             opt.zero_grad(set_to_none=True)
             (loss + aux).backward()
             opt.step()
-            run += float(loss)
+            run += float(loss.detach())
         state["epoch"] += 1
         if bar is not None:
             bar.update(1)

@@ -1,0 +1,155 @@
+"""The benchmark suite: ``python -m benchmarks [--quick] [--device auto]`` (also ``symclone bench``).
+
+Runs the scale/roofline measurements of :mod:`benchmarks.roofline` in this process, then every other
+benchmark module present (``benchmarks/<name>.py``: clone, teachers, analysis, nbody, downstream, ...)
+in its own subprocess as ``python -m benchmarks.<name> [--quick] --out results/<name>[_quick].json``
+(a module that rejects ``--out`` is rerun without it). Known result files are summarised as rows of the
+same table (n-body time-to-MSE, Reynolds cost); others get a status row. Prints one Markdown table and
+writes ``results/bench_<device>[_quick].json``. ``--quick`` skips ``downstream`` (training runs) and keeps
+the suite under 5 minutes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from ._util import format_table
+
+__all__ = ["main", "discover", "run_module", "summarise"]
+
+HERE = Path(__file__).resolve().parent
+OWN = {"roofline", "__main__", "__init__"}
+SLOW_IN_QUICK = {"downstream"}
+LPS_NBODY_MSE = 0.004
+
+
+def discover() -> list[str]:
+    """Benchmark modules next to this file (``benchmarks/<name>.py``, not private, not the suite itself)."""
+    return sorted(p.stem for p in HERE.glob("*.py") if not p.stem.startswith("_") and p.stem not in OWN)
+
+
+def run_module(name: str, quick: bool, out: Path, timeout: float, threads: int) -> dict:
+    """``python -m benchmarks.<name>`` in a subprocess; returns status, seconds, its JSON and output tail."""
+    base = [sys.executable, "-m", f"benchmarks.{name}"] + (["--quick"] if quick else [])
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(HERE.parent) + os.pathsep +
+               os.environ.get("PYTHONPATH", ""))
+    t0 = time.perf_counter()
+    rec: dict = {"module": name, "command": " ".join(base[1:])}
+    for args in (["--out", str(out)], []):
+        try:
+            p = subprocess.run(base + args, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            rec.update(status=f"timeout after {timeout:.0f}s", returncode=None)
+            break
+        rec.update(returncode=p.returncode, stdout_tail=(p.stdout + p.stderr)[-4000:])
+        if p.returncode == 2 and "--out" in p.stderr and args:
+            continue  # the module has no --out option: rerun without it
+        rec["status"] = "ok" if p.returncode == 0 else f"exit {p.returncode}"
+        if args and out.exists():
+            try:
+                rec["result"] = json.loads(out.read_text())
+            except (OSError, ValueError):
+                pass
+        break
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def summarise(rec: dict) -> list[dict]:
+    """Rows of the suite table for one module's result (specific for nbody and analysis, else a status)."""
+    name, res = rec["module"], rec.get("result") or {}
+    rows: list[dict] = []
+    if name == "nbody" and isinstance(res.get("rows"), list):
+        for r in res["rows"]:
+            if "test_mse" in r:
+                rows.append({"bench": "n-body time-to-MSE", "case": f"{r.get('model')} ({res.get('size', '')})",
+                             "seconds": r.get("train_cpu_s"), "throughput": r["test_mse"], "unit": "test MSE",
+                             "ratio": r["test_mse"] / LPS_NBODY_MSE, "ratio_is": "MSE / LPS 0.004"})
+    if name == "analysis" and isinstance(res.get("cases"), list):
+        for c in res["cases"]:
+            if "time_ratio_vs_matmul" in c:
+                rows.append({"bench": "reynolds (analysis)", "case": f"{c['group']} {c['matrix']}",
+                             "seconds": c["seconds"], "ratio": c["time_ratio_vs_matmul"],
+                             "ratio_is": "time / W@M (n x n)", "peak_mb": c.get("peak_MB")})
+    if not rows:
+        rows.append({"bench": f"module {name}", "case": rec.get("command", ""), "seconds": rec.get("seconds"),
+                     "ratio_is": rec.get("status", "")})
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from symclone.io import write_json
+    from symclone.runtime import resolve_device
+
+    from . import roofline
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, skip slow modules (< 5 min on 2 CPU cores)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (default 1: per-core numbers)")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="run only these parts: 'roofline' and/or module names (default: all)")
+    p.add_argument("--skip", nargs="*", default=[], help="modules to skip")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per module (default 150 quick, 3600)")
+    p.add_argument("--results", default="results", help="folder for the JSON files")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    dev = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    suffix = "_quick" if args.quick else ""
+    results = Path(args.results)
+    t0 = time.perf_counter()
+    wanted = set(args.only) if args.only is not None else None
+    out: dict = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else
+                 _cpu_name(), "torch": torch.__version__, "quick": args.quick, "threads": args.threads,
+                 "command": "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])}
+    rows: list[dict] = []
+    if wanted is None or "roofline" in wanted:
+        rf = roofline.run(quick=args.quick, device=str(dev))
+        out["roofline"] = rf
+        out["clock"] = rf["clock"]
+        rows += rf["rows"]
+    out["modules"] = {}
+    for name in discover():
+        if (wanted is not None and name not in wanted) or name in args.skip:
+            continue
+        if args.quick and name in SLOW_IN_QUICK and (wanted is None or name not in wanted):
+            out["modules"][name] = {"module": name, "status": "skipped in --quick"}
+            continue
+        timeout = args.timeout or (150.0 if args.quick else 3600.0)
+        rec = run_module(name, args.quick, results / f"{name}{suffix}.json", timeout, args.threads)
+        out["modules"][name] = rec
+        rows += summarise(rec)
+    out["rows"] = rows
+    out["seconds"] = time.perf_counter() - t0
+    table = format_table(rows, roofline.COLUMNS)
+    out["table"] = table
+    print(table)
+    dest = results / f"bench_{dev.type}{suffix}.json"
+    write_json(dest, out)
+    print(f"\n{len(rows)} rows in {out['seconds']:.0f} s on {out['device_name']} ({out.get('clock', 'wall')} clock, "
+          f"{args.threads} thread(s)); wrote {dest}")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"cpu ({os.cpu_count()} cores)"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Downstream grid: retain or break the symmetry of cloned students (issue 7, DESIGN.md §6).
+
+For every (task, model, mode, beta) row: test accuracy (per split), invariance error of the trained
+logits on the test set, structure residual of the cloned layers before/after, drift of the cloned
+tensors from W0, parameters, wall-clock. Plus a sample-complexity sweep on c4-generalisation.
+
+    python -m benchmarks.downstream --quick          # ~10-15 min on a shared 2-core CPU
+    python -m benchmarks.downstream                  # full size (60k training images, 10 epochs)
+
+Writes results/downstream.json (after every row; ``--resume`` skips finished rows),
+results/downstream.md (tables) and results/downstream_beta.png / downstream_samples.png.
+Cloned students are built once (closed-form cloning via ``symclone.distill``) and cached under
+``.cache/downstream/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from symclone.finetune import FinetuneConfig, finetune, make_task
+from symclone.finetune.zoo import build_model
+from symclone.io import read_json, write_json
+
+from ._downstream_report import markdown, plots
+
+log = logging.getLogger("benchmarks.downstream")
+
+#: grid sizes. ``betas``: anchored l2 sweep of the cloned-blocks net on each task.
+SIZES = {
+    "quick": dict(n_train=2000, n_test=1000, epochs=3, fields=8, sample_sizes=(500, 2000),
+                  betas=(0.1, 1.0, 10.0, 100.0), kl_betas=(1e3,), t2_n_train=1000, t2_epochs=2,
+                  t2_betas=(1.0, 100.0), mlp_beta=10.0),
+    "full": dict(n_train=None, n_test=None, epochs=10, fields=8, sample_sizes=(500, 2000, 10000, 60000),
+                 betas=(0.01, 0.1, 1.0, 10.0, 100.0), kl_betas=(1e2, 1e3, 1e4), t2_n_train=None, t2_epochs=10,
+                 t2_betas=(0.1, 1.0, 10.0, 100.0), mlp_beta=10.0),
+}
+
+
+def grid(size: dict) -> list[dict]:
+    """The rows to run: dicts with task, model, mode, beta, anchor, n_train, epochs, sweep."""
+    rows = []
+
+    def add(task, model, mode, beta=None, anchor="l2", n_train=None, epochs=None, sweep="main"):
+        rows.append(dict(task=task, model=model, mode=mode, beta=beta, anchor=anchor if mode == "anchored" else None,
+                         n_train=n_train, epochs=epochs, sweep=sweep))
+
+    for task in ("c4-generalisation", "c4-breaking", "t2-breaking"):
+        t2 = task == "t2-breaking"
+        n, ep = (size["t2_n_train"], size["t2_epochs"]) if t2 else (size["n_train"], size["epochs"])
+        kw = dict(n_train=n, epochs=ep)
+        for m in ("mlp", "cnn", "equivariant"):
+            add(task, m, "free", **kw)
+        add(task, "cloned-blocks", "frozen", **kw)
+        betas = size["t2_betas"] if t2 else (size["betas"] if task == "c4-breaking" else (size["mlp_beta"],))
+        for b in betas:
+            add(task, "cloned-blocks", "anchored", b, **kw)
+        if task == "c4-breaking":
+            for b in size["kl_betas"]:
+                add(task, "cloned-blocks", "anchored", b, anchor="kl", **kw)
+        add(task, "cloned-blocks", "free", **kw)
+        add(task, "cloned-mlp", "frozen", **kw)
+        add(task, "cloned-mlp", "anchored", size["mlp_beta"], **kw)
+        if not t2:
+            add(task, "cloned-mlp-sym", "frozen", **kw)
+    for n in size["sample_sizes"]:
+        if n == size["n_train"]:
+            continue  # the main c4-generalisation rows are that point of the curve
+        for m, mode in (("mlp", "free"), ("cnn", "free"), ("equivariant", "free"), ("cloned-blocks", "frozen")):
+            add("c4-generalisation", m, mode, n_train=n, epochs=size["epochs"], sweep="samples")
+    return rows
+
+
+def row_key(r: dict) -> str:
+    return f"{r['task']}|{r['model']}|{r['mode']}|{r['beta']}|{r['anchor']}|{r['n_train']}"
+
+
+class StudentCache(dict):
+    """Cloned students by key, persisted as safetensors under ``root`` (closed-form clones are
+    deterministic, so a cached clone equals a fresh one)."""
+
+    def __init__(self, root: Path, seed: int = 0):
+        super().__init__()
+        self.root, self.seed = root, seed
+
+    def _stem(self, key) -> Path:
+        kind, name, kw = key
+        return self.root / ("-".join([kind, name] + [f"{k}{v}" for k, v in kw] + [f"seed{self.seed}"]))
+
+    def __contains__(self, key) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        from symclone.registry import create_teacher
+        from symclone.students import load_student
+        from symclone.io import CheckpointError
+        try:
+            student = load_student(self._stem(key))
+        except CheckpointError:
+            return False
+        dict.__setitem__(self, key, (create_teacher(key[1], seed=self.seed, **dict(key[2])), student))
+        return True
+
+    def __setitem__(self, key, value) -> None:
+        from symclone.students import save_student
+        dict.__setitem__(self, key, value)
+        save_student(value[1], self._stem(key))
+
+
+def run_row(r: dict, size: dict, tasks: dict, cache: StudentCache, args) -> dict:
+    key = (r["task"], r["n_train"])
+    if key not in tasks:
+        tasks[key] = make_task(r["task"], args.dataset, r["n_train"], size["n_test"], args.data_root, args.seed)
+    task = tasks[key]
+    t0 = time.perf_counter()
+    model = build_model(r["model"], task, fields=size["fields"], seed=args.seed, students=cache)
+    build = time.perf_counter() - t0
+    cfg = FinetuneConfig(epochs=r["epochs"], seed=args.seed, progress=args.progress)
+    res = finetune(model, task, mode=r["mode"], beta=r["beta"] if r["beta"] is not None else 0.0,
+                   anchor=r["anchor"] or "l2", config=cfg)
+    m = res.metrics
+    out = dict(r)
+    out.update(accuracy=m["accuracy"], primary=task.primary, primary_accuracy=m["accuracy"][task.primary],
+               invariance_error=m["invariance_error"], structure_residual_before=m["structure_residual_before"],
+               structure_residual_after=m["structure_residual_after"], cloned_distance=m["cloned_distance"],
+               n_params=m["n_params"], n_trainable=m["n_trainable"], train_seconds=m["seconds"],
+               build_seconds=build, n_train_actual=len(task.train), invariant_ceiling=task.invariant_ceiling,
+               final_ce=res.history[-1]["ce"])
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="quick size (about 10-15 minutes on 2 CPU cores)")
+    p.add_argument("--out", default="results/downstream.json")
+    p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--cache", default=".cache/downstream")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tasks", default="c4-generalisation,c4-breaking,t2-breaking")
+    p.add_argument("--resume", action="store_true", help="keep finished rows of --out and run the rest")
+    p.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    size_name = "quick" if args.quick else "full"
+    size = SIZES[size_name]
+    wanted = set(args.tasks.split(","))
+    rows = [r for r in grid(size) if r["task"] in wanted]
+    out = Path(args.out)
+    done = {}
+    if args.resume and out.exists():
+        prev = read_json(out)
+        if prev.get("size") == size_name:
+            done = {row_key(r): r for r in prev.get("rows", [])}
+    cache = StudentCache(Path(args.cache), args.seed)
+    tasks: dict = {}
+    results, t_start = [], time.perf_counter()
+    for i, r in enumerate(rows, 1):
+        k = row_key(r)
+        if k in done:
+            results.append(done[k])
+            continue
+        res = run_row(r, size, tasks, cache, args)
+        results.append(res)
+        acc = res["primary_accuracy"]
+        beta = "" if res["beta"] is None else f" beta={res['beta']:g}"
+        print(f"[{i}/{len(rows)}] {r['task']:18s} {r['model']:15s} {r['mode']:8s}{beta:12s} n={res['n_train_actual']:5d} "
+              f"acc {acc:.4f}  EE {res['invariance_error']:.2e}  drift {res['cloned_distance']:.3g}  "
+              f"{res['train_seconds']:.1f}s", flush=True)
+        write_json(out, {"size": size_name, "config": size, "dataset": args.dataset, "threads": args.threads,
+                         "rows": results, "seconds": time.perf_counter() - t_start})
+    data = {"size": size_name, "config": size, "dataset": args.dataset, "threads": args.threads, "rows": results,
+            "seconds": time.perf_counter() - t_start}
+    write_json(out, data)
+    md = markdown(data, command="python -m benchmarks.downstream" + (" --quick" if args.quick else ""))
+    out.with_suffix(".md").write_text(md)
+    print(md)
+    if not args.no_plots:
+        for path in plots(data, out.parent):
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
