@@ -9,7 +9,7 @@ View a layer ``W`` (PyTorch ``Linear`` convention) as the 6-tensor ``W[o, y', x'
 The cyclic-shift Reynolds projection (group t2) and the orthogonal projection onto Toeplitz
 matrices (the span of the non-cyclic shift matrices, which have disjoint supports) both replace
 every entry by the mean of its diagonal ``K[o, i, d]``. ``diagonal_means`` computes ``K`` with two
-``index_add_`` passes over one permuted copy of ``W``; ``from_diagonals`` writes ``K`` back out.
+products with 0/1 diagonal-indicator matrices over one permuted copy of ``W``; ``from_diagonals`` writes ``K`` back out.
 Memory is a small multiple of ``W``; time is linear in its size.
 
 >>> import torch
@@ -52,11 +52,15 @@ def diagonal_sums(W: torch.Tensor, in_shape: tuple, out_shape: tuple, cyclic: bo
     Co, Ho, Wo = out_shape
     iy, ny = diagonal_index(Ho, H, cyclic, W.device)
     ix, nx = diagonal_index(Wo, Wd, cyclic, W.device)
+    # the sums over each diagonal class are products with 0/1 class-indicator matrices (BLAS; a
+    # scatter-add such as index_add_ is pathologically slow on a busy multi-threaded CPU)
     P = W.reshape(Co, Ho, Wo, Ci, H, Wd).permute(1, 4, 2, 5, 0, 3).reshape(Ho * H, -1)
-    S = P.new_zeros(ny, P.shape[1]).index_add_(0, iy.reshape(-1), P)  # (ny, Wo*Wd*Co*Ci)
+    Ey = torch.nn.functional.one_hot(iy.reshape(-1), ny).to(W.dtype).t()  # (ny, Ho*H)
+    S = Ey @ P  # (ny, Wo*Wd*Co*Ci)
     del P
     S = S.view(ny, Wo * Wd, Co * Ci).transpose(0, 1).reshape(Wo * Wd, -1)
-    S = S.new_zeros(nx, S.shape[1]).index_add_(0, ix.reshape(-1), S)  # (nx, ny*Co*Ci)
+    Ex = torch.nn.functional.one_hot(ix.reshape(-1), nx).to(W.dtype).t()  # (nx, Wo*Wd)
+    S = Ex @ S  # (nx, ny*Co*Ci)
     return S.view(nx, ny, Co, Ci).permute(2, 3, 1, 0).contiguous()
 
 

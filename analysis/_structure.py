@@ -7,8 +7,9 @@ Works on whatever the models expose (duck typing on the teacher/student contract
   students without a dense matrix (transformers) get no weight-structure metrics.
 * Conv teachers (``kernel``, ``padding``, ``as_dense``): Toeplitz report against the teacher's kernel;
   C4 teachers (reps ``regular``): also the 4-orientation agreement of the recovered filter bank.
-* Residuals under t2, c4 and p4 for image/regular layers (whichever apply), and under the teacher's
-  own group through the generic path for any other finite group (e.g. ``sn``).
+* Residuals under t2, c4 and p4 for image/regular layers (whichever apply), under ``sn`` (permuting
+  the points/nodes; up to 6 of them) for point-cloud layers, and under the teacher's own group through
+  the generic path when it is some other finite group.
 
 >>> import torch
 >>> from types import SimpleNamespace
@@ -67,6 +68,10 @@ def _residuals(W: torch.Tensor, teacher: Any, in_shape, out_shape, in_rep, out_r
     out = {}
     spatial = in_rep.kind in ("image", "regular") and out_rep.kind in ("image", "regular")
     names = ("t2", "c4", "p4") if spatial else ()
+    pointwise = ("set", "points", "irreps", "graph")
+    if in_rep.kind in pointwise and out_rep.kind in pointwise and in_shape[0] == out_shape[0] \
+            and math.factorial(in_shape[0]) <= 720:
+        names += ("sn",)  # permutations of the points/nodes, generic group.act path
     group = getattr(teacher, "group", None)
     if group is not None and group.name not in names and group.is_finite:
         names += (group,)

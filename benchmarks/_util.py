@@ -5,7 +5,8 @@ time over its roofline floor ``FLOPs / measured matmul rate``. FLOPs come from
 ``torch.utils.flop_counter.FlopCounterMode`` on the real step (forward + backward), not from formulas.
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the increase of the process's peak
 resident set (``VmHWM`` after resetting it through ``/proc/self/clear_refs``) over the resident set
-before the call (a lower bound when freed memory is reused).
+before the call, measured with the glibc heap cache off (see ``symclone.runtime.tune_cpu_allocator``) so
+that reused free memory cannot hide an allocation; allocations below 128 KiB may still be reused unseen.
 """
 from __future__ import annotations
 
@@ -62,24 +63,6 @@ def _status_kb(field: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
-_MMAP_FIXED = False
-
-
-def _fix_mmap_threshold() -> None:
-    """glibc: serve allocations >= 1 MiB by mmap (returned to the OS on free) instead of a dynamically
-    growing threshold, so the resident set follows the tensors that are alive (CPU peak measurement)."""
-    global _MMAP_FIXED
-    if _MMAP_FIXED:
-        return
-    _MMAP_FIXED = True
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-
-
 def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tuple[Any, Optional[int]]:
     """``(fn(), peak bytes)``: CUDA allocator peak, or the CPU resident-set peak increase (None if unknown)."""
     dev = torch.device(device)
@@ -90,15 +73,21 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tu
         out = fn()
         torch.cuda.synchronize()
         return out, int(torch.cuda.max_memory_allocated(dev) - base)
-    _fix_mmap_threshold()
+    from symclone.runtime import cpu_allocator_tuned, tune_cpu_allocator
+
+    tuned = cpu_allocator_tuned()
+    tune_cpu_allocator(False)  # large blocks by mmap, free heap released: the resident set follows live tensors
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
+        base = _status_kb("VmRSS")
+        out = fn()
+        peak = _status_kb("VmHWM")
     except OSError:
         return fn(), None
-    base = _status_kb("VmRSS")
-    out = fn()
-    peak = _status_kb("VmHWM")
+    finally:
+        if tuned:
+            tune_cpu_allocator(True)
     if base is None or peak is None:
         return out, None
     return out, max(0, peak - base) * 1024

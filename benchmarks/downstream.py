@@ -31,14 +31,17 @@ from ._downstream_report import markdown, plots
 
 log = logging.getLogger("benchmarks.downstream")
 
-#: grid sizes. ``betas``: anchored l2 sweep of the cloned-blocks net on each task.
+#: grid sizes. ``fields``: regular fields (C4) / channels (T2) of the GCNN-shaped nets; ``mlp_fields``:
+#: width of the teacher the cloned MLP copies (its dense layer has 4 * fields * 784 x 784 weights);
+#: ``betas``: anchored l2 sweep of the cloned-blocks net on c4-breaking (``t2_betas`` on t2-breaking,
+#: ``mlp_beta`` elsewhere and for the cloned MLP).
 SIZES = {
-    "quick": dict(n_train=2000, n_test=1000, epochs=3, fields=8, sample_sizes=(500, 2000),
-                  betas=(0.1, 1.0, 10.0, 100.0), kl_betas=(1e3,), t2_n_train=1000, t2_epochs=2,
-                  t2_betas=(1.0, 100.0), mlp_beta=10.0),
-    "full": dict(n_train=None, n_test=None, epochs=10, fields=8, sample_sizes=(500, 2000, 10000, 60000),
-                 betas=(0.01, 0.1, 1.0, 10.0, 100.0), kl_betas=(1e2, 1e3, 1e4), t2_n_train=None, t2_epochs=10,
-                 t2_betas=(0.1, 1.0, 10.0, 100.0), mlp_beta=10.0),
+    "quick": dict(n_train=2000, n_test=1000, epochs=3, fields=8, mlp_fields=2, sample_sizes=(500, 2000),
+                  betas=(1.0, 10.0, 100.0, 1000.0), kl_betas=(), t2_n_train=1000, t2_epochs=2,
+                  t2_betas=(10.0, 1000.0), mlp_beta=100.0),
+    "full": dict(n_train=None, n_test=None, epochs=10, fields=8, mlp_fields=8, sample_sizes=(500, 2000, 10000, 60000),
+                 betas=(0.1, 1.0, 10.0, 100.0, 1000.0), kl_betas=(1e2, 1e3, 1e4), t2_n_train=None, t2_epochs=10,
+                 t2_betas=(1.0, 10.0, 100.0, 1000.0), mlp_beta=100.0),
 }
 
 
@@ -47,8 +50,9 @@ def grid(size: dict) -> list[dict]:
     rows = []
 
     def add(task, model, mode, beta=None, anchor="l2", n_train=None, epochs=None, sweep="main"):
+        fields = size["mlp_fields"] if model.startswith("cloned-mlp") else size["fields"]
         rows.append(dict(task=task, model=model, mode=mode, beta=beta, anchor=anchor if mode == "anchored" else None,
-                         n_train=n_train, epochs=epochs, sweep=sweep))
+                         n_train=n_train, epochs=epochs, sweep=sweep, fields=fields))
 
     for task in ("c4-generalisation", "c4-breaking", "t2-breaking"):
         t2 = task == "t2-breaking"
@@ -77,7 +81,7 @@ def grid(size: dict) -> list[dict]:
 
 
 def row_key(r: dict) -> str:
-    return f"{r['task']}|{r['model']}|{r['mode']}|{r['beta']}|{r['anchor']}|{r['n_train']}"
+    return f"{r['task']}|{r['model']}|{r['mode']}|{r['beta']}|{r['anchor']}|{r['n_train']}|{r['fields']}"
 
 
 class StudentCache(dict):
@@ -117,7 +121,7 @@ def run_row(r: dict, size: dict, tasks: dict, cache: StudentCache, args) -> dict
         tasks[key] = make_task(r["task"], args.dataset, r["n_train"], size["n_test"], args.data_root, args.seed)
     task = tasks[key]
     t0 = time.perf_counter()
-    model = build_model(r["model"], task, fields=size["fields"], seed=args.seed, students=cache)
+    model = build_model(r["model"], task, fields=r["fields"], seed=args.seed, students=cache)
     build = time.perf_counter() - t0
     cfg = FinetuneConfig(epochs=r["epochs"], seed=args.seed, progress=args.progress)
     res = finetune(model, task, mode=r["mode"], beta=r["beta"] if r["beta"] is not None else 0.0,

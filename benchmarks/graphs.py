@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--g8c-stochastic-seeds", type=int, default=100, help="GRAPH8c seeds for uniform/learned")
     p.add_argument("--classify-seconds", type=float, default=600.0, help="CPU budget per EXP-classify run")
     p.add_argument("--out", default="results/graphs.json")
-    p.add_argument("--state", default="runs/graphs")
+    p.add_argument("--state", default=None, help="resume-state folder (runs/graphs[_quick])")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     prev = read_json(out) if args.resume and out.is_file() else {}
     res = {k: prev.get(k, []) for k in ("exp_iso", "graph8c", "exp_classify")}
     res["quick"] = quick
-    state = Path(args.state)
+    state = Path(args.state or ("runs/graphs_quick" if quick else "runs/graphs"))
     state.mkdir(parents=True, exist_ok=True)
     progress = sys.stderr.isatty()
 

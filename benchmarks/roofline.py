@@ -103,12 +103,17 @@ def _family_case(teacher_name: str, kw: dict, K: int, N: int, dev: torch.device,
         p.requires_grad_(False)
     h_train = torch.randn(max(N, 256), *teacher.feature_shapes[0], device=dev)
     params = family_parameters(student, 1)
+    from symclone.runtime import cpu_allocator_tuned, tune_cpu_allocator
+
     rows = []
-    fused_ok = dev.type in ("cpu", "cuda")
-    for variant in ("distill", "proposed"):
-        opt = torch.optim.AdamW(params, lr=1e-3, fused=(variant == "proposed" and fused_ok))
-        make = family_loss_fn if variant == "distill" else None
-        lf = (family_loss_fn(student, teacher, 1, h_train, True, N, K, 0) if make else
+    tuned = cpu_allocator_tuned()
+    variants = [("distill", False), ("distill", True), ("proposed", True)] if dev.type == "cpu" and tuned else \
+        [("distill", tuned), ("proposed", tuned)]
+    for variant, alloc in variants:
+        if dev.type == "cpu":
+            tune_cpu_allocator(alloc)
+        opt = torch.optim.AdamW(params, lr=1e-3, fused=(variant == "proposed"))
+        lf = (family_loss_fn(student, teacher, 1, h_train, True, N, K, 0) if variant == "distill" else
               fast_family_loss_fn(student, teacher, 1, h_train, N, K, 0))
         counter = [0]
 
@@ -120,11 +125,16 @@ def _family_case(teacher_name: str, kw: dict, K: int, N: int, dev: torch.device,
 
         flops = count_flops(step)
         _, peak = peak_memory(step, dev)
-        t = timeit(step, dev, min_time=0.5 if quick else 2.0)
+        t = timeit(step, dev, min_time=1.0 if quick else 3.0, warmup=3)
         floor = flops / rate
-        rows.append(_row("family clone step", f"{label} K={K} N={N} [{variant}]", t, t / floor, "time / roofline floor",
+        tag = variant + (", heap cache" if alloc and dev.type == "cpu" else
+                         ", glibc default" if dev.type == "cpu" else "")
+        rows.append(_row("family clone step", f"{label} K={K} N={N} [{tag}]", t, t / floor, "time / roofline floor",
                          K * N / t, "samples/s", peak, flops=flops, floor_s=floor))
-    rows[-1]["gain_vs_distill"] = rows[0]["seconds"] / rows[-1]["seconds"]
+    if dev.type == "cpu":
+        tune_cpu_allocator(tuned)
+    for r in rows[1:]:
+        r["gain_vs_first"] = rows[0]["seconds"] / r["seconds"]
     return rows
 
 
@@ -198,20 +208,25 @@ def bench_symmetrize(dev: torch.device, rate: float, quick: bool) -> list[dict]:
         _, peak = peak_memory(lambda: sym(x), dev)
         ts = timeit(lambda: sym(x), dev, min_time=0.3)
         rows.append(_row("symmetrize", "c4 uniform (Reynolds, |G|=4)", ts, ts / tb, "time / bare model",
-                         x.shape[0] / ts, "samples/s", peak, floor_ratio=ts / (fs / rate)))
+                         x.shape[0] / ts, "samples/s", peak))
+        rows.append(_row("symmetrize", "c4 uniform (Reynolds, |G|=4)", ts, ts / (fs / rate), "time / roofline floor",
+                         x.shape[0] / ts, "samples/s", flops=fs))
     et = create_teacher("e3nn")
     tr = create_student("transformer", teacher=et).to(dev).eval()
     xp = torch.randn(32 if quick else 128, *et.feature_shapes[0], device=dev)
     with torch.no_grad():
         tb = timeit(lambda: tr(xp), dev, min_time=0.3)
-        rows.append(_row("symmetrize", f"bare n-body transformer B={xp.shape[0]}", tb, 1.0, "reference",
-                         xp.shape[0] / tb, "samples/s"))
+        fb = count_flops(lambda: tr(xp))
+        rows.append(_row("symmetrize", f"bare n-body transformer B={xp.shape[0]}", tb, tb / (fb / rate),
+                         "time / roofline floor", xp.shape[0] / tb, "samples/s", flops=fb))
         for k in ((1, 4) if quick else (1, 4, 20)):
             sym = Symmetrized(tr, et.group, et.reps[0], et.reps[-1], sampler="learned", k=k, k_eval=k).to(dev).eval()
             _, peak = peak_memory(lambda: sym(xp), dev)
             ts = timeit(lambda: sym(xp), dev, min_time=0.3)
+            fs = count_flops(lambda: sym(xp))
             rows.append(_row("symmetrize", f"sn x o3 learned k={k}", ts, ts / tb, "time / bare model",
-                             xp.shape[0] / ts, "samples/s", peak, per_sample_ratio=ts / tb / k))
+                             xp.shape[0] / ts, "samples/s", peak, per_sample_ratio=ts / tb / k,
+                             floor_ratio=ts / (fs / rate), flops=fs))
     return rows
 
 
@@ -272,7 +287,11 @@ def run(quick: bool = False, device: str = "auto", only: tuple[str, ...] = ()) -
     """Run the measurements; returns ``{"rows": [...], "device": ..., "clock": ..., "seconds": ...}``."""
     from symclone.runtime import resolve_device
 
+    from symclone.runtime import tune_cpu_allocator
+
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator(True)  # what training uses (symclone.runtime); the family bench also shows it off
     t0 = time.perf_counter()
     rows, rate = bench_rates(dev, quick)
     for name, fn in BENCHES[1:]:
@@ -283,7 +302,10 @@ def run(quick: bool = False, device: str = "auto", only: tuple[str, ...] = ()) -
         except Exception as err:  # one broken bench must not hide the others
             log.exception("bench %s failed", name)
             rows.append(_row(name, f"FAILED: {type(err).__name__}: {err}"[:120], float("nan"), None, ""))
+    from symclone.runtime import cpu_allocator_tuned
+
     return {"rows": rows, "device": str(dev), "clock": clock_name(dev), "threads": torch.get_num_threads(),
+            "cpu_heap_cache": cpu_allocator_tuned(),
             "fp32_flops_per_s": rate, "seconds": time.perf_counter() - t0}
 
 

@@ -127,11 +127,11 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
         if grad_clip > 0:
             nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
-        value = float(ctx.all_reduce_mean(loss.detach().float()))
-        if not math.isfinite(value):
-            raise FloatingPointError(f"{desc}: loss became {value} at step {step}; lower the lr")
-        rel = max(value, 0.0) ** 0.5
-        if step % log_every == 0 or step == steps - 1:
+        if step % log_every == 0 or step == end - 1:  # host sync + collective only on logging steps
+            value = float(ctx.all_reduce_mean(loss.detach().float()))
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{desc}: loss became {value} at step {step}; lower the lr")
+            rel = max(value, 0.0) ** 0.5
             curve.append([step, rel])
             bar.set_postfix(rel_err=f"{rel:.2e}")
         if stem is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < end:

@@ -162,6 +162,8 @@ class ConvTeacher(nn.Module):
         self._check_feature(l, h, batched)
         if params is None:
             weight, bias = self._cached_kernel(l), self._bias_from_params(l, self.layer_params(l))
+            if h.is_floating_point() and weight.dtype != h.dtype:  # e.g. a float64 check of a float32 teacher
+                weight, bias = weight.to(h.dtype), None if bias is None else bias.to(h.dtype)
             out = conv2d_padded(h, weight, bias, self.padding)
         elif not batched:
             params = self._check_params(l, params)

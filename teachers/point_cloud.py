@@ -209,14 +209,23 @@ class E3NNTeacher(nn.Module):
         layer = self.layers[l - 1]
         if params is None:
             self._check_feature(l, h, False)
-            return layer(h, pre_activation)
+            own = self.layer_params(l)
+            if h.is_floating_point() and own.dtype != h.dtype:  # e.g. a float64 check of a float32 teacher
+                params = own.detach().to(h.dtype)
+            else:
+                return layer(h, pre_activation)
         P = self.num_layer_params(l)
         if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != P:
             shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
             raise ValueError(f"params: layer {l} expects a flat tensor of shape ({P},) or (K, {P}), got {shape}")
         batched = params.ndim == 2
         self._check_feature(l, h, batched)
-        call = lambda p, x: torch.func.functional_call(layer, self._unflatten(l, p), (x, pre_activation))  # noqa
+        # e3nn keeps float buffers (Wigner 3j constants): cast them along when the dtype differs
+        bufs = {n: b.to(h.dtype) for n, b in layer.named_buffers()
+                if b.is_floating_point() and h.is_floating_point() and b.dtype != h.dtype}
+        call = lambda p, x: torch.func.functional_call(  # noqa: E731
+            layer, {**self._unflatten(l, p.to(x.dtype) if x.is_floating_point() else p), **bufs},
+            (x, pre_activation))
         if not batched:
             return call(params, h)
         hs = h if h.ndim == 4 else h.unsqueeze(0).expand(params.shape[0], *h.shape)

@@ -15,7 +15,7 @@ from it with the same data order (the permutation of epoch ``e`` is drawn from `
 
 >>> cfg = TeacherTrainConfig(teacher="cnn", task="fashion-mnist", epochs=1)
 >>> cfg.batch_size, cfg.optimizer_lr
-(64, 0.001)
+(64, 0.003)
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 TASKS = ("fashion-mnist", "nbody")
 #: teacher kwargs used for a task unless overridden by ``teacher_kwargs``
 TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("gcnn_c4", "fashion-mnist"): dict(fields=4, depth=4, kernel_size=5, bias=True, init_std=None, num_classes=10),
-    ("cnn", "fashion-mnist"): dict(channels=16, depth=4, kernel_size=5, bias=True, init_std=None, num_classes=10),
+    ("gcnn_c4", "fashion-mnist"): dict(fields=[8, 8, 16], kernel_size=5, bias=True, init_std=None, num_classes=10),
+    ("cnn", "fashion-mnist"): dict(channels=[32, 32, 64], kernel_size=5, bias=True, init_std=None, num_classes=10),
     ("e3nn", "nbody"): dict(input="nbody", n_points=5, mul=8, depth=3),
 }
 
@@ -59,7 +59,7 @@ class TeacherTrainConfig:
     teacher_kwargs: dict = field(default_factory=dict)
     epochs: int = 1
     batch_size: int = 64
-    optimizer_lr: float = 1e-3
+    optimizer_lr: float = 3e-3
     weight_decay: float = 1e-4
     train_limit: Optional[int] = None
     test_limit: Optional[int] = None

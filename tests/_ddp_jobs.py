@@ -21,3 +21,22 @@ def build(name: str, batch_size: int = 8):
     else:
         raise ValueError(name)
     return teacher, student, cfg
+
+
+def build_symmetrized():
+    """A C4-symmetrized (Reynolds, exact) MLP classifier on 8x8 images, its data and its mean CE loss."""
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from symclone.symmetrize import Symmetrized
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 4))
+    model = Symmetrized(mlp, "c4", "image", "trivial", sampler="uniform")
+    gen = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(32, 1, 8, 8, generator=gen), torch.randint(0, 4, (32,), generator=gen))
+
+    def loss_fn(m, batch):
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
+
+    return model, data, loss_fn

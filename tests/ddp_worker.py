@@ -3,7 +3,8 @@
 Runs the same cloning jobs as the test's single-process reference and, on rank 0, writes the trained
 students' tensors to ``OUT/<job>.safetensors``. Jobs: family cloning (blocks student, 6 Adam steps),
 the same run interrupted after 3 steps and resumed from its rank-0 checkpoint, and function cloning
-(mlp student, 6 SGD steps).
+(mlp student, 6 SGD steps), and 2 epochs of training a C4-symmetrized classifier with ``ddp_fit``
+(interrupted after epoch 1 and resumed).
 """
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import torch
 from safetensors.torch import save_file
 
 from symclone.ddp import clone_layer_ddp
+from symclone.ddp_fit import ddp_fit
 from symclone.distributed import DistributedContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import JOBS, build  # noqa: E402
+from _ddp_jobs import JOBS, build, build_symmetrized  # noqa: E402
 
 
 def main(out: str) -> None:
@@ -39,6 +41,14 @@ def main(out: str) -> None:
         r2 = clone_layer_ddp(student, teacher, 1, cfg, ctx, checkpoint=ck, resume=True)
         assert r2["resumed_from"] == 3
         results["family_resumed"] = student
+        model, data, loss_fn = build_symmetrized()
+        ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, ctx=ctx, progress=False, stop_after=1,
+                checkpoint=out / "ck" / "sym")
+        model, data, loss_fn = build_symmetrized()  # resume the second epoch from rank 0's checkpoint
+        r = ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, ctx=ctx, progress=False,
+                    checkpoint=out / "ck" / "sym", resume=True)
+        assert r["resumed_from"] == 1 and r["world_size"] == 2
+        results["symmetrized"] = model
         if ctx.is_main:
             for name, s in results.items():
                 save_file({k: v.contiguous() for k, v in s.state_dict().items()}, str(out / f"{name}.safetensors"))

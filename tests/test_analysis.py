@@ -333,3 +333,34 @@ def test_analyze_run_and_cli(tmp_path, monkeypatch):
     assert {"matrix_layer1.png", "kernels_layer1.png", "features.png", "curves.png"} <= \
         {p.name for p in (run / "figures").iterdir()}
     assert main(["analyze", str(tmp_path / "missing")]) == 2
+
+
+def test_analyze_models_gcnn_blocks_and_transformer(tmp_path):
+    from symclone.registry import create_student, create_teacher
+    teacher = create_teacher("gcnn_c4", fields=1, depth=2, size=5)
+    blocks = create_student("blocks", teacher=teacher)
+    res = analyze_models(teacher, blocks, tmp_path, plots=False, support=None)["structure"]["layers"]
+    assert [e["layer"] for e in res] == [1, 2] and res[1]["in_rep"] == "regular"
+    for e in res:
+        assert e["teacher_residual"]["p4"] < 1e-5 and e["residual"]["p4"] > 0.5  # untrained blocks
+        assert "orientation_agreement" in e and "kernel_rel_error" in e["toeplitz"]
+    tr = analyze_models(teacher, create_student("transformer", teacher=teacher), tmp_path, plots=False, support=None)
+    assert all("note" in e and "residual" not in e for e in tr["structure"]["layers"])
+
+
+def test_layer_structure_point_cloud_permutations(gen):
+    from types import SimpleNamespace
+
+    from symclone.analysis._structure import layer_structure
+
+    class Dense:
+        def __init__(self, W):
+            self.W = W
+
+        def dense_matrix(self, l, params=None):
+            return self.W
+
+    t = SimpleNamespace(feature_shapes=[(5, 3), (5, 4)], reps=["points", "irreps:1x1o+1x0e"], group=None)
+    shared = torch.kron(torch.eye(5, dtype=D), torch.randn(4, 3, dtype=D, generator=gen))  # same map per point
+    assert layer_structure(t, Dense(shared), 1)[0]["residual"]["sn"] < 1e-12
+    assert layer_structure(t, Dense(torch.randn(20, 15, dtype=D, generator=gen)), 1)[0]["residual"]["sn"] > 0.5

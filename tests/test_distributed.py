@@ -17,9 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import JOBS, build  # noqa: E402
+from _ddp_jobs import JOBS, build, build_symmetrized  # noqa: E402
 
 from symclone.ddp import clone_layer_ddp, ddp_optimize, relative_mse  # noqa: E402
+from symclone.ddp_fit import ddp_fit  # noqa: E402
 from symclone.distributed import DistributedContext  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -51,13 +52,17 @@ def ddp_results(tmp_path_factory):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     refs = {name: _reference(name) for name in JOBS}  # overlaps with the torchrun job
     refs["half"] = _reference("family", batch_size=4)
+    model, data, loss_fn = build_symmetrized()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, progress=False)
+    refs["symmetrized"] = {"after": model.state_dict(), "before": before}
     log, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, log[-3000:]
     got = {p.stem: load_file(str(p)) for p in out.glob("*.safetensors")}
     return got, refs
 
 
-@pytest.mark.parametrize("name", JOBS)
+@pytest.mark.parametrize("name", JOBS + ("symmetrized",))
 def test_two_processes_equal_one(ddp_results, name):
     got, refs = ddp_results
     ref = refs[name]

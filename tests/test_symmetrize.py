@@ -287,3 +287,26 @@ def test_nbody_cache_checksum_roundtrip(tmp_path):
     assert torch.equal(x, x3)
     with pytest.raises(ValueError, match="split"):
         nbody_tensors("dev", size=6, root=None)
+
+
+# ---- CLI on a cloning run -------------------------------------------------------------------
+
+def test_cli_symmetrize_on_a_cloned_run(tmp_path, capsys):
+    from symclone.cli import main
+    from symclone.distill import DistillConfig, build_pair, clone_run
+    from symclone.io import read_json
+    torch.manual_seed(0)
+    t, s = build_pair("e3nn", "transformer", teacher_kwargs=dict(n_points=4, mul=2, depth=2, lmax=1),
+                      student_kwargs=dict(dim=16))
+    run = tmp_path / "run"
+    clone_run(run, t, s, cfg=DistillConfig(steps=2, n_train=16, n_eval=8, progress=False))
+    rc = main(["symmetrize", str(run), "--sampler", "canonical", "--k", "1", "--epochs", "1",
+               "--n-train", "32", "--n-eval", "16", "--no-progress"])
+    assert rc == 0
+    m = read_json(run / "symmetrize" / "teacher-canonical-k1.json")
+    assert m["task"] == "teacher" and m["group"] == "sn x o3" and m["exact"]
+    # canonicalization of the cloned student: equivariant to float32 rounding, for every k
+    assert all(r["equivariance_error"] < 1e-4 for r in m["equivariance_vs_k"])
+    assert m["seconds_per_forward"]["ratio"] > 0 and "symmetrized_after_training" in m
+    assert "equivariance error" in capsys.readouterr().out
+    assert main(["symmetrize", str(tmp_path / "missing")]) == 2

@@ -62,6 +62,11 @@ def test_contract_shapes(name):
         assert tuple(f.shape[1:]) == tuple(t.feature_shapes[l])
         assert t.layer_params(l).shape == (t.num_layer_params(l),)
     assert t.activation in ("relu", "gate")
+    # a float32 teacher evaluated on float64 input computes in float64 (usable by the float64 checker)
+    h64 = _input(t)
+    assert t.layer_forward(1, h64).dtype == torch.float64
+    torch.testing.assert_close(t.layer_forward(1, h64).float(), t.layer_forward(1, h64.float()),
+                               rtol=1e-4, atol=1e-5)
     assert torch.equal(t(_input(t).float()), feats[-1]) or t.head is not None
 
 

@@ -8,10 +8,13 @@ regular field) into ``blocks`` students (family cloning, B = 9 and B = 7) and ``
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 
 __all__ = ["register", "run", "demo_table", "run_demo"]
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -63,8 +66,13 @@ def run_demo(out: str | Path = "runs/demo", size: int = 28, n_train: int = 2048,
     if analysis:
         import symclone.analysis as an
         if hasattr(an, "analyze_run"):
-            for path in runs.values():
-                an.analyze_run(path)
+            for name, path in runs.items():
+                try:
+                    an.analyze_run(path)
+                except Exception as err:  # the analysis is optional: report and keep the clones
+                    log.warning("analysis of %s failed: %s", name, err)
+                    result.setdefault("analysis_errors", {})[name] = str(err)
+            write_json(out / "metrics.json", result)
     return result
 
 

@@ -2,8 +2,8 @@
 
 Loads the run's student (``symclone.runs.load_run``), puts the invariant head on it (a one-layer
 blocks student is applied with ``--kernels`` learnable kernels drawn from the teacher's init), and
-trains on the task. Writes ``runs/NAME/finetune/<task>-<mode>[-<anchor><beta>].json`` (metrics and
-history) and the trained model next to it (``.safetensors`` + ``.json``); ``--resume`` continues
+trains on the task. Writes ``runs/NAME/finetune/<task>-<mode>[-<anchor>-beta<beta>].json`` (metrics
+and history) and the trained model next to it (``...-model.safetensors`` + ``.json``); ``--resume`` continues
 from the per-epoch checkpoint. Training options: ``--finetune.epochs=3``, ``--finetune.lr=5e-4``.
 """
 from __future__ import annotations
@@ -38,7 +38,8 @@ def register(subparsers) -> None:
 
 def _tag(args) -> str:
     tag = f"{args.task}-{args.mode}"
-    return tag + (f"-{args.anchor}{args.beta:g}" if args.mode == "anchored" else "")
+    beta = f"{args.beta:g}".replace(".", "p")  # no dots: checkpoint stems get their suffix replaced
+    return tag + (f"-{args.anchor}-beta{beta}" if args.mode == "anchored" else "")
 
 
 def run(args) -> int:
@@ -71,7 +72,7 @@ def run(args) -> int:
     out = run_dir / "finetune"
     out.mkdir(parents=True, exist_ok=True)
     stem = out / _tag(args)
-    ckpt = str(stem) + ".ckpt"
+    ckpt = str(stem) + "-checkpoint"  # stems carry no dots: checkpoint files add their own suffixes
     if not args.resume:
         for suffix in (".safetensors", ".json"):
             Path(ckpt + suffix).unlink(missing_ok=True)
@@ -79,7 +80,7 @@ def run(args) -> int:
     m = res.metrics
     write_json(str(stem) + ".json", {"run": str(run_dir), "task": task.describe(), "config": to_dict(cfg),
                                      "metrics": m, "history": res.history})
-    save_checkpoint(str(stem) + ".model", res.model.state_dict(), {"task": args.task, "mode": args.mode})
+    save_checkpoint(str(stem) + "-model", res.model.state_dict(), {"task": args.task, "mode": args.mode})
     accs = ", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
     print(f"{args.task} {args.mode}: accuracy {accs}; invariance error {m['invariance_error']:.3g}; "
           f"cloned drift {m['cloned_distance']:.3g}; {m['seconds']:.1f} s -> {stem}.json")

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory, e.g. runs/gcnn_fmnist")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")

@@ -52,7 +52,14 @@ MODES = ("frozen", "anchored", "free")
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Training hyper-parameters (defaults follow the authors' task-1 recipe, fewer epochs)."""
+    """Training hyper-parameters (defaults follow the authors' task-1 recipe, fewer epochs).
+
+    ``cloned_lr_scale`` multiplies the learning rate of the cloned tensors (anchored / free modes;
+    a differential learning rate: Adam moves every weight by about ``lr`` per step whatever its
+    gradient, so dense cloned matrices drift fast unless their rate is lowered or ``beta`` is large).
+    ``structure_probes``: probe kernels for the structure residual; ``n_invariance``: test inputs
+    for the invariance error; ``eval_limit``: test samples per split (``None``: all).
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -64,6 +71,7 @@ class FinetuneConfig:
     eval_limit: Optional[int] = None
     n_invariance: int = 128
     structure_probes: int = 4
+    cloned_lr_scale: float = 1.0
     progress: Optional[bool] = None
 
     def __post_init__(self):
@@ -82,9 +90,12 @@ class FinetuneResult:
 
 def _optimizer(model, names_cloned, mode, cfg):
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    no_wd = set(names_cloned) if mode == "anchored" else set()
-    groups = [{"params": [p for n, p in named if n not in no_wd], "weight_decay": cfg.weight_decay},
-              {"params": [p for n, p in named if n in no_wd], "weight_decay": 0.0}]
+    cloned = set(names_cloned)
+    wd_cloned = 0.0 if mode == "anchored" else cfg.weight_decay  # the anchor replaces weight decay
+    groups = [{"params": [p for n, p in named if n not in cloned], "weight_decay": cfg.weight_decay,
+               "lr": cfg.lr},
+              {"params": [p for n, p in named if n in cloned], "weight_decay": wd_cloned,
+               "lr": cfg.lr * cfg.cloned_lr_scale}]
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("mode: nothing left to train (every parameter is frozen cloned structure)")
@@ -204,7 +215,7 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
                 nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
             opt.step()
             if anchored and penalty.decoupled:
-                penalty.prox(model, opt.param_groups[0]["lr"])
+                penalty.prox(model, opt.param_groups[-1]["lr"])
             tot_ce += float(ce.detach())
             tot_pen += float(pen.detach())
         sched.step()

@@ -3,14 +3,15 @@
 * :class:`MLPBaseline` — the paper's deep MLP ``in-256-256-512-512-256-128-C``.
 * :class:`CNNBaseline` — a small CNN (3 conv + max-pool stages, flatten, linear); no exact symmetry.
 * :class:`FeatureClassifier` — any feature network (a teacher such as ``gcnn_c4`` trained from
-  scratch, or a cloned student) followed by :class:`InvariantHead`: mean over space, max over the 4
-  orientation channels of each C4 regular field, then a small MLP. On exactly equivariant
-  features the head makes the logits exactly invariant (p4 -> C4 and T(2)).
+  scratch, or a cloned student) followed by :class:`InvariantHead` (``"c4"``: max over the 4
+  orientation channels of each regular field, orbit sum over the 4 rotations, 2x2 average pool,
+  MLP; ``"t2"``: global mean and max, MLP). On exactly equivariant features the logits are
+  exactly invariant (C4 resp. T(2)).
 * :class:`ClonedNet` — a :class:`FeatureClassifier` whose feature network is a cloned student; it
   declares ``cloned_parameters()`` = every parameter of the student (block matrices ``W_b``,
   kernel maps, dense layers), which :func:`~symclone.finetune.finetune` freezes or anchors. With
-  ``kernels`` it also owns one learnable kernel vector per layer, fed to the student's
-  ``layer_forward(l, h, params=k_l)`` (blocks students: ``sum_b h_b(k_l) W_b x``) — the
+  ``kernels (F, P)`` it applies a one-layer blocks student once per learnable kernel
+  (``z_f = sum_b h_b(k_f) W_b x``, ``F`` output fields sharing the cloned ``W_b``) — the
   "GCNN-shaped network built from cloned block layers".
 
 >>> m = MLPBaseline((1, 28, 28), 20)
