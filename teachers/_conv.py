@@ -177,6 +177,9 @@ class ConvTeacher(nn.Module):
             bias = None if b is None else torch.stack([self._bias_from_params(l, p) for p in params]).reshape(-1)
             if h.ndim == len(self.feature_shapes[l - 1]) + 1:
                 h = h.unsqueeze(0).expand(K, *h.shape)
+            elif h.shape[0] != K:
+                raise ValueError(f"h: batched params hold K={K} parameter vectors but h has leading dim "
+                                 f"{h.shape[0]}; pass h as (K, B, ...) or (B, ...)")
             B = h.shape[1]
             hk = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
             out = conv2d_padded(hk, w.reshape(-1, *w.shape[2:]), bias, self.padding, groups=K)

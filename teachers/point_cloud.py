@@ -228,6 +228,9 @@ class E3NNTeacher(nn.Module):
             (x, pre_activation))
         if not batched:
             return call(params, h)
+        if h.ndim == 4 and h.shape[0] != params.shape[0]:
+            raise ValueError(f"h: batched params hold K={params.shape[0]} parameter vectors but h has leading "
+                             f"dim {h.shape[0]}; pass h as (K, B, N, d) or (B, N, d)")
         hs = h if h.ndim == 4 else h.unsqueeze(0).expand(params.shape[0], *h.shape)
         return torch.stack([call(p, x) for p, x in zip(params, hs)])
 

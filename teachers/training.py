@@ -198,7 +198,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
     t0 = time.time()
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=step, disable=not cfg.progress, desc=f"train {cfg.teacher}")
+    bar = tqdm(total=total, initial=step, disable=None if cfg.progress else True, desc=f"train {cfg.teacher}")
     teacher.train()
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)

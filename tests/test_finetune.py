@@ -196,6 +196,11 @@ def test_invariant_head_control():
     assert torch.allclose(head(x), head(gx), atol=1e-5)
     flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(288, 5))
     assert not torch.allclose(flat(x), flat(gx), atol=1e-2)
+    t2 = InvariantHead((3, 10, 10), 5, pool="t2")               # power spectrum: exact under cyclic shifts
+    z = torch.randn(4, 3, 10, 10, dtype=torch.float64)
+    t2 = t2.double()
+    assert torch.allclose(t2(z), t2(torch.roll(z, (3, -7), (-2, -1))), atol=1e-12)
+    assert not torch.allclose(t2(z), t2(torch.rot90(z, 1, (-2, -1)).flip(-1).roll(1, 1)), atol=1e-3)
 
 
 def test_checkpoint_resume(tmp_path):

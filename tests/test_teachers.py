@@ -118,6 +118,9 @@ def test_layer_forward_params_matches_loaded_module(name):
         assert (pre < 0).any()
     with pytest.raises(ValueError, match="params"):
         t.layer_forward(1, _input(t), params=torch.zeros(t.num_layer_params(1) + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="K=3"):
+        t.layer_forward(1, _input(t).unsqueeze(0).expand(2, -1, -1, -1, *([-1] * (_input(t).ndim - 3))),
+                        params=t.sample_params(1, 3).double())
 
 
 @pytest.mark.parametrize("name", list_teachers())

@@ -84,8 +84,9 @@ class InvariantHead(nn.Module):
 
     * ``"c4"``: orbit sum ``m + rot90(m) + rot180(m) + rot270(m)`` (exactly invariant under
       ``rot90`` of the map), 2x2 average pooling, flatten — keeps spatial detail, C4-invariant;
-    * ``"t2"``: global mean and max over space (``2F`` numbers) — invariant to cyclic shifts and
-      to rotations.
+    * ``"t2"``: power spectrum ``|rfft2(m)|^2`` of every channel, ``log1p`` and 2x2 average pooled
+      over frequencies — exactly invariant to cyclic shifts (a shift only changes the phases) while
+      keeping the spatial-frequency content; plus the global max of each channel.
 
     >>> h = InvariantHead((8, 6, 6), 10, rep="regular", pool="c4")
     >>> x = torch.randn(2, 8, 6, 6)
@@ -109,7 +110,7 @@ class InvariantHead(nn.Module):
             raise ValueError(f"pool: 'c4' needs square features, got {H}x{W}")
         self.rep, self.pool_kind, self.shape = rep, pool, (C, H, W)
         F = C // 4 if rep == "regular" else C
-        width = F * (H // 2) * (W // 2) if pool == "c4" else 2 * F
+        width = F * (H // 2) * (W // 2) if pool == "c4" else F * (H // 2) * ((W // 2 + 1) // 2) + F
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def pool(self, h: torch.Tensor) -> torch.Tensor:
@@ -118,7 +119,9 @@ class InvariantHead(nn.Module):
         if self.rep == "regular":
             h = h.view(h.shape[0], -1, 4, *h.shape[-2:]).amax(dim=2)
         if self.pool_kind == "t2":
-            return torch.cat([h.mean(dim=(-2, -1)), h.amax(dim=(-2, -1))], dim=1)
+            spec = torch.fft.rfft2(h, norm="ortho").abs().pow(2).log1p()   # (B, F, H, W // 2 + 1)
+            spec = nn.functional.avg_pool2d(spec, 2).flatten(1)
+            return torch.cat([spec, h.amax(dim=(-2, -1))], dim=1)
         h = h + torch.rot90(h, 1, (-2, -1)) + torch.rot90(h, 2, (-2, -1)) + torch.rot90(h, 3, (-2, -1))
         return nn.functional.avg_pool2d(h, 2).flatten(1)
 

@@ -8,7 +8,8 @@ Tasks:
   on the teacher's input distribution; metric: relative error ``‖f_sym(x) − teacher(x)‖ / ‖teacher(x)‖``.
 
 Only the sampler is trained unless ``train_student=True``. Writes
-``<run>/symmetrize/<task>-<sampler>-k<k>.json`` (+ ``.safetensors`` weights of the wrapper).
+``<run>/symmetrize/<task>-<sampler>-k<k>.json`` and the wrapper's weights as
+``<task>-<sampler>-k<k>-weights.safetensors`` (+ ``.json``).
 """
 from __future__ import annotations
 
@@ -155,6 +156,6 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{task}-{cfg.sampler}-k{cfg.k}"
     write_json(stem.with_suffix(".json"), metrics)
-    save_checkpoint(str(stem), {k: v.contiguous() for k, v in f.state_dict().items()}, {"config": asdict(cfg)})
+    save_checkpoint(str(stem) + "-weights", {k: v.contiguous() for k, v in f.state_dict().items()}, {"config": asdict(cfg)})
     metrics["path"] = str(stem.with_suffix(".json"))
     return metrics
