@@ -23,15 +23,18 @@ def _mode(r) -> str:
 
 def markdown(data: dict, command: str) -> str:
     rows = data["rows"]
-    lines = [f"Size `{data['size']}` ({data['dataset']}, {data['threads']} thread(s), "
-             f"{data['seconds'] / 60:.1f} min in all). Command: `{command}`.", ""]
+    train = sum(r["train_seconds"] for r in rows) / 60
+    build = sum(r.get("build_seconds", 0.0) for r in rows) / 60
+    lines = [f"Size `{data['size']}` ({data['dataset']}, {data['threads']} torch thread(s); training "
+             f"{train:.1f} min + model building/cloning {build:.1f} min summed over rows). Command: `{command}`.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         main = [r for r in rows if r["task"] == task and r["sweep"] == "main"]
         if not main:
             continue
         r0 = main[0]
         extra = " / upright" if task == "c4-generalisation" else ""
-        ceil = f"; invariant ceiling {r0['invariant_ceiling']:.0%}" if r0["invariant_ceiling"] else ""
+        ceil = (f"; an invariant model reaches at most half its 10-class accuracy, <= "
+                f"{r0['invariant_ceiling']:.0%}") if r0["invariant_ceiling"] else ""
         lines += [f"**{task}** (n_train {r0['n_train_actual']}, {r0['epochs']} epochs{ceil})", "",
                   f"| model | mode | test acc ({r0['primary']}{extra}) | invariance error | δ_G before → after | "
                   "drift ‖W−W0‖/‖W0‖ | params (trainable) | train s |",
@@ -85,7 +88,7 @@ def plots(data: dict, folder: Path) -> list[Path]:
                            label=f"{r['mode']}")
         ceil = sw[0]["invariant_ceiling"]
         if ceil:
-            ax.axhline(ceil, color="gray", lw=0.8, label="invariant ceiling")
+            ax.axhline(ceil, color="gray", lw=0.8, label="invariant ceiling (perfect 10-class)")
         ax.set_xlabel("β (anchor strength)")
         ax.set_ylabel("test accuracy", color="C0")
         ax.set_title(task)

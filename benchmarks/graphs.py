@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         for m in models:
             if args.resume and any(r["model"] == m for r in res[key]):
                 continue
-            n = min(seeds, st_seeds) if m in STOCHASTIC else seeds
+            n = (min(seeds, st_seeds) if quick else st_seeds) if m in STOCHASTIC else seeds
             row = fn([m], ProtocolConfig(seeds=n), args.data_root, state / key, args.resume, progress, lim)[0]
             save(key, row)
     if "exp-classify" in only and not quick:

@@ -268,6 +268,10 @@ def bench_closed_form_vs_sgd(dev: torch.device, rate: float, quick: bool) -> lis
     target = 1e-2
     clock = _clock(dev)
     rows = []
+    for solver in ("closed_form", "adam"):  # warm-up: first-use imports and lazy initialisation, untimed
+        teacher, student = build_pair("cnn", "mlp", {"channels": 2, "depth": 1, "size": 6})
+        distill(student, teacher, "gaussian", DistillConfig(solver=solver, steps=2, n_train=64, n_eval=8,
+                                                            progress=False, device=str(dev)))
     for solver in ("closed_form", "adam"):
         torch.manual_seed(0)
         teacher, student = build_pair("cnn", "mlp", {"channels": 2, "depth": 1, "size": size})

@@ -64,8 +64,8 @@ def infer_activations(teacher: Any, seed: int = 0) -> list[str]:
     (probed on a random input), or ``"silu"`` when the teacher's nonlinearity is not pointwise
     (e.g. e3nn gates; the student then uses SiLU and cannot be fitted in closed form)."""
     gen = torch.Generator().manual_seed(seed)
-    dtype = next((p.dtype for p in teacher.parameters()), torch.float32)
-    h = torch.randn(2, *teacher.feature_shapes[0], generator=gen).to(dtype)
+    ref = next(teacher.parameters(), torch.zeros(()))
+    h = torch.randn(2, *teacher.feature_shapes[0], generator=gen).to(ref)
     out = []
     for l in range(1, teacher.num_layers + 1):
         post = teacher.layer_forward(l, h)

@@ -178,6 +178,9 @@ def clone_layer_ddp(student: Any, teacher: Any, l: int, cfg: Any, ctx: Optional[
     from symclone.distill._function import use_pre_activation
 
     ctx = ctx or _SINGLE
+    if cfg.solver == "closed_form":
+        raise ValueError("solver: the closed-form solve is a single-process computation (use "
+                         "symclone.distill.distill); clone_layer_ddp runs solver='adam' or 'sgd'")
     if cfg.mode == "function" and cfg.equivariance_weight > 0:
         raise ValueError("equivariance_weight: not supported by the DDP cloning loop; use 0")
     dev = ctx.device
@@ -239,7 +242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--teacher-kwargs", default="{}", help="JSON dict of teacher constructor arguments")
     p.add_argument("--mode", default="family", choices=("family", "function"))
     p.add_argument("--layer", type=int, default=1)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (one GPU per process: cuda:LOCAL_RANK)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "tf32"))
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")

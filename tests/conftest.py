@@ -4,7 +4,7 @@ import pytest
 import torch
 
 # Tests share two cores; keep intra-op threads low so parallel test processes don't thrash.
-torch.set_num_threads(int(os.environ.get("SYMCLONE_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("SYMCLONE_TEST_THREADS", "1")))
 
 
 @pytest.fixture

@@ -253,3 +253,17 @@ def test_transformer_clones_two_gcnn_layers_and_becomes_more_equivariant():
         assert eq["group"] == "p4"
         assert eq["student"] * 10 <= eq["untrained"], r["layer"]
         assert r["feature_rel_error"] < 0.2
+
+
+def test_e3nn_teacher_layers_are_not_solved_in_closed_form():
+    """Gate / tensor-product layers are not affine in their input: auto must pick the optimiser."""
+    from symclone.distill._function import function_solver
+    t = create_teacher("e3nn")
+    s = create_student("mlp", teacher=t)
+    assert [function_solver(s, t, l, "auto", 6000, 0.0) for l in range(1, t.num_layers + 1)] == \
+        ["adam"] * t.num_layers
+    with pytest.raises(ValueError, match="closed form does not apply"):
+        function_solver(s, t, t.num_layers, "closed_form", 6000, 0.0)
+    m = distill(s, t, None, fast(steps=5, n_train=32, n_eval=8))
+    assert [r["layer"] for r in m["layers"]] == list(range(1, t.num_layers + 1))
+    assert m["layers"][0]["equivariance_error"]["teacher"] < 1e-6

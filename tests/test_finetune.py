@@ -247,3 +247,23 @@ def test_cli_finetune_on_a_cloned_run(tmp_path, lifting, capsys):
     assert (run / "finetune" / "c4-breaking-anchored-l2-beta1e+06-model.safetensors").exists()
     assert main(["finetune", str(run), "--task", "t2-breaking", "--dataset", "synthetic", "--no-progress"]) == 2
     assert "needs (1, 48, 48)" in capsys.readouterr().err
+
+
+def test_zoo_models_shapes_and_invariance(lifting):
+    from symclone.finetune.zoo import build_model
+
+    x, y = _base(8)
+    c4 = task_from_tensors("c4-breaking", x, y, x, y)
+    t2 = task_from_tensors("t2-breaking", x, y, x, y)
+    gcnn = build_model("equivariant", c4, fields=2)
+    assert gcnn(c4.train.batch(torch.arange(4))[0]).shape == (4, 20)
+    assert invariance_error(gcnn, c4, n_samples=8) < 1e-4
+    tcnn = build_model("equivariant", t2, fields=2)
+    assert invariance_error(tcnn, t2, n_samples=4) < 1e-4
+    assert invariance_error(build_model("cnn", t2), t2, n_samples=4) > 1e-2      # control: not invariant
+    cache = {("blocks", "gcnn_c4", (("depth", 1), ("fields", 1), ("size", 28))): lifting}
+    net = build_model("cloned-blocks", c4, fields=3, students=cache)
+    assert net.kernels.shape == (3, 6) and net.net is not lifting[1]               # a copy of the clone
+    assert invariance_error(net, c4, n_samples=8) < 1e-4
+    with pytest.raises(ValueError, match="kind"):
+        build_model("resnet", c4)

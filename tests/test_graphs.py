@@ -361,3 +361,15 @@ def test_cli_graphs(tmp_path, capsys):
     assert [r["not_separated"] for r in data["results"]] == [2, 0]
     assert "message passing" in capsys.readouterr().out
     assert main(["graphs", "exp-iso", "--models", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_protocol_resume_equals_fresh_run(tmp_path):
+    _data_or_skip("exp.npz")
+    cfg1 = ProtocolConfig(seeds=1, model=_SMALL.model)
+    exp_iso(["uniform"], cfg1, out=tmp_path, progress=False, limit=4)
+    resumed = exp_iso(["uniform"], _SMALL, out=tmp_path, resume=True, progress=False, limit=4)[0]
+    fresh = exp_iso(["uniform"], _SMALL, progress=False, limit=4)[0]
+    keys = ("seeds", "not_separated", "copies_separated", "not_separated_in_distribution")
+    assert [resumed[k] for k in keys] == [fresh[k] for k in keys] and resumed["seeds"] == 2
+    with pytest.raises(ValueError, match="resume"):
+        exp_iso(["uniform"], ProtocolConfig(seeds=3), out=tmp_path, resume=True, progress=False, limit=4)

@@ -4,7 +4,7 @@ Loads the run's student (``symclone.runs.load_run``), puts the invariant head on
 blocks student is applied with ``--kernels`` learnable kernels drawn from the teacher's init), and
 trains on the task. Writes ``runs/NAME/finetune/<task>-<mode>[-<anchor>-beta<beta>].json`` (metrics
 and history) and the trained model next to it (``...-model.safetensors`` + ``.json``); ``--resume`` continues
-from the per-epoch checkpoint. Training options: ``--finetune.epochs=3``, ``--finetune.lr=5e-4``.
+an interrupted run from its per-epoch checkpoint. Training options: ``--finetune.epochs=3``, ``--finetune.lr=5e-4``.
 """
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def run(args) -> int:
     write_json(str(stem) + ".json", {"run": str(run_dir), "task": task.describe(), "config": to_dict(cfg),
                                      "metrics": m, "history": res.history})
     save_checkpoint(str(stem) + "-model", res.model.state_dict(), {"task": args.task, "mode": args.mode})
+    for suffix in (".safetensors", ".json"):  # finished: the per-epoch checkpoint is no longer needed
+        Path(ckpt + suffix).unlink(missing_ok=True)
     accs = ", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
     print(f"{args.task} {args.mode}: accuracy {accs}; invariance error {m['invariance_error']:.3g}; "
           f"cloned drift {m['cloned_distance']:.3g}; {m['seconds']:.1f} s -> {stem}.json")

@@ -99,10 +99,12 @@ def teacher_affine_maps(teacher: Any, l: int, scale: float, chunk: int = 256) ->
     shape_in = tuple(teacher.feature_shapes[l - 1])
     I = int(torch.tensor(shape_in).prod())
     P = int(teacher.num_layer_params(l))
-    dtype = teacher.layer_params(l).dtype
+    own = teacher.layer_params(l)
+    dtype, device = own.dtype, own.device
     out = []
-    eye = torch.eye(P, dtype=dtype) * scale
-    basis = torch.cat([torch.zeros(1, I, dtype=dtype), torch.eye(I, dtype=dtype)]).reshape(I + 1, *shape_in)
+    eye = torch.eye(P, dtype=dtype, device=device) * scale
+    basis = torch.cat([torch.zeros(1, I, dtype=dtype, device=device),
+                       torch.eye(I, dtype=dtype, device=device)]).reshape(I + 1, *shape_in)
     for i in range(0, P, max(1, chunk // 16)):
         params = eye[i:i + max(1, chunk // 16)]
         cols = []
@@ -126,7 +128,8 @@ def family_svd_solve(T: torch.Tensor, second_moment: torch.Tensor, blocks: int, 
     P, out, d = T.shape
     R = orientations
     eps = 1e-10 * float(torch.diagonal(second_moment).mean())
-    Lc = torch.linalg.cholesky(second_moment + eps * torch.eye(d, dtype=second_moment.dtype))
+    Lc = torch.linalg.cholesky(second_moment + eps * torch.eye(d, dtype=second_moment.dtype,
+                                                              device=second_moment.device))
     Tr = T.reshape(P, fields, R, out // (fields * R), d)  # rows (field, r, pixel)
 
     def weighted(r: int) -> torch.Tensor:
@@ -153,9 +156,9 @@ def family_svd_solve(T: torch.Tensor, second_moment: torch.Tensor, blocks: int, 
         A.append(H.T @ C)
     total = float((sig ** 2).sum()) or 1.0
     pred = float((sig[Bk:] ** 2).sum() / total) ** 0.5
-    W = torch.zeros(blocks, O, d - 1, dtype=T.dtype)
-    c = torch.zeros(blocks, O, dtype=T.dtype)
-    Hf = torch.zeros(blocks, P, dtype=T.dtype)
+    W = T.new_zeros(blocks, O, d - 1)
+    c = T.new_zeros(blocks, O)
+    Hf = T.new_zeros(blocks, P)
     W[:Bk], c[:Bk], Hf[:Bk] = W_aug[:, :, 1:], W_aug[:, :, 0], H
-    A_t = torch.stack(A) if A else torch.zeros(0, P, P, dtype=T.dtype)
+    A_t = torch.stack(A) if A else T.new_zeros(0, P, P)
     return {"W": W, "c": c, "H": Hf, "A": A_t, "singular_values": sig.tolist(), "predicted_rel_error": pred}

@@ -163,8 +163,17 @@ def distill(student: Any, teacher: Any, data: Any = None, cfg: Optional[DistillC
     student.to(device)
     teacher.to(device)
     teacher.eval()
+    grads = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
+    try:
+        return _distill(student, teacher, data, cfg, out, resume, layers, device)
+    finally:
+        for p, g in zip(teacher.parameters(), grads):
+            p.requires_grad_(g)
+
+
+def _distill(student, teacher, data, cfg, out, resume, layers, device) -> dict:
     out = Path(out) if out is not None else None
     t_start = time.perf_counter()
     x_base = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True).to(device)

@@ -53,8 +53,9 @@ def check_affine_in_params(teacher: Any, l: int, tol: float = 1e-4) -> bool:
     """``z(a k1 + b k2) = a z(k1) + b z(k2) + (1 − a − b) z(0)`` on a random input (pre-activations)."""
     gen = torch.Generator().manual_seed(7)
     try:
-        h = torch.randn(2, *teacher.feature_shapes[l - 1], generator=gen)
-        k = teacher.sample_params(l, 2, generator=gen)
+        own = teacher.layer_params(l)
+        h = torch.randn(2, *teacher.feature_shapes[l - 1], generator=gen).to(own)
+        k = teacher.sample_params(l, 2, generator=gen).to(own)
         zero = torch.zeros_like(k[0])
         combo = torch.stack([0.3 * k[0] + 0.5 * k[1], k[0], k[1], zero])
         z = teacher.layer_forward(l, h, params=combo, pre_activation=True).double()
@@ -69,7 +70,7 @@ def fit_family_closed_form(student: Any, teacher: Any, l: int, h_train: torch.Te
     """Set student layer ``l`` to the optimal blocks for the input distribution of ``h_train``."""
     t0 = time.perf_counter()
     layer = student.layers[l - 1]
-    T = teacher_affine_maps(teacher, l, float(layer.scale))
+    T = teacher_affine_maps(teacher, l, float(layer.scale)).to(h_train.device)
     X = h_train.reshape(h_train.shape[0], -1).double()
     X = torch.cat([torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device), X], 1)
     M = X.T @ X / X.shape[0]
@@ -90,7 +91,7 @@ def family_parameters(student: Any, l: int, fix_h: bool = True) -> list[torch.nn
     layer = student.layers[l - 1]
     if fix_h and layer.B == layer.P:
         with torch.no_grad():
-            layer.H.copy_(torch.eye(layer.P, dtype=layer.H.dtype))
+            layer.H.copy_(torch.eye(layer.P, dtype=layer.H.dtype, device=layer.H.device))
         params = [layer.W, layer.c]
     else:
         params = [layer.W, layer.c, layer.H]

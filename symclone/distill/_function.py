@@ -25,7 +25,8 @@ from symclone.students._base import POINTWISE
 from ._closed_form import RidgeAccumulator
 from ._feeds import batched
 
-__all__ = ["function_solver", "fit_function_closed_form", "function_loss_fn", "use_pre_activation"]
+__all__ = ["function_solver", "fit_function_closed_form", "function_loss_fn", "use_pre_activation",
+           "check_affine_in_input"]
 
 
 def use_pre_activation(student: Any, l: int, target: str) -> bool:
@@ -46,11 +47,28 @@ def function_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: in
         why = f"layer {l}'s input size {student.in_dim(l)} exceeds closed_form_max_dim={max_dim}"
     elif eq_weight > 0:
         why = "an equivariance penalty was requested"
+    elif not check_affine_in_input(teacher, l):
+        why = f"teacher layer {l}'s pre-activation is not affine in its input"
     if solver == "closed_form" and why:
         raise ValueError(f"solver: closed form does not apply: {why}; use solver=adam")
     if solver == "auto":
         return "adam" if why else "closed_form"
     return solver
+
+
+@torch.no_grad()
+def check_affine_in_input(teacher: Any, l: int, tol: float = 1e-4) -> bool:
+    """``z(a h1 + b h2) = a z(h1) + b z(h2) + (1 − a − b) z(0)`` for the pre-activation ``z`` of layer ``l``."""
+    gen = torch.Generator().manual_seed(11)
+    ref = next(teacher.parameters(), torch.zeros(()))
+    h = torch.randn(2, *teacher.feature_shapes[l - 1], generator=gen).to(ref)
+    batch = torch.stack([0.3 * h[0] + 0.5 * h[1], h[0], h[1], torch.zeros_like(h[0])])
+    try:
+        z = teacher.layer_forward(l, batch, pre_activation=True).double()
+    except (TypeError, NotImplementedError, ValueError, RuntimeError):
+        return False
+    pred = 0.3 * z[1] + 0.5 * z[2] + 0.2 * z[3]
+    return float((z[0] - pred).norm() / z[0].norm().clamp_min(1e-30)) < tol
 
 
 @torch.no_grad()

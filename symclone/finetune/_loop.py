@@ -151,13 +151,13 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     mode : ``"frozen" | "anchored" | "free"``.
     beta, anchor : anchor strength and kind (``"l2"`` or ``"kl"``), used in ``anchored`` mode.
     config : :class:`FinetuneConfig`; keyword ``overrides`` replace its fields (``epochs=3``).
-    checkpoint : file stem; saves every epoch and resumes from it.
+    checkpoint : file stem without a dot (``.safetensors``/``.json`` are appended); saves every
+        epoch and resumes from it.
 
     Returns
     -------
-    :class:`FinetuneResult` with ``metrics``: ``accuracy`` per test split, ``invariance_error``,
-    ``accuracy_before``/``invariance_error_before`` are not computed (untrained head);
-    ``structure_residual_before/after`` (cloned layers, when analysis is available),
+    :class:`FinetuneResult` with ``metrics``: ``accuracy`` per test split, ``invariance_error``
+    (logits, test set), ``structure_residual_before/after`` (cloned layers, when available),
     ``cloned_distance`` (relative ``||W - W0|| / ||W0||``), ``n_params``, ``n_trainable``, ``seconds``.
     """
     if mode not in MODES:

@@ -116,23 +116,23 @@ def separation_protocol(name: str, x: torch.Tensor, pairs: Optional[torch.Tensor
             write_json(path, {"fingerprint": fingerprint, "seeds_done": seed + 1, "candidates": cand.tolist(),
                               "copy_sep": copy_sep.tolist(), "seconds": t_run,
                               "dsum": {k: v.tolist() for k, v in dsum.items()}})
-    res = {"model": name, "seeds": cfg.seeds, "tol": cfg.tol, "graphs": len(x),
+    used = max(done, cfg.seeds)  # a resumed state may hold more seeds than asked for now
+    res = {"model": name, "seeds": used, "tol": cfg.tol, "graphs": len(x),
            "not_separated": int(len(cand)), "copies_separated": int(copy_sep.sum()),
            "seconds": round(t_run + t_prep, 2), "seconds_prepare": round(t_prep, 2),
-           "seconds_per_seed": round(t_run / max(cfg.seeds, 1), 3)}
+           "seconds_per_seed": round(t_run / max(used, 1), 3)}
     if pairs is not None:
         res["pairs"] = int(len(pairs))
     if dsum:
-        res["not_separated_in_distribution"] = int((~_ztest(dsum, "pair", cfg)).sum())
-        res["copies_separated_in_distribution"] = int(_ztest(dsum, "copy", cfg).sum())
+        res["not_separated_in_distribution"] = int((~_ztest(dsum, "pair", used, cfg.z)).sum())
+        res["copies_separated_in_distribution"] = int(_ztest(dsum, "copy", used, cfg.z).sum())
     return res
 
 
-def _ztest(dsum: dict, key: str, cfg: ProtocolConfig) -> torch.Tensor:
-    n = cfg.seeds
+def _ztest(dsum: dict, key: str, n: int, z: float) -> torch.Tensor:
     mean = dsum[key + "1"] / n
     var = (dsum[key + "2"] / n - mean ** 2).clamp_min(0) * n / max(n - 1, 1)
-    return mean > cfg.z * (var / n).sqrt()
+    return mean > z * (var / n).sqrt()
 
 
 def _run_all(tag: str, x: torch.Tensor, pairs, models, cfg, out, resume, progress,

@@ -135,9 +135,14 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
 
 @torch.no_grad()
 def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: int = 4,
-                      seed: int = 0) -> list[dict]:
+                      seed: int = 0, dtype: Optional[torch.dtype] = torch.float64) -> list[dict]:
     """For each ``k``: mean relative error ``‖f(g·x) − g·f(x)‖ / ‖f(x)‖`` over random ``g`` and the
-    Monte-Carlo spread ``‖f(x) − f'(x)‖ / ‖f(x)‖`` (two independent evaluations)."""
+    Monte-Carlo spread ``‖f(x) − f'(x)‖ / ‖f(x)‖`` (two independent evaluations), measured in
+    ``dtype`` (model and input cast temporarily; float64 by default)."""
+    from ..testing import cast_module
+    if dtype is not None:
+        with cast_module(f, dtype):
+            return equivariance_vs_k(f, x.to(dtype), ks, n_elements, seed, dtype=None)
     G, rin, rout = f.group, f.rep_in, f.rep_out
     was = f.training
     f.eval()
