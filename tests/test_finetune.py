@@ -174,6 +174,10 @@ def test_cloned_declaration_and_bad_modes():
     w = mlp.net[1].weight.detach().clone()
     r = finetune(mlp, task, mode="frozen", cloned=["net.1.*"], config=CFG)
     assert torch.equal(mlp.net[1].weight, w) and r.metrics["cloned_tensors"] == 2
+    w3 = mlp.net[3].weight.detach().clone()
+    finetune(mlp, task, mode="free", cloned=["net.1.*"], config=CFG, cloned_lr_scale=0.0)
+    assert mlp.net[1].weight.requires_grad and torch.equal(mlp.net[1].weight, w)  # lr 0 on cloned tensors
+    assert not torch.equal(mlp.net[3].weight, w3)
 
 
 def test_symmetrized_wrapper_declares_inner_structure(lifting):

@@ -161,18 +161,18 @@ def test_learned_sn_x_o3_is_equivariant_in_distribution_and_improves_with_k():
     f = Symmetrized(mlp((5, 7), (5, 3)), "sn x o3", rep_in, rep_out, sampler="learned", noise=0.3,
                     group_kw={"n": 5}).double().eval()
     x = torch.randn(4, 5, 7, dtype=F64)
-    err4, spread4 = _spread_and_error(f, f.group, rep_in, rep_out, x, k=4)
-    err64, spread64 = _spread_and_error(f, f.group, rep_in, rep_out, x, k=64)  # 4x smaller expected
+    err4, spread4 = _spread_and_error(f, f.group, rep_in, rep_out, x, k=4, reps=4)
+    err36, spread36 = _spread_and_error(f, f.group, rep_in, rep_out, x, k=36, reps=4)
     assert spread4 > 1e-3                                     # the sampler is really random
     assert 0.5 * spread4 < err4 < 2.0 * spread4               # error = Monte-Carlo spread
-    assert 0.5 * spread64 < err64 < 2.0 * spread64
-    assert err64 < 0.5 * err4                                  # ~ 1/sqrt(k): 4x smaller expected
+    assert 0.5 * spread36 < err36 < 2.0 * spread36
+    assert err36 < 0.6 * err4                                  # ~ 1/sqrt(k): 3x smaller expected
     # control: the same network but a non-equivariant q (vectors from raw coordinates)
     bad = Symmetrized(mlp((5, 7), (5, 3)), "sn x o3", rep_in, rep_out, sampler="learned", noise=0.3,
                       group_kw={"n": 5}).double().eval()
     lin = nn.Linear(35, 9).double()
     bad.sampler.net.vectors = lambda h, u: lin(torch.cat([u.flatten(1), h[..., :3].flatten(1)], 1)[:, :35]).view(-1, 3, 3)
-    err_bad, spread_bad = _spread_and_error(bad, bad.group, rep_in, rep_out, x, k=64)
+    err_bad, spread_bad = _spread_and_error(bad, bad.group, rep_in, rep_out, x, k=36, reps=4)
     assert err_bad > 3 * spread_bad
 
 
@@ -293,15 +293,20 @@ def test_nbody_cache_checksum_roundtrip(tmp_path):
 
 def test_cli_symmetrize_on_a_cloned_run(tmp_path, capsys):
     from symclone.cli import main
-    from symclone.distill import DistillConfig, build_pair, clone_run
-    from symclone.io import read_json
+    from symclone.distill import build_pair
+    from symclone.io import read_json, write_json
+    from symclone.students import save_student
+    from symclone.teachers import save_teacher
     torch.manual_seed(0)
     t, s = build_pair("e3nn", "transformer", teacher_kwargs=dict(n_points=4, mul=2, depth=2, lmax=1),
                       student_kwargs=dict(dim=16))
-    run = tmp_path / "run"
-    clone_run(run, t, s, cfg=DistillConfig(steps=2, n_train=16, n_eval=8, progress=False))
+    run = tmp_path / "run"   # the run-directory contract of `symclone clone` (cloning itself is tested elsewhere)
+    run.mkdir()
+    save_teacher(t, run / "teacher")
+    save_student(s, run / "student")
+    write_json(run / "config.json", {"teacher": t.config, "student": s.config, "mode": "function"})
     rc = main(["symmetrize", str(run), "--sampler", "canonical", "--k", "1", "--epochs", "1",
-               "--n-train", "32", "--n-eval", "16", "--no-progress"])
+               "--n-train", "16", "--n-eval", "8", "--no-progress"])
     assert rc == 0
     m = read_json(run / "symmetrize" / "teacher-canonical-k1.json")
     assert m["task"] == "teacher" and m["group"] == "sn x o3" and m["exact"]
