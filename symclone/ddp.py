@@ -37,7 +37,7 @@ from torch import nn
 from .distributed import DistributedContext, configure_rank_logging, save_checkpoint_main, wrap_ddp
 from .runtime import precision_context
 
-__all__ = ["relative_mse", "ddp_optimize", "clone_layer_ddp", "main"]
+__all__ = ["relative_mse", "ddp_optimize", "ddp_step_module", "clone_layer_ddp", "main"]
 
 log = logging.getLogger(__name__)
 _SINGLE = DistributedContext()
@@ -47,7 +47,8 @@ def relative_mse(pred: torch.Tensor, target: torch.Tensor, ctx: Optional[Distrib
     """This rank's share of ``Σ_global (pred − y)² / Σ_global y²``, scaled by the world size so that the
     mean over ranks (what DDP averages) is the global relative MSE."""
     ctx = ctx or _SINGLE
-    pred, target = pred.float(), target.float()
+    if pred.dtype in (torch.float16, torch.bfloat16) or target.dtype in (torch.float16, torch.bfloat16):
+        pred, target = pred.float(), target.float()  # reduced-precision forward: reduce in fp32
     den = ctx.all_reduce_sum((target.detach() ** 2).sum()).clamp_min(1e-12)
     return ctx.world_size * ((pred - target) ** 2).sum() / den
 
@@ -62,6 +63,12 @@ class _StepModule(nn.Module):
 
     def forward(self, step: int) -> torch.Tensor:
         return self._loss_fn(step)
+
+
+def ddp_step_module(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.Tensor],
+                    ctx: DistributedContext) -> nn.Module:
+    """``model(step) == loss_fn(step)`` with DDP's gradient all-reduce hooked on ``params``."""
+    return wrap_ddp(_StepModule(params, loss_fn), ctx)
 
 
 def _cosine(base: float, step: int, total: int) -> float:
@@ -106,8 +113,7 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
     params = list(params)
     if not params:
         raise ValueError("params: nothing to optimise")
-    module = _StepModule(params, loss_fn)
-    model = wrap_ddp(module, ctx)
+    model = ddp_step_module(params, loss_fn, ctx)
     opt = _make_optimizer(params, kind, lr, weight_decay)
     start, curve = 0, []
     stem = Path(checkpoint) if checkpoint is not None else None

@@ -149,6 +149,23 @@ class DistributedContext:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's parameters and buffers into ``module`` on every rank (in place)."""
+        if not self.distributed:
+            return
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                t = t.detach()  # shares the version counter, so caches keyed on it see the update
+                if self.backend == "nccl" or t.device.type == "cpu":
+                    dist.broadcast(t, src=0)
+                else:  # pragma: no cover - gloo with CUDA tensors
+                    cpu = t.cpu()
+                    dist.broadcast(cpu, src=0)
+                    t.copy_(cpu)
+        for m in module.modules():
+            if callable(getattr(m, "invalidate_cache", None)):
+                m.invalidate_cache()
+
     # ---------------------------------------------------------------- batches
     def shard_range(self, n: int) -> slice:
         """This rank's contiguous slice of a global batch of ``n`` items (``n`` divisible by the world size)."""

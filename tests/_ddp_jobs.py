@@ -40,3 +40,22 @@ def build_symmetrized():
         return torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
 
     return model, data, loss_fn
+
+
+#: ``symclone clone`` command lines run under torchrun (2 ranks) and in one process; OUT is appended
+CLI_JOBS = {
+    "cli_family": ["clone", "--teacher", "cnn", "--student", "blocks", "--mode", "family", "--paper-layer",
+                   "--no-progress", "--device", "cpu", "--teacher.size=12", "--distill.solver=adam",
+                   "--distill.steps=6", "--distill.batch_size=8", "--distill.kernels_per_step=4",
+                   "--distill.n_train=64", "--distill.n_eval=8", "--distill.lr=1e-2"],
+    "cli_function": ["clone", "--teacher", "cnn", "--student", "mlp", "--mode", "function", "--no-progress",
+                     "--device", "cpu", "--teacher.channels=2", "--teacher.depth=1", "--teacher.size=6",
+                     "--distill.solver=sgd", "--distill.steps=6", "--distill.batch_size=8", "--distill.lr=0.05",
+                     "--distill.n_train=32", "--distill.n_eval=8", "--distill.equivariance_weight=0.5"],
+}
+
+#: the untrained students of CLI_JOBS (deterministic constructors, seeds fixed by the registries)
+CLI_INITIAL = {
+    "cli_family": lambda: build_pair("cnn", "blocks", {"paper_layer": True, "size": 12})[1],
+    "cli_function": lambda: build_pair("cnn", "mlp", {"channels": 2, "depth": 1, "size": 6})[1],
+}

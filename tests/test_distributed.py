@@ -6,6 +6,7 @@ different result, far outside the tolerance, so the comparison can fail.
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import JOBS, build, build_symmetrized  # noqa: E402
+from _ddp_jobs import CLI_INITIAL, CLI_JOBS, JOBS, build, build_symmetrized  # noqa: E402
 
 from symclone.ddp import clone_layer_ddp, ddp_optimize, relative_mse  # noqa: E402
 from symclone.ddp_fit import ddp_fit  # noqa: E402
@@ -56,13 +57,24 @@ def ddp_results(tmp_path_factory):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, progress=False)
     refs["symmetrized"] = {"after": model.state_dict(), "before": before}
+    from symclone.cli import main as cli
+
+    ref_dir = tmp_path_factory.mktemp("ref")
+    for name, argv in CLI_JOBS.items():
+        assert cli(argv + ["--out", str(ref_dir / name)]) == 0
+        refs[name] = {"after": load_file(str(ref_dir / name / "student.safetensors")),
+                      "before": CLI_INITIAL[name]().state_dict()}  # students are built from fixed seeds
     log, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, log[-3000:]
     got = {p.stem: load_file(str(p)) for p in out.glob("*.safetensors")}
+    for name in CLI_JOBS:
+        got[name] = load_file(str(out / name / "student.safetensors"))
+        assert (out / name / "checkpoints" / "last.json").exists()
+        assert json.loads((out / name / "metrics.json").read_text())["layers"][0]["steps"] == 6
     return got, refs
 
 
-@pytest.mark.parametrize("name", JOBS + ("symmetrized",))
+@pytest.mark.parametrize("name", JOBS + ("symmetrized",) + tuple(CLI_JOBS))
 def test_two_processes_equal_one(ddp_results, name):
     got, refs = ddp_results
     ref = refs[name]

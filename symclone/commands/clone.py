@@ -3,6 +3,8 @@
     symclone clone --teacher cnn --student mlp --mode function --out runs/cnn-mlp
     symclone clone --teacher cnn --student blocks --mode family --blocks 7 --paper-layer --out runs/b7
     symclone clone ... --distill.steps=2000 --teacher.channels=4 --student.dim=128 --resume
+    torchrun --nproc_per_node 2 -m symclone clone --teacher cnn --student blocks --mode family \
+        --paper-layer --out runs/ddp --distill.solver=adam      # DDP: gloo on CPU, nccl on GPUs
 """
 from __future__ import annotations
 
@@ -23,7 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--paper-layer", action="store_true", help="cnn teacher: the paper's 3x3 valid 28->26 layer")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
-    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16", "tf32"),
+                   help="SGD/Adam training numerics (checks stay fp32/fp64); default fp32")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")
     p.set_defaults(func=run)
 
@@ -60,11 +64,24 @@ def run(args) -> int:
     teacher_kw, student_kw, cfg_over = split_overrides(list(getattr(args, "overrides", []) or []))
     if args.paper_layer:
         teacher_kw["paper_layer"] = True
+    from symclone.distributed import DistributedContext, configure_rank_logging, env_world_size
+
     cfg = DistillConfig(mode=args.mode, device=args.device, blocks=args.blocks,
                         progress=not args.no_progress and sys.stderr.isatty())
+    if args.precision:
+        cfg_over = [f"precision={args.precision}"] + cfg_over
     cfg = apply_overrides(cfg, cfg_over)
-    teacher, student = build_pair(args.teacher, args.student, teacher_kw, student_kw, blocks=cfg.blocks)
-    metrics = clone_run(args.out, teacher, student, data=args.data, cfg=cfg, resume=args.resume)
+    ctx = DistributedContext.from_env(device=cfg.device) if env_world_size() > 1 else None
+    try:
+        if ctx is not None:
+            configure_rank_logging(ctx)
+        teacher, student = build_pair(args.teacher, args.student, teacher_kw, student_kw, blocks=cfg.blocks)
+        metrics = clone_run(args.out, teacher, student, data=args.data, cfg=cfg, resume=args.resume, ctx=ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if ctx is not None and not ctx.is_main:
+        return 0
     print(f"{'layer':>5} {'solver':>11} {'rel error':>10} {'eq teacher':>11} {'eq student':>11} "
           f"{'eq untrained':>13} {'seconds':>8}")
     fmt = lambda v: f"{v:.2e}" if isinstance(v, float) else "n/a"

@@ -1,6 +1,7 @@
 """Base datasets: Fashion-MNIST / MNIST from IDX files, Gaussian images, random point clouds."""
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -62,10 +63,17 @@ def find_fashion_mnist(root: Optional[str | os.PathLike] = None) -> Path:
         "train-images-idx3-ubyte(.gz) and friends.")
 
 
-def _tensors_from_idx(root: Path, train: bool, limit: Optional[int]) -> TensorDataset:
+@functools.lru_cache(maxsize=4)
+def _decoded_split(root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Decode (gunzip + parse) one split once per process; the arrays are read-only."""
     img_stem, lab_stem = _FILES[train]
-    images = read_idx(_find_file(root, img_stem))
-    labels = read_idx(_find_file(root, lab_stem))
+    images = read_idx(_find_file(Path(root), img_stem))
+    labels = read_idx(_find_file(Path(root), lab_stem))
+    return images, labels
+
+
+def _tensors_from_idx(root: Path, train: bool, limit: Optional[int]) -> TensorDataset:
+    images, labels = _decoded_split(str(root), train)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)

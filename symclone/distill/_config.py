@@ -46,7 +46,9 @@ class DistillConfig:
     eval_groups : extra group names to measure equivariance under (the teacher's group is always used).
     checkpoint_every : optimiser steps between checkpoints (also written at the end of each layer).
     log_every : steps between loss-curve points.
-    seed, device, progress : reproducibility, ``"cpu"``/``"cuda"``, tqdm bars.
+    seed, device, progress : reproducibility, ``"cpu"``/``"cuda"``/``"auto"``, tqdm bars.
+    precision : numerics of the SGD/Adam training forward, ``"fp32"``, ``"bf16"`` (autocast) or ``"tf32"``
+        (CUDA); closed-form solves and all evaluation/equivariance checks stay fp32/fp64.
     """
 
     mode: str = "function"
@@ -74,6 +76,7 @@ class DistillConfig:
     log_every: int = 10
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -81,6 +84,8 @@ class DistillConfig:
             raise ValueError(f"mode: expected 'function' or 'family', got {self.mode!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {self.solver!r}")
+        if self.precision not in ("fp32", "bf16", "tf32"):
+            raise ValueError(f"precision: expected 'fp32', 'bf16' or 'tf32', got {self.precision!r}")
         if self.target not in ("auto", "pre", "post"):
             raise ValueError(f"target: expected 'auto', 'pre' or 'post', got {self.target!r}")
         for name in ("steps", "batch_size", "kernels_per_step", "n_train", "n_eval", "eval_kernels",

@@ -72,7 +72,7 @@ def _layers(cfg: DistillConfig, L: int) -> list[int]:
     return [int(l) for l in layers]
 
 
-def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data) -> dict:
+def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx=None) -> dict:
     use_pre = use_pre_activation(student, l, cfg.target)
     if cfg.mode == "function":
         solver = function_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim, cfg.equivariance_weight)
@@ -83,7 +83,7 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
                                 for i in range(0, h_train.shape[0], 512)])
         params = student.layer_parameters(l)
         loss_fn = function_loss_fn(student, teacher, l, h_train, target, use_pre, cfg.batch_size, cfg.seed,
-                                   cfg.equivariance_weight)
+                                   cfg.equivariance_weight, ctx=_multi(ctx))
     else:
         solver = family_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim)
         if solver == "closed_form":
@@ -91,7 +91,8 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
         params = family_parameters(student, l)
         fresh = data is None or data == "gaussian"
         loss_fn = family_loss_fn(student, teacher, l, h_train, use_pre, cfg.batch_size, cfg.kernels_per_step,
-                                 cfg.seed, fresh_gaussian=fresh and teacher.reps[0].kind in ("image", "regular"))
+                                 cfg.seed, fresh_gaussian=fresh and teacher.reps[0].kind in ("image", "regular"),
+                                 ctx=_multi(ctx))
     opt = make_optimizer(params, solver, cfg.lr, cfg.weight_decay)
     start, curve = 0, []
     if resume_meta is not None and resume_meta.get("current", {}).get("layer") == l and "optimizer" in resume_meta:
@@ -107,7 +108,8 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
     r = optimize(params, loss_fn, cfg.steps, cfg.lr, kind=solver, weight_decay=cfg.weight_decay,
                  grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,
                  log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_checkpoint=on_checkpoint,
-                 stop_rel_error=cfg.stop_rel_error, progress=cfg.progress, desc=f"{cfg.mode} layer {l}")
+                 stop_rel_error=cfg.stop_rel_error, progress=cfg.progress, desc=f"{cfg.mode} layer {l}",
+                 ctx=_multi(ctx), precision=cfg.precision)
     r.pop("optimizer")
     r["solver"] = solver
     r["target"] = "pre_activation" if use_pre else "feature"
@@ -134,8 +136,17 @@ def _polish(student, teacher, layers, x_train, cfg) -> dict:
     return r
 
 
+def _multi(ctx: Any) -> Any:
+    """The distributed context when it spans several processes, else ``None`` (plain single-process code)."""
+    return ctx if ctx is not None and ctx.distributed else None
+
+
+def _main(ctx: Any) -> bool:
+    return ctx is None or ctx.is_main
+
+
 def distill(student: Any, teacher: Any, data: Any = None, cfg: Optional[DistillConfig] = None,
-            out: Optional[str | Path] = None, resume: bool = False) -> dict:
+            out: Optional[str | Path] = None, resume: bool = False, ctx: Any = None) -> dict:
     """Clone ``teacher`` into ``student`` (in place) and return the metrics dict.
 
     Parameters
@@ -145,6 +156,8 @@ def distill(student: Any, teacher: Any, data: Any = None, cfg: Optional[DistillC
     cfg : :class:`DistillConfig`.
     out : run directory for checkpoints and ``metrics.json`` (optional).
     resume : continue from ``out/checkpoints/last`` (finished layers are skipped).
+    ctx : a :class:`symclone.distributed.DistributedContext` (``torchrun``): SGD/Adam steps run under DDP
+        with each global batch sharded over the ranks; only rank 0 writes; its device replaces ``cfg.device``.
 
     Returns
     -------
@@ -157,23 +170,26 @@ def distill(student: Any, teacher: Any, data: Any = None, cfg: Optional[DistillC
         raise ValueError(f"student: family cloning needs the kernel-conditioned 'blocks' student, "
                          f"got {student.config['name']!r}")
     layers = _layers(cfg, teacher.num_layers)
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but no CUDA device is available; use --device cpu")
+    from symclone.runtime import resolve_device
+
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
     student.to(device)
     teacher.to(device)
+    if _multi(ctx) is not None:  # every rank starts from rank 0's teacher and student
+        ctx.broadcast_module(teacher)
+        ctx.broadcast_module(student)
     teacher.eval()
     grads = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
     try:
-        return _distill(student, teacher, data, cfg, out, resume, layers, device)
+        return _distill(student, teacher, data, cfg, out, resume, layers, device, ctx)
     finally:
         for p, g in zip(teacher.parameters(), grads):
             p.requires_grad_(g)
 
 
-def _distill(student, teacher, data, cfg, out, resume, layers, device) -> dict:
+def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None) -> dict:
     out = Path(out) if out is not None else None
     t_start = time.perf_counter()
     x_base = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True).to(device)
@@ -196,7 +212,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device) -> dict:
             continue
         h_train = teacher_input(teacher, l, x_train)
         student.train()
-        fit = _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data)
+        fit = _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx)
         resume_meta = None
         student.eval()
         t_eval = time.perf_counter()
@@ -212,9 +228,11 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device) -> dict:
         progress.pop("current", None)
         log.info("layer %d: rel error %.3e, equivariance error student %s (%.1fs)", l,
                  rec["feature_rel_error"], rec["equivariance_error"]["student"], rec["seconds"])
-        if out is not None:
+        if out is not None and _main(ctx):
             save_state(out, student, progress)
             _write_metrics(out, progress, cfg, t_start)
+        if ctx is not None:
+            ctx.barrier()
     metrics = _metrics(progress, cfg, t_start)
     if cfg.polish_steps > 0 and cfg.mode == "function":
         student.train()
@@ -222,9 +240,9 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device) -> dict:
         student.eval()
         for rec in metrics["layers"]:
             rec.update(evaluate_layer(student, teacher, untrained, rec["layer"], x_eval, cfg))
-        if out is not None:
+        if out is not None and _main(ctx):
             save_state(out, student, progress)
-    if out is not None:
+    if out is not None and _main(ctx):
         write_json(out / "metrics.json", metrics)
     return metrics
 

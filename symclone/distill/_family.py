@@ -101,21 +101,28 @@ def family_parameters(student: Any, l: int, fix_h: bool = True) -> list[torch.nn
 
 
 def family_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, use_pre: bool, batch_size: int,
-                   kernels: int, seed: int, fresh_gaussian: bool = False) -> Callable[[int], torch.Tensor]:
+                   kernels: int, seed: int, fresh_gaussian: bool = False, ctx: Any = None
+                   ) -> Callable[[int], torch.Tensor]:
     """``loss_fn(step)``: ``kernels`` fresh teacher parameter draws × a batch of inputs (fresh N(0, 1)
-    inputs every step when ``fresh_gaussian``, else a batch of ``h_train``)."""
+    inputs every step when ``fresh_gaussian``, else a batch of ``h_train``). With a multi-process
+    ``ctx`` (:class:`symclone.distributed.DistributedContext`) every rank draws the same global batch
+    and kernels and computes its shard of the inputs (:func:`symclone.ddp.relative_mse`)."""
+    from symclone.ddp import relative_mse
 
     def loss_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + l * 100_003 + step)
         if fresh_gaussian:
             x = torch.randn(batch_size, *teacher.feature_shapes[0], generator=gen).to(h_train)
-            h = teacher_input(teacher, l, x)
+            h = teacher_input(teacher, l, x if ctx is None else ctx.shard(x))
         else:
-            h = h_train[batched(h_train.shape[0], batch_size, gen)]
+            h = h_train[batched(h_train.shape[0], batch_size, gen).to(h_train.device)]
+            h = h if ctx is None else ctx.shard(h)
         k = teacher.sample_params(l, kernels, generator=gen).to(h.device)
         with torch.no_grad():
             y = teacher.layer_forward(l, h, params=k, pre_activation=use_pre)
         pred = student.layer_forward(l, h, params=k, pre_activation=use_pre)
+        if ctx is not None:
+            return relative_mse(pred, y, ctx)
         return ((pred - y) ** 2).sum() / (y ** 2).sum().clamp_min(1e-12)
 
     return loss_fn

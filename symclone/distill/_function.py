@@ -89,23 +89,38 @@ def fit_function_closed_form(student: Any, teacher: Any, l: int, h_train: torch.
             "solver": "closed_form", "samples": acc.n}
 
 
+def _penalty(lhs: torch.Tensor, rhs: torch.Tensor, pred: torch.Tensor, ctx: Any) -> torch.Tensor:
+    """``‖f(g·h) − g·f(h)‖² / ‖f(h)‖²`` over the global batch (this rank's share, as ``relative_mse``)."""
+    den = (pred.detach() ** 2).sum()
+    if ctx is None:
+        return ((lhs - rhs) ** 2).sum() / den.clamp_min(1e-12)
+    return ctx.world_size * ((lhs - rhs) ** 2).sum() / ctx.all_reduce_sum(den).clamp_min(1e-12)
+
+
 def function_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, target: torch.Tensor,
-                     use_pre: bool, batch_size: int, seed: int, eq_weight: float = 0.0) -> Callable[[int], torch.Tensor]:
-    """A ``loss_fn(step)`` drawing a deterministic batch per ``(seed, l, step)``."""
+                     use_pre: bool, batch_size: int, seed: int, eq_weight: float = 0.0, ctx: Any = None
+                     ) -> Callable[[int], torch.Tensor]:
+    """A ``loss_fn(step)`` drawing a deterministic batch per ``(seed, l, step)``. With a multi-process
+    ``ctx`` every rank draws the same global batch (and group elements) and uses its shard; both terms
+    are normalised by global sums (:func:`symclone.ddp.relative_mse`)."""
+    from symclone.ddp import relative_mse
+
     group = teacher.group
     rep_in, rep_out = teacher.reps[l - 1], teacher.reps[l]
 
     def loss_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + l * 100_003 + step)
-        idx = batched(h_train.shape[0], batch_size, gen)
-        h, y = h_train[idx], target[idx]
+        idx = batched(h_train.shape[0], batch_size, gen).to(h_train.device)
+        sl = slice(None) if ctx is None else ctx.shard_range(idx.shape[0])
+        h, y = h_train[idx[sl]], target[idx[sl]]
         pred = student.layer_forward(l, h, pre_activation=use_pre)
-        loss = ((pred - y) ** 2).sum() / (y ** 2).sum().clamp_min(1e-12)
+        loss = relative_mse(pred, y, ctx)
         if eq_weight > 0:
-            g = group.sample(h.shape[0], gen)
+            g = group.sample(idx.shape[0], gen)
+            g = tuple(t[sl] for t in g) if isinstance(g, tuple) else g[sl]
             lhs = student.layer_forward(l, group.act(g, h, rep_in), pre_activation=use_pre)
             rhs = group.act(g, pred, rep_out)
-            loss = loss + eq_weight * ((lhs - rhs) ** 2).sum() / (pred.detach() ** 2).sum().clamp_min(1e-12)
+            loss = loss + eq_weight * _penalty(lhs, rhs, pred, ctx)
         return loss
 
     return loss_fn

@@ -43,11 +43,12 @@ def build_pair(teacher_name: str, student_name: str, teacher_kwargs: Optional[di
 
 
 def clone_run(out: str | Path, teacher: Any, student: Any, data: Any = "gaussian",
-              cfg: Optional[DistillConfig] = None, resume: bool = False) -> dict:
+              cfg: Optional[DistillConfig] = None, resume: bool = False, ctx: Any = None) -> dict:
     """Clone into the run directory ``out`` and write the contract's files; returns the metrics.
 
     With ``resume`` the teacher is reloaded from ``out/teacher`` (so the same teacher is cloned) and
-    training continues from ``out/checkpoints/last``.
+    training continues from ``out/checkpoints/last``. With a multi-process ``ctx`` (``torchrun``) only
+    rank 0 writes files; every rank trains its shard (see :func:`distill`).
     """
     from symclone.students import save_student
     from symclone.teachers import load_teacher, save_teacher
@@ -66,10 +67,14 @@ def clone_run(out: str | Path, teacher: Any, student: Any, data: Any = "gaussian
                 raise ValueError(f"resume: {out} was started with a different {key} ({old.get(key)!r}); "
                                  f"use a new --out or the same settings")
         teacher = load_teacher(out / "teacher")
-    else:
+    elif ctx is None or ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_teacher(teacher, out / "teacher")
-    write_json(cfg_path, config)
-    metrics = distill(student, teacher, data, cfg, out=out, resume=resume)
-    save_student(student, out / "student")
+    if ctx is None or ctx.is_main:
+        write_json(cfg_path, config)
+    metrics = distill(student, teacher, data, cfg, out=out, resume=resume, ctx=ctx)
+    if ctx is None or ctx.is_main:
+        save_student(student, out / "student")
+    if ctx is not None:
+        ctx.barrier()
     return metrics

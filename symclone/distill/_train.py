@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -41,12 +41,30 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
              optimizer: Optional[torch.optim.Optimizer] = None, loss_curve: Optional[list] = None,
              log_every: int = 10, checkpoint_every: int = 0,
              on_checkpoint: Optional[Callable[[int, torch.optim.Optimizer, list], None]] = None,
-             stop_rel_error: float = 0.0, progress: bool = True, desc: str = "clone") -> dict:
+             stop_rel_error: float = 0.0, progress: bool = True, desc: str = "clone", ctx: Any = None,
+             precision: str = "fp32") -> dict:
     """Run ``steps`` optimiser steps (resuming at ``start_step``); returns the loss curve, the final
-    running relative error, the number of steps done and the seconds spent."""
+    running relative error, the number of steps done and the seconds spent.
+
+    ``ctx``: a :class:`symclone.distributed.DistributedContext`; with several processes the steps run
+    through ``DistributedDataParallel`` (``loss_fn`` must use this rank's shard and a loss whose mean over
+    ranks is the global loss, see :func:`symclone.ddp.relative_mse`), the logged error is the global one
+    and ``on_checkpoint`` runs on rank 0 only. ``precision``: the forward's numerics
+    (:func:`symclone.runtime.precision_context`).
+    """
     from tqdm.auto import tqdm
 
+    from symclone.runtime import precision_context
+
     opt = optimizer or make_optimizer(params, kind, lr, weight_decay)
+    model, device, dist_on = loss_fn, torch.device("cpu"), ctx is not None and ctx.distributed
+    if params:
+        device = params[0].device
+    if dist_on:
+        from symclone.ddp import ddp_step_module
+
+        model = ddp_step_module(params, loss_fn, ctx)
+        progress = progress and ctx.is_main
     curve = loss_curve if loss_curve is not None else []
     t0 = time.perf_counter()
     rel = float("nan")
@@ -57,15 +75,17 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
         for g in opt.param_groups:
             g["lr"] = cosine_lr(lr, step, steps)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(step)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {float(loss)} at step {step}; lower the lr "
+        with precision_context(precision, device):
+            loss = model(step)
+        value = float(ctx.all_reduce_mean(loss.detach().float())) if dist_on else float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"{desc}: loss became {value} at step {step}; lower the lr "
                                      "(e.g. --distill.lr=1e-3)")
         loss.backward()
         if grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
-        rel = float(loss.detach()) ** 0.5
+        rel = max(value, 0.0) ** 0.5
         if step % log_every == 0 or step == steps - 1:
             curve.append([step, rel])
             bar.set_postfix(rel_err=f"{rel:.2e}")
@@ -74,7 +94,10 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
             stopped = True
             break
         if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
-            on_checkpoint(step + 1, opt, curve)
+            if ctx is None or ctx.is_main:
+                on_checkpoint(step + 1, opt, curve)
+            if dist_on:
+                ctx.barrier()
     bar.close()
     done = (step + 1) if steps > start_step else start_step
     return {"loss_curve": curve, "final_rel_error": rel, "steps": done, "stopped_early": stopped,

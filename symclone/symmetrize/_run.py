@@ -124,8 +124,10 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     kw = {}
     if cfg.sampler in ("learned", "canonical") and group.name in ("c4", "p4"):
         kw["in_channels"] = int(teacher.feature_shapes[0][0])
+    # translations by centring only where the output is a position (n-body); the teacher task keeps
+    # the teacher's own (non-translation-equivariant) semantics
     f = Symmetrized(base, group, rep_in, rep_out, sampler=cfg.sampler, k=cfg.k,
-                    k_eval=cfg.k_eval or cfg.k, **kw)
+                    k_eval=cfg.k_eval or cfg.k, center=None if task == "nbody" else False, **kw)
     for p in student.parameters():
         p.requires_grad_(cfg.train_student)
     ref = float(te[1].pow(2).mean())
