@@ -2,7 +2,7 @@
 
 Runs the scale/roofline measurements of :mod:`benchmarks.roofline` in this process, then every other
 benchmark module present (``benchmarks/<name>.py``: clone, teachers, analysis, nbody, downstream, ...)
-in its own subprocess as ``python -m benchmarks.<name> [--quick] --out results/<name>[_quick].json``
+in its own subprocess as ``python -m benchmarks.<name> [--quick] --out results/suite/<name>[_quick].json``
 (a module that rejects ``--out`` is rerun without it). Known result files are summarised as rows of the
 same table (n-body time-to-MSE, Reynolds cost); others get a status row. Prints one Markdown table and
 writes ``results/bench_<device>[_quick].json``. ``--quick`` skips ``downstream`` (training runs), runs two
@@ -144,7 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 rows += summarise(rec)
                 continue
             timeout = min(timeout, left)
-        rec = run_module(name, args.quick, results / f"{name}{suffix}.json", timeout, args.threads)
+        # own folder: never overwrite the result files the modules' owners write by default
+        rec = run_module(name, args.quick, results / "suite" / f"{name}{suffix}.json", timeout, args.threads)
         out["modules"][name] = rec
         rows += summarise(rec)
     out["rows"] = rows

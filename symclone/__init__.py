@@ -30,6 +30,8 @@ _LAZY = {
     "distill": "symclone.distill", "DistillConfig": "symclone.distill",
     "Symmetrized": "symclone.symmetrize",
     "finetune": "symclone.finetune",
+    # runtime and scale
+    "resolve_device": "symclone.runtime", "DistributedContext": "symclone.distributed",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

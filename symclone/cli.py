@@ -35,13 +35,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args, extra = parser.parse_known_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     # dotted config overrides (--distill.lr=3e-4) are passed through as args.overrides
     bad = [e for e in extra if not (e.startswith("--") and "=" in e and "." in e.split("=")[0])]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
     args.overrides = [e[2:] for e in extra]
     try:
         return int(args.func(args) or 0)

@@ -59,3 +59,20 @@ CLI_INITIAL = {
     "cli_family": lambda: build_pair("cnn", "blocks", {"paper_layer": True, "size": 12})[1],
     "cli_function": lambda: build_pair("cnn", "mlp", {"channels": 2, "depth": 1, "size": 6})[1],
 }
+
+
+def build_finetune():
+    """An MLP whose first layer is 'cloned', anchored fine-tuning on a small C4 task (2 epochs, batch 16)."""
+    from torch import nn
+
+    from symclone.finetune import FinetuneConfig
+    from symclone.finetune.tasks import task_from_tensors
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.rand(32, 1, 28, 28, generator=gen), torch.arange(32) % 10
+    task = task_from_tensors("c4-generalisation", x, y, x[:8], y[:8])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+    kw = dict(mode="anchored", beta=1e-2, cloned=["1.*"], config=FinetuneConfig(epochs=2, batch_size=16, lr=1e-2,
+                                                                                 progress=False, eval_limit=8))
+    return model, task, kw

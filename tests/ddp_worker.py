@@ -5,7 +5,7 @@ students' tensors to ``OUT/<job>.safetensors``. Jobs: family cloning (blocks stu
 the same run interrupted after 3 steps and resumed from its rank-0 checkpoint, and function cloning
 (mlp student, 6 SGD steps), and 2 epochs of training a C4-symmetrized classifier with ``ddp_fit``
 (interrupted after epoch 1 and resumed), and ``symclone clone`` command lines (CLI_JOBS: family cloning
-with Adam, function cloning with SGD and an equivariance penalty).
+with Adam, function cloning with SGD and an equivariance penalty), and anchored fine-tuning (``finetune(..., ctx=ctx)``).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from symclone.ddp_fit import ddp_fit
 from symclone.distributed import DistributedContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import CLI_JOBS, JOBS, build, build_symmetrized  # noqa: E402
+from _ddp_jobs import CLI_JOBS, JOBS, build, build_finetune, build_symmetrized  # noqa: E402
 
 
 def main(out: str) -> None:
@@ -50,6 +50,11 @@ def main(out: str) -> None:
                     checkpoint=out / "ck" / "sym", resume=True)
         assert r["resumed_from"] == 1 and r["world_size"] == 2
         results["symmetrized"] = model
+        from symclone.finetune import finetune
+
+        model, task, kw = build_finetune()
+        finetune(model, task, ctx=ctx, checkpoint=str(out / "ck" / "finetune"), **kw)
+        results["finetune"] = model
         from symclone.cli import main as cli
 
         for name, argv in CLI_JOBS.items():  # the real CLI under torchrun (it joins the existing group)

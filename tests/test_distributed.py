@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import CLI_INITIAL, CLI_JOBS, JOBS, build, build_symmetrized  # noqa: E402
+from _ddp_jobs import CLI_INITIAL, CLI_JOBS, JOBS, build, build_finetune, build_symmetrized  # noqa: E402
 
 from symclone.ddp import clone_layer_ddp, ddp_optimize, relative_mse  # noqa: E402
 from symclone.ddp_fit import ddp_fit  # noqa: E402
@@ -58,7 +58,12 @@ def ddp_results(tmp_path_factory):
     ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, progress=False)
     refs["symmetrized"] = {"after": model.state_dict(), "before": before}
     from symclone.cli import main as cli
+    from symclone.finetune import finetune
 
+    model, task, kw = build_finetune()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    finetune(model, task, **kw)
+    refs["finetune"] = {"after": model.state_dict(), "before": before}
     ref_dir = tmp_path_factory.mktemp("ref")
     for name, argv in CLI_JOBS.items():
         assert cli(argv + ["--out", str(ref_dir / name)]) == 0
@@ -74,7 +79,7 @@ def ddp_results(tmp_path_factory):
     return got, refs
 
 
-@pytest.mark.parametrize("name", JOBS + ("symmetrized",) + tuple(CLI_JOBS))
+@pytest.mark.parametrize("name", JOBS + ("symmetrized", "finetune") + tuple(CLI_JOBS))
 def test_two_processes_equal_one(ddp_results, name):
     got, refs = ddp_results
     ref = refs[name]

@@ -45,3 +45,30 @@ def test_make_loader_distributed_shards_cover_dataset():
     assert not dl.pin_memory and dl.num_workers == 0
     with pytest.raises(ValueError, match="batch_size"):
         make_loader(ds, 0)
+
+
+def test_bf16_training_through_distill_and_config_check():
+    from symclone.distill import DistillConfig, build_pair, distill
+
+    with pytest.raises(ValueError, match="precision"):
+        DistillConfig(precision="fp8")
+    errs = {}
+    for prec in ("fp32", "bf16"):
+        teacher, student = build_pair("cnn", "mlp", {"channels": 1, "depth": 1, "size": 6})
+        cfg = DistillConfig(solver="adam", steps=100, lr=3e-2, n_train=64, n_eval=16, precision=prec,
+                            progress=False, device="auto")
+        rec = distill(student, teacher, "gaussian", cfg)["layers"][0]
+        assert rec["loss_curve"][-1][1] < 0.5 * rec["loss_curve"][0][1]  # it trains
+        errs[prec] = rec["feature_rel_error"]
+        assert next(student.parameters()).dtype == torch.float32  # master weights stay fp32
+    assert errs["bf16"] < 0.5 and abs(errs["bf16"] - errs["fp32"]) < 0.05 * errs["fp32"]
+    assert errs["bf16"] != errs["fp32"]  # bf16 rounding reached the training forward
+
+
+def test_tune_cpu_allocator_toggles():
+    from symclone.runtime import cpu_allocator_tuned, tune_cpu_allocator
+
+    ok = tune_cpu_allocator(True)
+    assert cpu_allocator_tuned() == ok
+    tune_cpu_allocator(False)
+    assert not cpu_allocator_tuned()

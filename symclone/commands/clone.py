@@ -65,6 +65,7 @@ def run(args) -> int:
     if args.paper_layer:
         teacher_kw["paper_layer"] = True
     from symclone.distributed import DistributedContext, configure_rank_logging, env_world_size
+    from symclone.runtime import resolve_device, tune_cpu_allocator
 
     cfg = DistillConfig(mode=args.mode, device=args.device, blocks=args.blocks,
                         progress=not args.no_progress and sys.stderr.isatty())
@@ -72,6 +73,8 @@ def run(args) -> int:
         cfg_over = [f"precision={args.precision}"] + cfg_over
     cfg = apply_overrides(cfg, cfg_over)
     ctx = DistributedContext.from_env(device=cfg.device) if env_world_size() > 1 else None
+    if (ctx.device if ctx is not None else resolve_device(cfg.device)).type == "cpu":
+        tune_cpu_allocator()  # reuse freed activations instead of page-faulting them every step (2-3x, family)
     try:
         if ctx is not None:
             configure_rank_logging(ctx)

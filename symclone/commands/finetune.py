@@ -73,10 +73,24 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = out / _tag(args)
     ckpt = str(stem) + "-checkpoint"  # stems carry no dots: checkpoint files add their own suffixes
-    if not args.resume:
+    from ..distributed import DistributedContext, configure_rank_logging, env_world_size
+
+    ctx = DistributedContext.from_env(device="cpu") if env_world_size() > 1 else None  # torchrun: DDP (gloo)
+    if ctx is not None:
+        configure_rank_logging(ctx)
+    if not args.resume and (ctx is None or ctx.is_main):
         for suffix in (".safetensors", ".json"):
             Path(ckpt + suffix).unlink(missing_ok=True)
-    res = finetune(model, task, mode=args.mode, beta=args.beta, anchor=args.anchor, config=cfg, checkpoint=ckpt)
+    if ctx is not None:
+        ctx.barrier()
+    try:
+        res = finetune(model, task, mode=args.mode, beta=args.beta, anchor=args.anchor, config=cfg,
+                       checkpoint=ckpt, ctx=ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if ctx is not None and not ctx.is_main:
+        return 0
     m = res.metrics
     write_json(str(stem) + ".json", {"run": str(run_dir), "task": task.describe(), "config": to_dict(cfg),
                                      "metrics": m, "history": res.history})

@@ -140,7 +140,7 @@ def _resume(stem, model, opt, sched, penalty, rng) -> tuple[int, list]:
 
 def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float = 1e-3, anchor: str = "l2",
              config: Optional[FinetuneConfig] = None, cloned: ClonedSpec = None,
-             checkpoint: Optional[str] = None, **overrides) -> FinetuneResult:
+             checkpoint: Optional[str] = None, ctx=None, **overrides) -> FinetuneResult:
     """Fine-tune ``model`` on ``task`` in ``mode``; returns the trained model and its metrics.
 
     Parameters
@@ -153,6 +153,9 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     config : :class:`FinetuneConfig`; keyword ``overrides`` replace its fields (``epochs=3``).
     checkpoint : file stem without a dot (``.safetensors``/``.json`` are appended); saves every
         epoch and resumes from it.
+    ctx : a multi-process :class:`symclone.distributed.DistributedContext` (``torchrun``): the model runs
+        under ``DistributedDataParallel``, each rank takes its contiguous shard of every global batch
+        (the last batch is trimmed to a multiple of the world size), only rank 0 writes the checkpoint.
 
     Returns
     -------
@@ -192,6 +195,12 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
         start, history = _resume(checkpoint, model, opt, sched, penalty, rng)
     n = len(task.train)
     steps = math.ceil(n / cfg.batch_size)
+    dist_on = ctx is not None and ctx.distributed
+    if dist_on:
+        from ..distributed import wrap_ddp
+        fwd = wrap_ddp(model, ctx, find_unused_parameters=True)  # e.g. a student's unused stored kernels
+    else:
+        fwd = model
     show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
     t0 = time.perf_counter()
     model.train()
@@ -203,8 +212,13 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
             from tqdm import tqdm
             it = tqdm(it, desc=f"finetune {mode} epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for s in it:
-            x, y = task.train.batch(perm[s * cfg.batch_size:(s + 1) * cfg.batch_size])
-            ce = F.cross_entropy(model(x), y)
+            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if dist_on:  # equal shards: DDP's gradient average is then the global batch mean
+                idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
+                if len(idx) == 0:
+                    continue
+            x, y = task.train.batch(idx)
+            ce = F.cross_entropy(fwd(x), y)
             anchored = mode == "anchored"
             # the decoupled l2 anchor acts through prox(); its value is logged once per epoch
             pen = penalty(model) if anchored and not penalty.decoupled else torch.zeros(())
@@ -219,13 +233,17 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
             tot_ce += float(ce.detach())
             tot_pen += float(pen.detach())
         sched.step()
+        if dist_on:
+            tot_ce = float(ctx.all_reduce_mean(torch.tensor(tot_ce)))
         if mode == "anchored" and penalty.decoupled:
             with torch.no_grad():
                 tot_pen = float(penalty(model)) * steps
         history.append({"epoch": epoch + 1, "ce": tot_ce / steps, "anchor": tot_pen / steps})
         log.info("epoch %d: ce %.4f anchor %.4g", epoch + 1, tot_ce / steps, tot_pen / steps)
-        if checkpoint is not None:
+        if checkpoint is not None and (ctx is None or ctx.is_main):
             _save(checkpoint, model, opt, sched, penalty, epoch + 1, history, rng)
+        if dist_on:
+            ctx.barrier()
     seconds = time.perf_counter() - t0
     model.eval()
     metrics = evaluate(model, task, limit=cfg.eval_limit, n_invariance=cfg.n_invariance)
