@@ -155,7 +155,9 @@ class ConvTeacher(nn.Module):
         """Layer ``l`` (1-based) applied to feature ``l-1``: ``σ(K_l(θ) ⋆ h + b)``.
 
         With batched ``params`` ``(K, P_l)``, ``h`` is ``(K, B, ...)`` or ``(B, ...)`` (broadcast)
-        and the output is ``(K, B, ...)`` (one grouped convolution).
+        and the output is ``(K, B, ...)``: for a shared ``(B, ...)`` input one convolution with
+        ``K·C_out`` output channels, for ``(K, B, ...)`` one grouped convolution. The result is a
+        ``transpose(0, 1)`` view of a contiguous ``(B, K, ...)`` tensor.
         """
         self._check_layer(l)
         batched = params is not None and params.ndim == 2
@@ -175,15 +177,19 @@ class ConvTeacher(nn.Module):
             w = self._batched_kernels(l, params)  # (K, Co, Ci, k, k)
             b = self._bias_from_params(l, params[0])
             bias = None if b is None else torch.stack([self._bias_from_params(l, p) for p in params]).reshape(-1)
+            w = w.reshape(-1, *w.shape[2:])  # (K·Co, Ci, k, k)
             if h.ndim == len(self.feature_shapes[l - 1]) + 1:
-                h = h.unsqueeze(0).expand(K, *h.shape)
+                # shared input: ONE conv with K·Co output channels (no K-times expanded input)
+                out = conv2d_padded(h, w, bias, self.padding)  # (B, K·Co, H', W')
             elif h.shape[0] != K:
                 raise ValueError(f"h: batched params hold K={K} parameter vectors but h has leading dim "
                                  f"{h.shape[0]}; pass h as (K, B, ...) or (B, ...)")
-            B = h.shape[1]
-            hk = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
-            out = conv2d_padded(hk, w.reshape(-1, *w.shape[2:]), bias, self.padding, groups=K)
-            out = out.reshape(B, K, -1, *out.shape[-2:]).transpose(0, 1)
+            else:  # one input per parameter vector: grouped conv over the K inputs
+                B = h.shape[1]
+                hk = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
+                out = conv2d_padded(hk, w, bias, self.padding, groups=K)
+            # (B, K·Co, H', W') -> (K, B, Co, H', W'), a view (contiguous after transpose(0, 1))
+            out = out.reshape(out.shape[0], K, -1, *out.shape[-2:]).transpose(0, 1)
         return out if pre_activation else torch.relu(out)
 
     def _cached_kernel(self, l: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ import time
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from symclone.students._base import POINTWISE
 
@@ -27,7 +28,7 @@ from ._closed_form import family_svd_solve, teacher_affine_maps
 from ._feeds import batched, teacher_input
 
 __all__ = ["family_solver", "fit_family_closed_form", "family_loss_fn", "family_parameters",
-           "check_affine_in_params"]
+           "check_affine_in_params", "sum_of_squares"]
 
 
 def family_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int) -> str:
@@ -100,6 +101,21 @@ def family_parameters(student: Any, l: int, fix_h: bool = True) -> list[torch.nn
     return params
 
 
+def sum_of_squares(y: torch.Tensor) -> torch.Tensor:
+    """``Σ y²`` as one dot product over ``y``'s storage, without a ``y²`` temporary.
+
+    A teacher's batched output is a ``transpose(0, 1)`` view of a contiguous tensor; the sum is
+    permutation invariant, so it runs over that contiguous tensor (other layouts are copied once).
+
+    >>> y = torch.arange(24.0).reshape(4, 2, 3).transpose(0, 1)
+    >>> bool(sum_of_squares(y) == (y ** 2).sum())
+    True
+    """
+    flat = y.transpose(0, 1) if y.ndim > 1 and not y.is_contiguous() and y.transpose(0, 1).is_contiguous() else y
+    flat = flat.reshape(-1)
+    return torch.dot(flat, flat)
+
+
 def family_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, use_pre: bool, batch_size: int,
                    kernels: int, seed: int, fresh_gaussian: bool = False, ctx: Any = None
                    ) -> Callable[[int], torch.Tensor]:
@@ -123,6 +139,9 @@ def family_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, us
         pred = student.layer_forward(l, h, params=k, pre_activation=use_pre)
         if ctx is not None:
             return relative_mse(pred, y, ctx)
-        return ((pred - y) ** 2).sum() / (y ** 2).sum().clamp_min(1e-12)
+        if pred.dtype in (torch.float16, torch.bfloat16) or y.dtype in (torch.float16, torch.bfloat16):
+            pred, y = pred.float(), y.float()  # reduced-precision forward: reduce in fp32 (as relative_mse)
+        # fused squared error (no pred − y temporary kept for backward) over Σ y² as a dot product
+        return F.mse_loss(pred, y, reduction="sum") / sum_of_squares(y).clamp_min(1e-12)
 
     return loss_fn

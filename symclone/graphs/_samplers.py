@@ -28,6 +28,7 @@ from ..symmetrize import GroupSample, Sampler, log_sinkhorn, permutation_entropy
 from ._batch import check_graph_batch, split_graph
 from ._canon import canonical_order
 from ._models import mlp
+from ._refine_noise import refined_noise
 
 __all__ = ["GraphSampler", "UniformGraphSampler", "CanonicalGraphSampler", "LearnedGraphSampler",
            "real_first_argsort", "make_graph_sampler"]
@@ -151,25 +152,41 @@ class LearnedGraphSampler(GraphSampler):
     """
 
     def __init__(self, n_max: Optional[int] = None, d: int = 0, noise: float = 1.0, tau: float = 0.01,
-                 sinkhorn_iters: int = 20, entropy_weight: float = 0.1, hidden: int = 32, layers: int = 3):
+                 sinkhorn_iters: int = 20, entropy_weight: float = 0.1, hidden: int = 32, layers: int = 3,
+                 noise_kind: str = "refined"):
         super().__init__(n_max)
         if tau <= 0 or noise < 0:
             raise ValueError(f"tau, noise: expected tau > 0 and noise >= 0, got {tau}, {noise}")
+        if noise_kind not in ("refined", "iid"):
+            raise ValueError(f"noise_kind: expected 'refined' or 'iid', got {noise_kind!r}")
         self.net = ScoreGIN(d, hidden, layers)
-        self.noise, self.tau = float(noise), float(tau)
+        self.noise, self.tau, self.noise_kind = float(noise), float(tau), noise_kind
         self.iters, self.entropy_weight = int(sinkhorn_iters), float(entropy_weight)
 
-    def scores(self, x, generator=None):
+    def draw_noise(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``ε`` (B, N): ``U[0, σ]`` i.i.d. (``iid``) or ``σ ×`` :func:`refined_noise` (``refined``)."""
         dtype = self.net.head.weight.dtype
-        eps = torch.rand(x.shape[:2], generator=generator, dtype=dtype, device=x.device) * self.noise
-        return self.net(x.to(dtype), eps)
+        if self.noise_kind == "iid":
+            return torch.rand(x.shape[:2], generator=generator, dtype=dtype, device=x.device) * self.noise
+        a, m, f = split_graph(x)
+        return refined_noise(a, m, f, generator).to(dtype) * self.noise
+
+    def scores(self, x, generator=None):
+        return self._scores(x, self.draw_noise(x, generator))
+
+    def _scores(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self.net(x.to(self.net.head.weight.dtype), eps)
 
     def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
         self._check(x)
         xk = repeat_batch(x, int(k))
         mask = xk[:, :, xk.shape[1]] > 0.5
-        s = self.scores(xk, generator)
-        p = real_first_argsort(s.detach(), mask)
+        eps = self.draw_noise(xk, generator)
+        s = self._scores(xk, eps)
+        # ties of the scores (e.g. a saturated score net) are broken by the noise, never by index
+        first = real_first_argsort(eps, mask)
+        p = torch.gather(first, 1, real_first_argsort(torch.gather(s.detach(), 1, first),
+                                                      torch.gather(mask, 1, first)))
         if not (torch.is_grad_enabled() and s.requires_grad):
             return GroupSample(g=p, k=int(k))
         soft = log_sinkhorn(self._soft_logits(s, p, mask), self.iters)  # [position j, node n]
