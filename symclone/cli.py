@@ -10,6 +10,7 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser"]
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    # e3nn scripts its modules with torch.jit, which torch >= 2.10 flags as deprecated: not actionable here
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # dotted config overrides (--distill.lr=3e-4) are passed through as args.overrides

@@ -153,13 +153,17 @@ class LearnedGraphSampler(GraphSampler):
 
     def __init__(self, n_max: Optional[int] = None, d: int = 0, noise: float = 1.0, tau: float = 0.01,
                  sinkhorn_iters: int = 20, entropy_weight: float = 0.1, hidden: int = 32, layers: int = 3,
-                 noise_kind: str = "refined"):
+                 noise_kind: str = "refined", residual: bool = True):
         super().__init__(n_max)
         if tau <= 0 or noise < 0:
             raise ValueError(f"tau, noise: expected tau > 0 and noise >= 0, got {tau}, {noise}")
         if noise_kind not in ("refined", "iid"):
             raise ValueError(f"noise_kind: expected 'refined' or 'iid', got {noise_kind!r}")
         self.net = ScoreGIN(d, hidden, layers)
+        self.residual = bool(residual)
+        if self.residual:  # start exactly at the IR-leaf ordering; training learns the corrections
+            nn.init.zeros_(self.net.head.weight)
+            nn.init.zeros_(self.net.head.bias)
         self.noise, self.tau, self.noise_kind = float(noise), float(tau), noise_kind
         self.iters, self.entropy_weight = int(sinkhorn_iters), float(entropy_weight)
 
@@ -175,7 +179,8 @@ class LearnedGraphSampler(GraphSampler):
         return self._scores(x, self.draw_noise(x, generator))
 
     def _scores(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return self.net(x.to(self.net.head.weight.dtype), eps)
+        s = self.net(x.to(self.net.head.weight.dtype), eps)
+        return s + eps if self.residual else s
 
     def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
         self._check(x)
