@@ -5,6 +5,7 @@ from ._canon import CanonicalBudgetError, canonical_order, initial_colors, refin
 from ._io import (GRAPH_DATA_ENV, Graph, find_graph_data, load_exp, load_graph8c, parse_graph6,
                   read_graph6, to_graph6)
 from ._models import GraphMLP, MessagePassing, mlp
+from ._refine_noise import random_ir_colors, refined_noise
 from ._symmetrize import symmetrize_graph_model
 from ._samplers import (CanonicalGraphSampler, GraphSampler, LearnedGraphSampler, UniformGraphSampler,
                         make_graph_sampler, real_first_argsort)
@@ -14,4 +15,4 @@ __all__ = ["Graph", "parse_graph6", "to_graph6", "read_graph6", "load_exp", "loa
            "graph_width", "canonical_order", "refine_colors", "initial_colors", "CanonicalBudgetError",
            "GraphMLP", "MessagePassing", "mlp", "GraphSampler", "UniformGraphSampler",
            "CanonicalGraphSampler", "LearnedGraphSampler", "make_graph_sampler", "real_first_argsort",
-           "symmetrize_graph_model"]
+           "symmetrize_graph_model", "refined_noise", "random_ir_colors"]

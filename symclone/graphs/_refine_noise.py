@@ -66,8 +66,9 @@ def random_ir_colors(adj: np.ndarray, init: np.ndarray, u: np.ndarray) -> np.nda
     ``0..n-1``); the node individualized in the first non-singleton cell is ``argmin u`` there.
 
     >>> c4 = np.array([[0,1,0,1],[1,0,1,0],[0,1,0,1],[1,0,1,0]], dtype=np.int64)
-    >>> random_ir_colors(c4, np.zeros(4, dtype=np.int64), np.array([.5, .1, .9, .3]))
-    array([2, 0, 3, 1])
+    >>> c = random_ir_colors(c4, np.zeros(4, dtype=np.int64), np.array([.5, .1, .9, .3]))
+    >>> int(c[1]), sorted(c.tolist())         # node 1 (smallest u) was individualized first
+    (0, [0, 1, 2, 3])
     """
     n = len(init)
     colors = _refine(adj, _dense_ranks(init))
@@ -91,8 +92,8 @@ def refined_noise(a: torch.Tensor, m: torch.Tensor, f: torch.Tensor,
 
     >>> a = torch.zeros(1, 4, 4); a[0, 0, 1] = a[0, 1, 0] = 1
     >>> e = refined_noise(a, torch.tensor([[1., 1., 1., 0.]]), torch.zeros(1, 4, 0))
-    >>> sorted(e[0, :3].tolist()), float(e[0, 3])
-    ([0.0, 0.3333333432674121, 0.6666666865348816], 0.0)
+    >>> sorted(round(v, 4) for v in e[0, :3].tolist()), float(e[0, 3])
+    ([0.0, 0.3333, 0.6667], 0.0)
     """
     B, N = m.shape
     if u is None:

@@ -11,9 +11,16 @@ was permuted by a ``g ∈ S_{n_max}`` that interleaves padding and real nodes).
 * :class:`CanonicalGraphSampler` — ``s`` = position in the canonical form of
   :func:`~symclone.graphs.canonical_order` (individualization-refinement; ties are resolved by
   the search, never by the input index): exactly invariant per call, ``k = 1``.
-* :class:`LearnedGraphSampler` — ``s = q_ω(A, [m | X | ε])``, ``ε ~ U[0, σ]`` i.i.d. per node,
-  ``q_ω`` a GIN (permutation equivariant); hard argsort forward, SoftSort + 20 log-Sinkhorn
-  iterations (τ = 0.01) straight-through backward, ``aux_loss = 0.1 × entropy(P_soft)`` (LPS).
+* :class:`LearnedGraphSampler` — ``s = ε + q_ω(A, [m | X | ε])`` (``residual``; ``q_ω`` a GIN,
+  permutation equivariant, its linear head zero-initialised so training starts from the
+  ordering of ``ε``); hard argsort forward (score ties broken by ``ε``), SoftSort + 20
+  log-Sinkhorn iterations (τ = 0.01) straight-through backward, ``aux_loss = 0.1 ×
+  entropy(P_soft)`` (LPS). Noise ``ε``: ``noise_kind="refined"`` (default) = ``σ ×`` the leaf
+  colouring of one random individualization-refinement branch (:func:`refined_noise`: i.i.d.
+  uniforms only choose *which* node of a tied cell is individualized, then 1-WL refinement
+  propagates that choice), or ``"iid"`` = ``U[0, σ]`` i.i.d. per node (plain LPS). Both are
+  equivariant in distribution; refined noise concentrates ``p(g | x)`` on a few reorderings
+  per graph (those related by automorphisms give the same input to the backbone).
 """
 from __future__ import annotations
 
@@ -140,8 +147,10 @@ class LearnedGraphSampler(GraphSampler):
     Parameters
     ----------
     n_max, d : padded size and node-feature dimension of the inputs.
-    noise : σ of the node noise ``ε ~ U[0, σ]``. tau : SoftSort temperature.
+    noise : scale σ of the node noise ``ε``. tau : SoftSort temperature.
     sinkhorn_iters, entropy_weight : LPS defaults 20 and 0.1. hidden, layers : score GIN size.
+    noise_kind : ``"refined"`` (IR-leaf noise, default) or ``"iid"`` (``ε ~ U[0, σ]``, plain LPS).
+    residual : scores ``ε + q_ω`` with a zero-initialised head (default) instead of ``q_ω``.
 
     The straight-through matrix is only built when gradients are enabled (training).
 
