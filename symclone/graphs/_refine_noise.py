@@ -19,9 +19,8 @@ to ``[0, 1)``, is the noise ``ε``. Properties:
   reordered graph — a single draw of noise yields one of only a few distinct orderings
   (EXP: 2–5 distinct reordered graphs in 10 draws instead of 10).
 
-Colour refinement here hashes the neighbour-colour counts with fixed random 62-bit weights
-(an invariant function of colours and counts; a hash collision would only merge cells, which
-keeps the result equivariant).
+Colour refinement ranks nodes lexicographically by (colour, neighbour counts per colour), as
+:func:`~symclone.graphs.refine_colors` does (an invariant order).
 """
 from __future__ import annotations
 
@@ -32,28 +31,25 @@ import torch
 
 __all__ = ["refined_noise", "random_ir_colors"]
 
-_W = np.random.default_rng(12345).integers(1, 2 ** 62, size=4096, dtype=np.int64)
-
-
 def _dense_ranks(keys: np.ndarray) -> np.ndarray:
     return np.unique(keys, return_inverse=True)[1].reshape(-1)
 
 
 def _refine(adj: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """1-WL refinement to the coarsest equitable partition finer than ``colors`` (dense ranks,
-    cells only split; the order of new cells is an invariant function of colours and counts)."""
+    """1-WL refinement to the coarsest equitable partition finer than ``colors`` (dense ranks;
+    cells only split; new cells are ranked lexicographically by ``(colour, neighbour counts per
+    colour)``, the order of :func:`~symclone.graphs.refine_colors`, so similar nodes of similar
+    graphs get nearby positions)."""
     n = len(colors)
     ncol = int(colors.max()) + 1
     while ncol < n:
-        w = _W[:ncol] if ncol <= len(_W) else np.random.default_rng(ncol).integers(1, 2 ** 62, ncol)
-        h = adj @ w[colors]                       # int64 wrap-around hash of neighbour colour counts
-        new = np.lexsort((h, colors))             # sort by colour, then hash
-        key_c, key_h = colors[new], h[new]
-        step = np.ones(n, dtype=np.int64)
-        step[1:] = (key_c[1:] != key_c[:-1]) | (key_h[1:] != key_h[:-1])
-        step[0] = 0
+        counts = adj @ np.eye(ncol, dtype=np.int64)[colors]           # (n, ncol)
+        order = np.lexsort(tuple(counts[:, ::-1].T) + (colors,))     # primary: colour, then counts
+        kc, kn = colors[order], counts[order]
+        step = np.zeros(n, dtype=np.int64)
+        step[1:] = (kc[1:] != kc[:-1]) | (kn[1:] != kn[:-1]).any(1)
         out = np.empty(n, dtype=np.int64)
-        out[new] = np.cumsum(step)
+        out[order] = np.cumsum(step)
         m = int(out.max()) + 1
         if m == ncol:
             return out
