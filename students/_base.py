@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from symclone.groups import Rep, parse_rep
 from symclone.io import CheckpointError, load_checkpoint, save_checkpoint
+from symclone.layered import LayeredModule
 
 __all__ = ["StudentBase", "ACTIVATIONS", "apply_activation", "infer_activations", "infer_activations_from",
            "save_student", "load_student", "teacher_layout", "POINTWISE"]
@@ -86,7 +87,7 @@ def teacher_layout(teacher: Any) -> dict:
             "activations": infer_activations(teacher)}
 
 
-class StudentBase(nn.Module):
+class StudentBase(LayeredModule):
     """Base class of all students. Subclasses implement ``_pre(l, h, params)`` (the linear /
     learned map of layer ``l`` before the nonlinearity) and fill ``self.config``."""
 
@@ -148,14 +149,6 @@ class StudentBase(nn.Module):
                              "only the 'blocks' student takes teacher parameters")
         z = self._pre(l, h, params)
         return z if pre_activation else apply_activation(self.activations[l - 1], z)
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Features ``1..L`` of the student (same shapes as the teacher's)."""
-        feats, h = [], x
-        for l in range(1, self.num_layers + 1):
-            h = self.layer_forward(l, h)
-            feats.append(h)
-        return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[-1]

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from symclone.groups import Group, Rep, parse_rep
+from symclone.layered import LayeredModule
 
 __all__ = ["ConvTeacher", "conv2d_padded", "unrolled_conv_matrix", "check_size", "check_padding", "reps_of",
            "PADDINGS"]
@@ -67,7 +68,7 @@ def unrolled_conv_matrix(kernel: torch.Tensor, size: tuple[int, int], padding: s
     return out.index_put_((rows.reshape(-1), cols.reshape(-1)), vals.reshape(-1), accumulate=True)
 
 
-class ConvTeacher(nn.Module):
+class ConvTeacher(LayeredModule):
     """Base class: subclasses set ``self.group``, ``self.reps``, ``self.feature_shapes``,
     ``self.padding``, ``self._ksizes`` and implement ``_kernel_from_params``/``_bias_from_params``/
     ``layer_params``/``_init_std``."""
@@ -213,14 +214,6 @@ class ConvTeacher(nn.Module):
     def _split_params(self, l: int, params: torch.Tensor) -> list[torch.Tensor]:
         sizes = [t.numel() for t in self._param_tensors(l)]
         return list(torch.split(params, sizes))
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of layers ``1..L`` (after the ReLU)."""
-        feats, h = [], x
-        for l in range(1, self.num_layers + 1):
-            h = self.layer_forward(l, h)
-            feats.append(h)
-        return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature, or the class logits ``head(pool(f_L))`` when a head is attached."""

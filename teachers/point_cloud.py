@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from symclone.groups import get_group, parse_rep
+from symclone.layered import LayeredModule
 from symclone.registry import register_teacher
 
 __all__ = ["E3NNTeacher", "MessageLayer", "NBODY_IRREPS"]
@@ -96,7 +97,7 @@ class MessageLayer(nn.Module):
 
 
 @register_teacher("e3nn")
-class E3NNTeacher(nn.Module):
+class E3NNTeacher(LayeredModule):
     """O(3) × S_n-equivariant point-cloud / n-body teacher built from e3nn.
 
     Parameters
@@ -233,13 +234,6 @@ class E3NNTeacher(nn.Module):
                              f"dim {h.shape[0]}; pass h as (K, B, N, d) or (B, N, d)")
         hs = h if h.ndim == 4 else h.unsqueeze(0).expand(params.shape[0], *h.shape)
         return torch.stack([call(p, x) for p, x in zip(params, hs)])
-
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats, h = [], x
-        for l in range(1, self.num_layers + 1):
-            h = self.layer_forward(l, h)
-            feats.append(h)
-        return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One vector (irreps ``1x1o``) per particle: ``(B, N, 3)``."""
