@@ -41,7 +41,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     # escnn works without py3nj (slower SO(3) Clebsch-Gordan only): install it without deps.
     skipped+=("py3nj (no Fortran compiler): escnn runs without it")
     .venv/bin/python -m pip install -q --no-deps escnn
-    .venv/bin/python -m pip install -q lie_learn pymanopt autograd "numpy<2" e3nn scipy \
+    .venv/bin/python -m pip install -q lie_learn joblib pymanopt autograd "numpy<2" e3nn scipy \
       matplotlib tqdm "safetensors>=0.4" pytest
     .venv/bin/python -m pip install -q --no-deps -e .
   else
