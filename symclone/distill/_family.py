@@ -22,10 +22,10 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from symclone.students._base import POINTWISE
 
 from ._closed_form import family_svd_solve, teacher_affine_maps
 from ._feeds import batched, teacher_input
+from ._solver import dense_layer_obstacle, resolve_solver
 
 __all__ = ["family_solver", "fit_family_closed_form", "family_loss_fn", "family_parameters",
            "check_affine_in_params", "sum_of_squares"]
@@ -35,18 +35,10 @@ def family_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int)
     if not getattr(student, "supports_params", False):
         raise ValueError(f"student: family cloning needs a kernel-conditioned student ('blocks'), "
                          f"got {student.config['name']!r}")
-    why = None
-    if student.activations[l - 1] not in POINTWISE:
-        why = f"layer {l}'s nonlinearity ({student.activations[l - 1]}) is not a fixed pointwise map"
-    elif student.in_dim(l) + 1 > max_dim:
-        why = f"layer {l}'s input size {student.in_dim(l)} exceeds closed_form_max_dim={max_dim}"
-    elif not check_affine_in_params(teacher, l):
+    why = dense_layer_obstacle(student, l, max_dim)
+    if why is None and not check_affine_in_params(teacher, l):
         why = f"teacher layer {l} is not affine in its parameters"
-    if solver == "closed_form" and why:
-        raise ValueError(f"solver: closed form does not apply: {why}; use solver=adam")
-    if solver == "auto":
-        return "adam" if why else "closed_form"
-    return solver
+    return resolve_solver(solver, why)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from symclone.students._base import POINTWISE
 
 from ._closed_form import RidgeAccumulator
 from ._feeds import batched
+from ._solver import dense_layer_obstacle, resolve_solver
 
 __all__ = ["function_solver", "fit_function_closed_form", "function_loss_fn", "use_pre_activation",
            "check_affine_in_input"]
@@ -38,22 +39,15 @@ def use_pre_activation(student: Any, l: int, target: str) -> bool:
 
 def function_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int, eq_weight: float) -> str:
     """Resolve ``"auto"``; raise ``ValueError`` if ``"closed_form"`` was asked for but does not apply."""
-    why = None
     if not hasattr(student, "set_affine"):
         why = f"student {student.config['name']!r} is not a dense affine map per layer"
-    elif student.activations[l - 1] not in POINTWISE:
-        why = f"layer {l}'s nonlinearity ({student.activations[l - 1]}) is not a fixed pointwise map"
-    elif student.in_dim(l) + 1 > max_dim:
-        why = f"layer {l}'s input size {student.in_dim(l)} exceeds closed_form_max_dim={max_dim}"
-    elif eq_weight > 0:
+    else:
+        why = dense_layer_obstacle(student, l, max_dim)
+    if why is None and eq_weight > 0:
         why = "an equivariance penalty was requested"
-    elif not check_affine_in_input(teacher, l):
+    if why is None and not check_affine_in_input(teacher, l):
         why = f"teacher layer {l}'s pre-activation is not affine in its input"
-    if solver == "closed_form" and why:
-        raise ValueError(f"solver: closed form does not apply: {why}; use solver=adam")
-    if solver == "auto":
-        return "adam" if why else "closed_form"
-    return solver
+    return resolve_solver(solver, why)
 
 
 @torch.no_grad()
