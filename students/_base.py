@@ -94,8 +94,14 @@ class StudentBase(LayeredModule):
     config: dict
     supports_params: bool = False
 
-    def _init_layout(self, feature_shapes: Sequence[Sequence[int]], reps: Sequence[str],
-                     activations: Optional[Sequence[str]]) -> None:
+    def _init_layout(self, feature_shapes: Optional[Sequence[Sequence[int]]], reps: Optional[Sequence[str]],
+                     activations: Optional[Sequence[str]], teacher: Any = None) -> None:
+        """Set ``feature_shapes``, ``reps``, ``activations``, from ``teacher`` when one is given."""
+        if teacher is not None:
+            lay = teacher_layout(teacher)
+            feature_shapes, reps, activations = lay["feature_shapes"], lay["reps"], lay["activations"]
+        if feature_shapes is None or reps is None:
+            raise ValueError("feature_shapes, reps: give both, or teacher=")
         if len(feature_shapes) < 2:
             raise ValueError(f"feature_shapes: expected L+1 >= 2 shapes (input first), got {len(feature_shapes)}")
         if len(reps) != len(feature_shapes):

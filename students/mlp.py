@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from symclone.registry import register_student
 
-from ._base import StudentBase, teacher_layout
+from ._base import StudentBase
 
 __all__ = ["MLPStudent"]
 
@@ -44,12 +44,7 @@ class MLPStudent(StudentBase):
                  reps: Optional[Sequence[str]] = None, activations: Optional[Sequence[str]] = None,
                  bias: bool = True, seed: Optional[int] = 0, teacher: Any = None):
         super().__init__()
-        if teacher is not None:
-            lay = teacher_layout(teacher)
-            feature_shapes, reps, activations = lay["feature_shapes"], lay["reps"], lay["activations"]
-        if feature_shapes is None or reps is None:
-            raise ValueError("feature_shapes, reps: give both, or teacher=")
-        self._init_layout(feature_shapes, reps, activations)
+        self._init_layout(feature_shapes, reps, activations, teacher)
         self.config = {"name": "mlp", "kwargs": dict(
             feature_shapes=[list(s) for s in self.feature_shapes], reps=[str(r) for r in self.reps],
             activations=list(self.activations), bias=bias, seed=seed)}

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from symclone.registry import register_student
 
-from ._base import StudentBase, teacher_layout
+from ._base import StudentBase
 
 __all__ = ["TransformerStudent", "TokenStage"]
 
@@ -109,14 +109,9 @@ class TransformerStudent(StudentBase):
                  dim: int = 64, depth: int = 2, heads: int = 4, patch: int = 4, mlp_ratio: int = 2,
                  halo: int = 1, seed: Optional[int] = 0, teacher: Any = None):
         super().__init__()
-        if teacher is not None:
-            lay = teacher_layout(teacher)
-            feature_shapes, reps, activations = lay["feature_shapes"], lay["reps"], lay["activations"]
-        if feature_shapes is None or reps is None:
-            raise ValueError("feature_shapes, reps: give both, or teacher=")
+        self._init_layout(feature_shapes, reps, activations, teacher)
         if dim % heads:
             raise ValueError(f"dim: must be divisible by heads ({heads}), got {dim}")
-        self._init_layout(feature_shapes, reps, activations)
         self.config = {"name": "transformer", "kwargs": dict(
             feature_shapes=[list(s) for s in self.feature_shapes], reps=[str(r) for r in self.reps],
             activations=list(self.activations), dim=dim, depth=depth, heads=heads, patch=patch,

@@ -29,30 +29,19 @@ True
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
+from symclone.dtypes import default_dtype
 from symclone.groups import get_group
 from symclone.registry import register_teacher
 
 from ._conv import ConvTeacher, check_size, reps_of
 
-__all__ = ["GCNNC4Teacher", "float32_default"]
-
-
-@contextlib.contextmanager
-def float32_default():
-    """escnn 1.0.11 cannot build an ``R2Conv`` under a float64 default dtype: build in float32."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
+__all__ = ["GCNNC4Teacher"]
 
 
 @register_teacher("gcnn_c4")
@@ -99,7 +88,7 @@ class GCNNC4Teacher(ConvTeacher):
         types = [enn.FieldType(self.gspace, [self.gspace.trivial_repr] * in_channels)]
         types += [enn.FieldType(self.gspace, [self.gspace.regular_repr] * f) for f in nf]
         self.field_types = types
-        with float32_default():
+        with default_dtype(torch.float32):  # escnn cannot build under float64 (DESIGN §10)
             self.convs = nn.ModuleList(
                 enn.R2Conv(types[i], types[i + 1], kernel_size, padding=kernel_size // 2,
                            padding_mode="circular", bias=bias, recompute=True) for i in range(len(nf)))

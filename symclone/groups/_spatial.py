@@ -14,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from ..dtypes import default_dtype
 from ._base import Group
 
 __all__ = ["SO3", "O3", "Sn", "random_rotation"]
@@ -45,12 +46,9 @@ def _d_from_matrix(irreps, Q: torch.Tensor) -> torch.Tensor:
     e3nn builds its so(3) generators in the *default* dtype, so float64 inputs would still carry
     float32 rounding (~1e-6); we switch the default dtype for the duration of the call.
     """
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(Q.dtype if Q.dtype in (torch.float32, torch.float64) else old)
-    try:
+    dtype = Q.dtype if Q.dtype in (torch.float32, torch.float64) else torch.get_default_dtype()
+    with default_dtype(dtype):
         return irreps.D_from_matrix(Q)
-    finally:
-        torch.set_default_dtype(old)
 
 
 class SO3(Group):

@@ -16,7 +16,6 @@ sampled pixel), ``w = onehot + softmax(ℓ/T) − stopgrad(softmax(ℓ/T))``, so
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
@@ -25,19 +24,10 @@ from torch import nn
 from ..groups import Group, get_group
 from ..groups._planar import C4, P4
 from ._base import GroupSample, Sampler, repeat_batch
+from ..dtypes import default_dtype
 from ._noise import add_noise
 
 __all__ = ["C4Net", "C4Sampler", "gumbel"]
-
-
-@contextlib.contextmanager
-def _float32_default():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
 
 
 def gumbel(shape, like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -59,7 +49,7 @@ class C4Net(nn.Module):
                  regular_input: bool = False):
         super().__init__()
         from escnn import gspaces, nn as enn
-        with _float32_default():
+        with default_dtype(torch.float32):
             gs = gspaces.rot2dOnR2(N=4)
             if regular_input:
                 if in_channels % 4:
