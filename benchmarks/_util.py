@@ -37,22 +37,42 @@ def clock_name(device: torch.device | str) -> str:
 
 
 def timeit(fn: Callable[[], Any], device: torch.device | str = "cpu", min_time: float = 0.5, warmup: int = 1,
-           max_reps: int = 1000, min_reps: int = 3) -> float:
+           max_reps: int = 1000, min_reps: int = 3, min_sample: float = 1e-3) -> float:
     """Fastest seconds per call of ``fn`` (after ``warmup`` calls), repeating for at least ``min_time``
     seconds (on the clock of :func:`clock_name`). The minimum, not the median: on a shared machine the
-    noise only ever adds time, so the fastest repetition is the best estimate of the code's own cost."""
+    noise only ever adds time, so the fastest repetition is the best estimate of the code's own cost.
+
+    Each sample times a batch of ``n`` back-to-back calls, with ``n`` doubled until one batch lasts at
+    least ``min_sample`` seconds, so that calls shorter than the clock's tick (CPU-time clocks on some
+    kernels advance in scheduler ticks) are still measured rather than read as zero."""
     clock = _clock(device)
     for _ in range(warmup):
         fn()
     sync(device)
-    times: list[float] = []
+
+    def batch(n: int) -> float:
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        sync(device)
+        return clock() - t0
+
+    n, elapsed = 1, batch(1)
+    while elapsed < min_sample and n < 2 ** 20:
+        n *= 2
+        elapsed = batch(n)
+    times: list[float] = [elapsed / n]
     t_start = clock()
     while len(times) < max_reps and (len(times) < min_reps or clock() - t_start < min_time):
-        t0 = clock()
-        fn()
+        times.append(batch(n) / n)
+    best = min(times)
+    if best <= 0.0:  # a clock that never advanced: fall back to wall time rather than report zero cost
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
         sync(device)
-        times.append(clock() - t0)
-    return min(times)
+        best = max((time.perf_counter() - t0) / n, 1e-12)
+    return best
 
 
 def _status_kb(field: str) -> Optional[int]:

@@ -21,7 +21,7 @@ from torch import nn
 
 from symclone.data.nbody import NBODY_REP_IN, nbody_tensors
 from symclone.symmetrize import Symmetrized
-from symclone.symmetrize._models import ParticleTransformer
+from symclone.symmetrize._models import PairTransformer, ParticleTransformer
 from symclone.symmetrize._run import Displacement
 from symclone.symmetrize._train import TrainConfig, equivariance_vs_k, evaluate_mse, time_forward, train_regressor
 
@@ -31,10 +31,11 @@ MODELS = ("transformer", "uniform", "canonical", "learned", "e3nn", "cloned")
 
 def build(name: str, args) -> nn.Module:
     tf = dict(dim=args.dim, depth=args.depth, heads=4)
+    backbone = {"transformer": ParticleTransformer, "pair": PairTransformer}[args.backbone]
     if name == "transformer":
-        return ParticleTransformer(**tf)
+        return backbone(**tf)
     if name in ("uniform", "canonical", "learned"):
-        return Symmetrized(ParticleTransformer(**tf), "sn x o3", NBODY_REP_IN, "points", sampler=name,
+        return Symmetrized(backbone(**tf), "sn x o3", NBODY_REP_IN, "points", sampler=name,
                            k=args.k, k_eval=args.k_eval, group_kw={"n": 5},
                            **({"noise": args.noise} if name == "learned" else {}))
     if name == "e3nn":
@@ -69,7 +70,7 @@ def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
     model = build(name, args)
     build_s = time.time() - t0
     minutes = args.minutes if name not in args.short else args.short_minutes
-    cfg = TrainConfig(lr=args.lr, batch_size=args.batch, epochs=args.epochs, minutes=minutes,
+    cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch, epochs=args.epochs, minutes=minutes,
                       eval_every=args.eval_every, seed=args.seed, progress=args.progress)
     ckpt = str(out_dir / "nbody_ckpt" / name) if args.resume else None
     log = lambda st: logging.info("%s epoch %d cpu %.0fs valid %.5f", name, st["epoch"], st["cpu_seconds"],
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--backbone", default="pair", choices=("transformer", "pair"),
+                   help="plain particle transformer, or with pair features (PairTransformer)")
+    p.add_argument("--weight-decay", type=float, default=1e-12)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--k", type=int, default=2, help="samples per input in training")

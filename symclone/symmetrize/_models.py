@@ -1,20 +1,39 @@
-"""A plain (non-equivariant in O(3)) transformer over particles for n-body prediction.
+"""Transformers over particles for n-body prediction (not O(3)-equivariant; wrap in ``Symmetrized``).
 
-``y_i = p_i + W_out · Enc(W_in x_i)_i`` with a pre-LN ``nn.TransformerEncoder`` over the ``N``
-particle tokens (no positional embedding), input ``x`` (B, N, in_dim) whose first 3 entries are
-the positions ``p``. It is permutation-equivariant but not rotation-equivariant; wrap it in
-:class:`Symmetrized` with group ``sn x o3`` to make it O(3)-equivariant.
+:class:`ParticleTransformer` — ``y_i = p_i + W_out · Enc(W_in x_i)_i`` with a pre-LN
+``nn.TransformerEncoder`` over the ``N`` particle tokens (no positional embedding). Input ``x``
+(B, N, in_dim) whose first 3 entries are the positions ``p``.
+
+:class:`PairTransformer` — the same pre-LN transformer with Graphormer-style *pair features*: for
+every ordered pair the raw (not rotation-invariant) vector ``e_ij = [x_i − x_j, ‖p_i − p_j‖]`` (all
+input channels differenced, plus the distance) enters each layer as a per-head attention bias and an
+additive value term,
+
+    a_ij = softmax_j( q_i·k_j / √d + b_l(e_ij) ),    h_i ← h_i + Σ_j a_ij (W_v h_j + W_e,l(e_ij)),
+
+so that pairwise interactions (the physics of a charged n-body system) need not be recovered from
+absolute token positions. Both models are permutation-equivariant but not rotation-equivariant: wrap
+them in :class:`Symmetrized` with group ``sn x o3`` to make them O(3)-equivariant.
 
 >>> m = ParticleTransformer(in_dim=7, dim=16, depth=1, heads=2)
 >>> m(torch.randn(2, 5, 7)).shape
 torch.Size([2, 5, 3])
+>>> PairTransformer(in_dim=7, dim=16, depth=1, heads=2)(torch.randn(2, 5, 7)).shape
+torch.Size([2, 5, 3])
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
-__all__ = ["ParticleTransformer"]
+__all__ = ["ParticleTransformer", "PairTransformer"]
+
+
+def _check_input(x: torch.Tensor, in_dim: int) -> None:
+    if x.ndim != 3 or x.shape[-1] != in_dim:
+        raise ValueError(f"x: expected (B, N, {in_dim}), got {tuple(x.shape)}")
 
 
 class ParticleTransformer(nn.Module):
@@ -36,7 +55,69 @@ class ParticleTransformer(nn.Module):
         self.in_dim, self.out_dim, self.residual = in_dim, out_dim, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 3 or x.shape[-1] != self.in_dim:
-            raise ValueError(f"x: expected (B, N, {self.in_dim}), got {tuple(x.shape)}")
+        _check_input(x, self.in_dim)
         h = self.head(self.norm(self.encoder(self.embed(x))))
+        return x[..., :self.out_dim] + h if self.residual else h
+
+
+class _PairBlock(nn.Module):
+    """One pre-LN block with pair-biased attention and edge-conditioned values (module doc)."""
+
+    def __init__(self, dim: int, heads: int, pair_dim: int, mlp_ratio: int):
+        super().__init__()
+        self.heads, self.hd = heads, dim // heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.bias = nn.Linear(pair_dim, heads)
+        self.edge_value = nn.Linear(pair_dim, dim)
+        self.proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, h: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        B, N, D = h.shape
+        q, k, v = self.qkv(self.ln1(h)).view(B, N, 3, self.heads, self.hd).unbind(2)   # (B, N, H, hd)
+        logits = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(self.hd)
+        logits = logits + self.bias(pair).permute(0, 3, 1, 2)                          # (B, H, N, N)
+        att = logits.softmax(-1)
+        ev = self.edge_value(pair).view(B, N, N, self.heads, self.hd)                 # (B, N, N, H, hd)
+        out = torch.einsum("bhij,bjhd->bihd", att, v) + torch.einsum("bhij,bijhd->bihd", att, ev)
+        h = h + self.proj(out.reshape(B, N, D))
+        return h + self.mlp(self.ln2(h))
+
+
+class PairTransformer(nn.Module):
+    """Transformer over particles with pair features in every layer, predicting ``p + Δ`` (module doc).
+
+    Parameters
+    ----------
+    in_dim, out_dim : per-particle input / output sizes (the first ``out_dim`` inputs are the positions
+        the residual adds to when ``residual``).
+    dim, depth, heads, mlp_ratio : width, number of blocks, attention heads, MLP expansion.
+    pair_hidden : width of the shared pair-feature MLP applied to ``e_ij`` before the per-layer maps.
+    """
+
+    def __init__(self, in_dim: int = 7, out_dim: int = 3, dim: int = 64, depth: int = 4, heads: int = 4,
+                 mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim/heads: dim={dim} must be divisible by heads={heads}")
+        self.config = dict(in_dim=in_dim, out_dim=out_dim, dim=dim, depth=depth, heads=heads,
+                           mlp_ratio=mlp_ratio, pair_hidden=pair_hidden, residual=residual)
+        self.embed = nn.Linear(in_dim, dim)
+        self.pair_embed = nn.Sequential(nn.Linear(in_dim + 1, pair_hidden), nn.GELU(),
+                                        nn.Linear(pair_hidden, pair_hidden))
+        self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, out_dim)
+        self.in_dim, self.out_dim, self.residual = in_dim, out_dim, residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.in_dim)
+        diff = x.unsqueeze(2) - x.unsqueeze(1)                                           # (B, N, N, in)
+        dist = diff[..., :3].norm(dim=-1, keepdim=True)
+        pair = self.pair_embed(torch.cat([diff, dist], -1))
+        h = self.embed(x)
+        for blk in self.blocks:
+            h = blk(h, pair)
+        h = self.head(self.norm(h))
         return x[..., :self.out_dim] + h if self.residual else h
