@@ -86,7 +86,7 @@ def _make_optimizer(params, kind: str, lr: float, weight_decay: float) -> torch.
 
 
 def _state_tensors(params, opt) -> tuple[dict, dict]:
-    from symclone.distill._state import flatten_optimizer
+    from symclone.io import flatten_optimizer
 
     tensors, ometa = flatten_optimizer(opt)
     tensors.update({f"param/{i}": p.detach() for i, p in enumerate(params)})
@@ -154,7 +154,7 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
 
 
 def _load(stem: Path, params, opt) -> tuple[int, list]:
-    from symclone.distill._state import restore_optimizer
+    from symclone.io import restore_optimizer
     from symclone.io import CheckpointError, checkpoint_exists, load_checkpoint
 
     if not checkpoint_exists(stem):

@@ -50,7 +50,7 @@ def _to(batch: Any, dev: torch.device) -> Any:
 
 
 def _save(ctx, stem, model, opt, sched, epoch, history) -> None:
-    from symclone.distill._state import flatten_optimizer
+    from symclone.io import flatten_optimizer
 
     tensors, ometa = flatten_optimizer(opt)
     tensors.update({f"model/{k}": v for k, v in model.state_dict().items()})
@@ -59,7 +59,7 @@ def _save(ctx, stem, model, opt, sched, epoch, history) -> None:
 
 
 def _load(stem, model, opt, sched, dev) -> tuple[int, list]:
-    from symclone.distill._state import restore_optimizer
+    from symclone.io import restore_optimizer
     from symclone.io import CheckpointError, checkpoint_exists, load_checkpoint
 
     if not checkpoint_exists(stem):

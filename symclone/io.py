@@ -18,7 +18,8 @@ from typing import Any, Mapping, Optional
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_checkpoint",
-           "load_checkpoint", "checkpoint_exists", "CheckpointError", "update_json"]
+           "load_checkpoint", "checkpoint_exists", "CheckpointError", "update_json", "flatten_optimizer",
+           "restore_optimizer"]
 
 
 class CheckpointError(ValueError):
@@ -109,3 +110,43 @@ def load_checkpoint(stem: str | os.PathLike, map_location: str = "cpu"
         raise CheckpointError(f"checkpoint: {st} is corrupt or not a safetensors file ({err})") from None
     meta = read_json(stem.with_suffix(".json")) if stem.with_suffix(".json").exists() else {}
     return {k: v.to(map_location) for k, v in tensors.items()}, meta
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt/") -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimiser state as flat tensors ``<prefix><param>/<name>`` (for :func:`save_checkpoint`) plus a
+    JSON-able dict (param groups and non-tensor state entries) for the checkpoint's metadata.
+
+    >>> p = torch.nn.Parameter(torch.ones(2)); opt = torch.optim.AdamW([p])
+    >>> p.grad = torch.ones(2); opt.step()
+    >>> t, meta = flatten_optimizer(opt)
+    >>> opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))]); restore_optimizer(opt2, t, meta)
+    >>> torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    True
+    """
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{prefix}{idx}/{name}"] = v
+            else:
+                scalars[f"{idx}/{name}"] = v
+    groups = [dict(g) for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any],
+                      prefix: str = "opt/") -> None:
+    """Inverse of :func:`flatten_optimizer`; :class:`CheckpointError` if the state does not fit ``opt``."""
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix):
+            idx, name = key[len(prefix):].split("/", 1)
+            state.setdefault(int(idx), {})[name] = v
+    for key, v in meta.get("scalars", {}).items():
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = v
+    try:
+        opt.load_state_dict({"state": state, "param_groups": [dict(g) for g in meta["param_groups"]]})
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"checkpoint: optimiser state does not match ({err})") from None

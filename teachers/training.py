@@ -32,7 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from symclone.io import CheckpointError, checkpoint_exists, load_checkpoint, save_checkpoint, write_json
+from symclone.io import (CheckpointError, checkpoint_exists, flatten_optimizer, load_checkpoint, restore_optimizer,
+                         save_checkpoint, write_json)
 
 from .checkpoint import load_teacher_state, save_teacher
 
@@ -152,10 +153,9 @@ def evaluate_regression(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, se
 def _save_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer, step: int, epoch: int,
                 curve: list, cfg: TeacherTrainConfig) -> None:
     tensors = {f"teacher.{k}": v for k, v in teacher.named_parameters()}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v)
-    save_checkpoint(path, tensors, {"step": step, "epoch": epoch, "loss_curve": curve,
+    opt_tensors, opt_meta = flatten_optimizer(opt)
+    tensors.update(opt_tensors)
+    save_checkpoint(path, tensors, {"step": step, "epoch": epoch, "loss_curve": curve, "optimizer": opt_meta,
                                     "config": dataclasses.asdict(cfg), "teacher": teacher.config})
 
 
@@ -166,12 +166,9 @@ def _load_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer,
         raise CheckpointError(f"resume: {path}.json was written for teacher {meta.get('teacher')}, "
                               f"not {teacher.config}; use a new --out directory")
     load_teacher_state(teacher, {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}, str(path))
-    state = opt.state_dict()
-    for i in range(len(state["param_groups"][0]["params"])):
-        keys = [k for k in tensors if k.startswith(f"opt.{i}.")]
-        if keys:
-            state["state"][i] = {k.split(".", 2)[2]: tensors[k] for k in keys}
-    opt.load_state_dict(state)
+    if "optimizer" not in meta:
+        raise CheckpointError(f"resume: {path}.json holds no optimiser state; use a new --out directory")
+    restore_optimizer(opt, tensors, meta["optimizer"])
     return int(meta["step"]), list(meta.get("loss_curve", []))
 
 

@@ -1,13 +1,10 @@
 """Checkpoint + resume of a cloning run: student and optimiser tensors (safetensors) and the
-progress record (JSON), both written atomically.
+progress record (JSON), both written atomically (optimiser flattening: :mod:`symclone.io`).
 
 >>> import tempfile, torch
->>> p = torch.nn.Parameter(torch.ones(2)); opt = torch.optim.AdamW([p])
->>> p.grad = torch.ones(2); opt.step()
->>> t, meta = flatten_optimizer(opt)
->>> opt2 = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))]); restore_optimizer(opt2, t, meta)
->>> torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-True
+>>> d = Path(tempfile.mkdtemp()); m = torch.nn.Linear(2, 1)
+>>> save_state(d, m, {"step": 3}); load_state(d, m)[0]["step"]
+3
 """
 from __future__ import annotations
 
@@ -16,41 +13,12 @@ from typing import Any, Optional
 
 import torch
 
-from symclone.io import CheckpointError, checkpoint_exists, load_checkpoint, save_checkpoint
+from symclone.io import (CheckpointError, checkpoint_exists, flatten_optimizer, load_checkpoint,
+                         restore_optimizer, save_checkpoint)
 
-__all__ = ["flatten_optimizer", "restore_optimizer", "save_state", "load_state", "CHECKPOINT_NAME"]
+__all__ = ["save_state", "load_state", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoints/last"
-
-
-def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Optimiser state as flat tensors ``opt/<param>/<name>`` plus JSON-able param groups."""
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for name, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"opt/{idx}/{name}"] = v
-            else:
-                scalars[f"{idx}/{name}"] = v
-    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt/"):
-            _, idx, name = key.split("/", 2)
-            state.setdefault(int(idx), {})[name] = v
-    for key, v in meta.get("scalars", {}).items():
-        idx, name = key.split("/", 1)
-        state.setdefault(int(idx), {})[name] = v
-    groups = meta["param_groups"]
-    try:
-        opt.load_state_dict({"state": state, "param_groups": groups})
-    except (ValueError, KeyError) as err:
-        raise CheckpointError(f"checkpoint: optimiser state does not match ({err})") from None
 
 
 def save_state(out: Path, student: torch.nn.Module, progress: dict,

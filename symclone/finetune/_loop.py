@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import CheckpointError, load_checkpoint, save_checkpoint
+from ..io import CheckpointError, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
 from ._anchor import ANCHORS, AnchorPenalty, ClonedSpec, select_cloned
 from ._metrics import evaluate, structure_residuals
 from .models import count_parameters
@@ -105,12 +105,11 @@ def _optimizer(model, names_cloned, mode, cfg):
 def _save(stem, model, opt, sched, penalty, epoch, history, rng):
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"w0.{k}": v.contiguous() for k, v in penalty.w0.items()})
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().contiguous()
+    opt_tensors, opt_meta = flatten_optimizer(opt)
+    tensors.update(opt_tensors)
     tensors["rng"] = rng.get_state()
     save_checkpoint(stem, tensors, {"epoch": epoch, "history": history, "sched": sched.state_dict(),
-                                      "lr": [g["lr"] for g in opt.param_groups]})
+                                      "optimizer": opt_meta})
 
 
 def _resume(stem, model, opt, sched, penalty, rng) -> tuple[int, list]:
@@ -125,15 +124,10 @@ def _resume(stem, model, opt, sched, penalty, rng) -> tuple[int, list]:
         raise CheckpointError(f"checkpoint: {stem} does not match this model: {err}") from None
     for k in penalty.w0:
         penalty.w0[k] = tensors[f"w0.{k}"]
-    osd = opt.state_dict()
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            osd["state"].setdefault(int(i), {})[name] = v
-    opt.load_state_dict(osd)
+    if "optimizer" not in meta:
+        raise CheckpointError(f"checkpoint: {stem}.json holds no optimiser state")
+    restore_optimizer(opt, tensors, meta["optimizer"])
     sched.load_state_dict(meta["sched"])
-    for g, lr in zip(opt.param_groups, meta["lr"]):
-        g["lr"] = lr
     rng.set_state(tensors["rng"])
     return int(meta["epoch"]), list(meta["history"])
 

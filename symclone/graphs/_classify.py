@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..io import CheckpointError, load_checkpoint, save_checkpoint
+from ..io import CheckpointError, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
 from ._batch import to_dense
 from ._embed import ModelConfig, build_model, prepare_inputs
 from ._io import load_exp
@@ -96,8 +96,7 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
         try:
             tensors, meta = load_checkpoint(stem)
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            opt.load_state_dict(meta["opt"] | {"state": {int(k): {n: tensors[f"opt.{k}.{n}"] for n in v}
-                                                         for k, v in meta["opt_state_keys"].items()}})
+            restore_optimizer(opt, tensors, meta["optimizer"])
             best["state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
             hist, best["val"], best["epoch"], seconds = meta["history"], meta["best_val"], meta["best_epoch"], \
                 meta["seconds"]
@@ -150,13 +149,8 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
 def _save(stem: Path, model, opt, best, hist, seconds) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"best.{k}": v for k, v in (best["state"] or {}).items()}
-    sd = opt.state_dict()
-    keys = {}
-    for k, v in sd["state"].items():
-        keys[str(k)] = []
-        for n, t in v.items():
-            tensors[f"opt.{k}.{n}"] = torch.as_tensor(t)
-            keys[str(k)].append(n)
-    meta = {"opt": {"param_groups": sd["param_groups"]}, "opt_state_keys": keys, "history": hist,
+    opt_tensors, opt_meta = flatten_optimizer(opt)
+    tensors |= opt_tensors
+    meta = {"optimizer": opt_meta, "history": hist,
             "best_val": best["val"], "best_epoch": best["epoch"], "seconds": seconds}
     save_checkpoint(stem, {k: v.contiguous() for k, v in tensors.items()}, meta)

@@ -176,26 +176,32 @@ class LearnedGraphSampler(GraphSampler):
         self.noise, self.tau, self.noise_kind = float(noise), float(tau), noise_kind
         self.iters, self.entropy_weight = int(sinkhorn_iters), float(entropy_weight)
 
-    def draw_noise(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """``ε`` (B, N): ``U[0, σ]`` i.i.d. (``iid``) or ``σ ×`` :func:`refined_noise` (``refined``)."""
+    def draw_noise(self, x: torch.Tensor, generator: Optional[torch.Generator] = None,
+                   repeats: int = 1) -> torch.Tensor:
+        """``ε`` (repeats·B, N) for ``repeat_batch(x, repeats)``: ``U[0, σ]`` i.i.d. (``iid``) or
+        ``σ ×`` :func:`refined_noise` (``refined``)."""
         dtype = self.net.head.weight.dtype
         if self.noise_kind == "iid":
-            return torch.rand(x.shape[:2], generator=generator, dtype=dtype, device=x.device) * self.noise
+            shape = (repeats * x.shape[0], x.shape[1])
+            return torch.rand(shape, generator=generator, dtype=dtype, device=x.device) * self.noise
         a, m, f = split_graph(x)
-        return refined_noise(a, m, f, generator).to(dtype) * self.noise
+        return refined_noise(a, m, f, generator, repeats=repeats).to(dtype) * self.noise
 
     def scores(self, x, generator=None):
         return self._scores(x, self.draw_noise(x, generator))
 
     def _scores(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        s = self.net(x.to(self.net.head.weight.dtype), eps)
+        head = self.net.head
+        if self.residual and not torch.is_grad_enabled() and not head.weight.any() and not head.bias.any():
+            return eps  # zero head (untrained): q_ω ≡ 0 exactly, skip the GIN
+        s = self.net(x.to(head.weight.dtype), eps)
         return s + eps if self.residual else s
 
     def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
         self._check(x)
         xk = repeat_batch(x, int(k))
         mask = xk[:, :, xk.shape[1]] > 0.5
-        eps = self.draw_noise(xk, generator)
+        eps = self.draw_noise(x, generator, repeats=int(k))
         s = self._scores(xk, eps)
         # ties of the scores (e.g. a saturated score net) are broken by the noise, never by index
         first = real_first_argsort(eps, mask)

@@ -1,6 +1,6 @@
 """Training and measurement helpers for symmetrized regressors (used by the benchmark and CLI).
 
-* :func:`train_regressor` — Adam + MSE (+ the sampler's auxiliary loss), a wall-clock or epoch
+* :func:`train_regressor` — AdamW (decoupled weight decay) + MSE (+ the sampler's auxiliary loss), a wall-clock or epoch
   budget, best-on-validation weights, optional checkpoint/resume (safetensors via ``symclone.io``).
 * :func:`evaluate_mse` — mean squared error over a dataset in eval mode (``k_eval`` samples).
 * :func:`equivariance_vs_k` — relative error under random group actions and the Monte-Carlo spread.
@@ -60,19 +60,22 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     """Train ``model`` on ``train = (x, y)`` with MSE; keep the best weights on ``valid``.
 
     Returns a dict with ``best_valid``, ``epoch``, ``seconds`` (wall), ``cpu_seconds`` (this
-    process) and the ``curve`` (``[epoch, cpu_seconds, train_loss, valid_mse]``). With ``checkpoint`` (a path stem) the state is
-    saved at every evaluation and training resumes from it.
+    process) and the ``curve`` (``[epoch, cpu_seconds, train_loss, valid_mse]``). With ``checkpoint``
+    (a path stem) the model, best weights, optimiser state and progress are saved at every evaluation
+    and training resumes from them.
     """
-    from ..io import checkpoint_exists, load_checkpoint, save_checkpoint
+    from ..io import checkpoint_exists, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
     xtr, ytr = train
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator()  # reseeded per epoch (seed, epoch): a resumed run sees the same batches
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "seconds": 0.0, "best_valid": float("inf"), "curve": []}
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if checkpoint and checkpoint_exists(checkpoint):
         tensors, meta = load_checkpoint(checkpoint)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        if "optimizer" in meta:  # Adam moments and step counts: the resumed run continues the same trajectory
+            restore_optimizer(opt, tensors, meta["optimizer"])
         state = meta["state"]
         log.info("resumed %s at epoch %d", checkpoint, state["epoch"])
     steps_per_epoch = max(1, len(xtr) // cfg.batch_size)
@@ -92,7 +95,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     except ImportError:  # pragma: no cover
         bar = None
     while state["epoch"] < cfg.epochs:
-        perm = torch.randperm(len(xtr), generator=gen)
+        perm = torch.randperm(len(xtr), generator=gen.manual_seed(cfg.seed * 1_000_003 + state["epoch"]))
         run = 0.0
         for s in range(steps_per_epoch):
             idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
@@ -123,7 +126,9 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             if checkpoint:
                 tensors = {f"model.{k}": t.contiguous() for k, t in model.state_dict().items()}
                 tensors.update({f"best.{k}": t.contiguous() for k, t in best.items()})
-                save_checkpoint(checkpoint, tensors, {"state": state})
+                opt_tensors, opt_meta = flatten_optimizer(opt)
+                tensors.update(opt_tensors)
+                save_checkpoint(checkpoint, tensors, {"state": state, "optimizer": opt_meta})
         if out_of_time:
             break
     if bar is not None:
