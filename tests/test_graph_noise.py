@@ -77,13 +77,13 @@ def test_first_refinement_is_the_coarsest_equitable_partition():
     """Before any individualization the batched hash refinement reaches an equitable partition
     (checked with explicit neighbour counts) and does not split more than 1-WL does: on the
     vertex-transitive Petersen graph every node keeps one colour."""
-    from symclone.graphs._refine_noise import _edge_list, _hash_table, _refine
+    from symclone.graphs._refine_noise import _edge_list, _refine
     rng = np.random.default_rng(1)
     graphs = [_random_graph(10, 0.3, rng, d=0) for _ in range(5)] + [_petersen()]
     x = to_dense(graphs, 10, torch.float64)
     a, m, _ = split_graph(x)
     mask = m > 0.5
-    colors = _refine(_edge_list(a, mask), torch.zeros(6, 10, dtype=torch.int64), ~mask, _hash_table(22, a.device))
+    colors = _refine(_edge_list(a, mask), torch.zeros(6, 10, dtype=torch.int64))
     for b, gr in enumerate(graphs):
         assert _is_equitable(gr.adj, colors[b].numpy())
     assert colors[5].unique().numel() == 1
@@ -116,3 +116,10 @@ def test_refined_noise_concentrates_learned_orderings_on_symmetric_graph():
     assert counts["refined"] == 1 and counts["iid"] >= 20, counts
     with pytest.raises(ValueError, match="noise_kind"):
         LearnedGraphSampler(12, 0, noise_kind="gauss")
+
+
+@pytest.mark.parametrize("w", [1, 2, 6, 12, 13])
+def test_sort_network_matches_torch_sort(w):
+    from symclone.graphs._refine_noise import _sort_last
+    x = torch.randint(0, 9, (50, 7, w), generator=torch.Generator().manual_seed(w)).to(torch.int16)
+    assert torch.equal(_sort_last(x), x.sort(-1).values)

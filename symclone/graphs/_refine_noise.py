@@ -20,30 +20,21 @@ colouring, scaled to ``[0, 1)``, is the noise ``ε``. Properties:
   (EXP: 2–5 distinct reordered graphs in 10 draws instead of 10).
 
 Implementation: the whole batch is refined at once in torch (no per-graph Python loop). One 1-WL
-round gives node ``i`` the key ``(c_i, Σ_j A_ij r[c_j])`` with ``r`` a fixed table of random
-integers below ``2^40`` (the sum is computed exactly in float64), and re-ranks the keys densely per
-graph: cells only split, a new cell is ordered first by its old colour, then by the hash of its
-neighbour-colour multiset — an invariant order (it depends on colours, never on indices) that is the
-same for every graph, so equal local structure gets equal positions. Distinct multisets collide with
-probability ~``n²·2^-40``; a collision only coarsens one round (the search still ends discrete and
-stays exactly equivariant). Graphs whose colouring is already discrete leave the batch.
+round ranks the nodes of every graph lexicographically by ``(c_i, neighbour counts per colour)``
+— computed as the row ``(c_i, sorted neighbour colours)`` packed into int64 words, which has the
+same order — and re-ranks densely: cells only split, new cells are ordered by old colour first,
+then by neighbour counts, an invariant order (colours only, never indices) shared by all graphs,
+so that similar nodes of similar graphs get nearby positions. The first refinement does not
+depend on ``u`` and is done once per graph (``repeats``); graphs whose colouring is discrete, or
+stable, leave the batch.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
 __all__ = ["refined_noise", "random_ir_colors"]
-
-_HASH_BITS = 40
-_HASH_SEED = 0x5EED_C0DE
-
-
-def _hash_table(size: int, device: torch.device) -> torch.Tensor:
-    """Fixed random integers ``r[c] < 2^40`` (float64, exact), the same in every call."""
-    gen = torch.Generator().manual_seed(_HASH_SEED)
-    return torch.randint(0, 2 ** _HASH_BITS, (size,), generator=gen, dtype=torch.int64).to(device, torch.float64)
 
 
 def _dense_rank(key: torch.Tensor) -> torch.Tensor:
@@ -54,63 +45,126 @@ def _dense_rank(key: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(key).scatter_(1, order, step.cumsum(1))
 
 
-def _initial_colors(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Dense ranks (B, N) of the node rows (B, N, k) in lexicographic order; padding ranks last."""
-    B, N, k = rows.shape
-    order = torch.arange(N, device=rows.device).expand(B, N)
-    keys = torch.where(mask[..., None], rows, torch.full_like(rows, float("inf")))
-    for c in reversed(range(k)):   # LSD radix: stable sorts from the last column to the first
+def _lex_rank(keys: torch.Tensor) -> torch.Tensor:
+    """Dense ranks (B, N) of the rows ``keys`` (B, N, k) in lexicographic order (LSD radix: stable
+    sorts from the last column to the first)."""
+    B, N, k = keys.shape
+    order = torch.arange(N, device=keys.device).expand(B, N)
+    for c in reversed(range(k)):
         col = torch.gather(keys[..., c], 1, order)
         order = torch.gather(order, 1, torch.sort(col, dim=-1, stable=True).indices)
     sk = torch.gather(keys, 1, order[..., None].expand(B, N, k))
-    step = torch.zeros(B, N, dtype=torch.int64, device=rows.device)
+    step = torch.zeros(B, N, dtype=torch.int64, device=keys.device)
     step[:, 1:] = (sk[:, 1:] != sk[:, :-1]).any(-1).to(torch.int64)
     return torch.empty_like(step).scatter_(1, order, step.cumsum(1))
 
 
-def _edge_list(adj: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(graph, i, j)`` int64 index vectors of the nonzero entries of ``adj`` between real nodes."""
-    g, i, j = torch.nonzero(adj != 0, as_tuple=True)
+def _initial_colors(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Dense ranks (B, N) of the node rows (B, N, k) in lexicographic order; padding ranks last."""
+    return _lex_rank(torch.where(mask[..., None], rows, torch.full_like(rows, float("inf"))))
+
+
+class _Edges(NamedTuple):
+    """Directed edges between real nodes: ``graph`` (E,), ``src`` = flat index ``graph·N + j`` of the
+    neighbour's colour, ``pos`` = ``i·width + slot`` (slot numbers the edges of node ``i`` from 0)."""
+
+    graph: torch.Tensor
+    src: torch.Tensor
+    pos: torch.Tensor
+    width: int
+
+    def restrict(self, rows: torch.Tensor, n_graphs: int) -> "_Edges":
+        sel = torch.zeros(n_graphs, dtype=torch.bool, device=self.graph.device)
+        sel[rows] = True
+        keep = sel[self.graph]
+        return _Edges(self.graph[keep], self.src[keep], self.pos[keep], self.width)
+
+    def repeat(self, repeats: int, n_graphs: int, n_nodes: int) -> "_Edges":
+        """The edges of ``repeats`` stacked copies of the batch (sample-major)."""
+        off = torch.arange(repeats, device=self.graph.device).repeat_interleave(len(self.graph)) * n_graphs
+        return _Edges(self.graph.repeat(repeats) + off, self.src.repeat(repeats) + off * n_nodes,
+                      self.pos.repeat(repeats), self.width)
+
+
+def _edge_list(adj: torch.Tensor, mask: torch.Tensor) -> _Edges:
+    """The :class:`_Edges` of the nonzero entries of ``adj`` (B, N, N) between real nodes."""
+    B, N = adj.shape[:2]
+    g, i, j = torch.nonzero(adj != 0, as_tuple=True)   # row-major: sorted by (graph, i, j)
     keep = mask[g, i] & mask[g, j]
-    return g[keep], i[keep], j[keep]
+    g, i, j = g[keep], i[keep], j[keep]
+    node = g * N + i
+    counts = torch.bincount(node, minlength=B * N)
+    slot = torch.arange(len(node), device=adj.device) - (counts.cumsum(0) - counts)[node]
+    width = int(counts.max()) if len(node) else 0
+    return _Edges(g, g * N + j, i * width + slot, width)
 
 
-def _refine(edges: tuple, colors: torch.Tensor, pad: torch.Tensor, table: torch.Tensor,
-            graphs: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _sort_last(x: torch.Tensor) -> torch.Tensor:
+    """Sort along the last axis; narrow axes (≤ 12) with a min/max bubble network (several times
+    faster than ``torch.sort`` on millions of short rows)."""
+    w = x.shape[-1]
+    if w > 12:
+        return x.sort(-1).values
+    cols = list(x.unbind(-1))
+    for i in range(w - 1):
+        for j in range(w - 1 - i):
+            cols[j], cols[j + 1] = torch.minimum(cols[j], cols[j + 1]), torch.maximum(cols[j], cols[j + 1])
+    return torch.stack(cols, -1) if cols else x
+
+
+def _neighbour_keys(edges: _Edges, colors: torch.Tensor, act: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """Rows ``(c_i, S − n_1, S − n_2, …)`` (A, N, w) packed into int64 words, ``n_1 ≤ n_2 ≤ …`` the
+    neighbour colours of ``i`` padded with the sentinel ``S`` > every colour. Lexicographic order of
+    the rows = (colour, neighbour counts per colour) order: more neighbours of a smaller colour sorts later."""
+    A, N = len(act), colors.shape[1]
+    sentinel, width = N + 1, edges.width
+    small = torch.int16 if sentinel < 2 ** 15 else torch.int64
+    nb = torch.full((A + 1, N, width), sentinel, dtype=small, device=colors.device)   # + scratch row
+    nb.view(-1)[local[edges.graph] * (N * width) + edges.pos] = colors.view(-1)[edges.src].to(small)
+    nb = _sort_last(nb[:A]).to(torch.int64)
+    bits = sentinel.bit_length()
+    per_word = 63 // bits
+    if width + 1 <= per_word:  # one word: c·b^w + Σ_t (S − n_t)·b^(w−1−t), b = 2^bits
+        weights = (2 ** (bits * torch.arange(width - 1, -1, -1, device=colors.device))).to(torch.int64)
+        word = colors[act] * (2 ** (bits * width)) + ((sentinel - nb) * weights).sum(-1)
+        return word[..., None]
+    entries = torch.cat([colors[act][..., None], sentinel - nb], -1)   # (A, N, 1 + width)
+    pad = (-entries.shape[-1]) % per_word
+    if pad:
+        entries = torch.cat([entries, entries.new_zeros(A, N, pad)], -1)
+    weights = (2 ** (bits * torch.arange(per_word - 1, -1, -1, device=colors.device))).to(torch.int64)
+    return (entries.view(A, N, -1, per_word) * weights).sum(-1)
+
+
+def _refine(edges: _Edges, colors: torch.Tensor, graphs: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batched 1-WL refinement, in place on the rows ``graphs`` (default all) of ``colors``, to the
     coarsest equitable partition finer than the current colours (module doc).
 
     ``edges`` from :func:`_edge_list` (directed, both orientations), ``colors`` (B, N) int64 dense
-    ranks per graph with padding ranked after every real node, ``pad`` (B, N) bool. Each round works
-    on the graphs still splitting cells and their edges only."""
+    ranks per graph with padding (no edges) ranked after every real node. Each round works on the
+    graphs still splitting cells and their edges only."""
     B, N = colors.shape
-    shift = 2 ** (_HASH_BITS + max(1, int(N).bit_length()))
     act = torch.arange(B, device=colors.device) if graphs is None else graphs
-    eg, ei, ej = edges
+
     if graphs is not None:
-        sel = torch.zeros(B, dtype=torch.bool, device=colors.device)
-        sel[act] = True
-        keep = sel[eg]
-        eg, ei, ej = eg[keep], ei[keep], ej[keep]
+        edges = edges.restrict(act, B)
+    covered = len(act)                  # graphs whose edges ``edges`` still holds
     ncol = colors[act].amax(1) + 1
-    local = torch.empty(B, dtype=torch.int64, device=colors.device)
-    big = torch.iinfo(torch.int64).max
+    local = torch.zeros(B, dtype=torch.int64, device=colors.device)
     while len(act):
+        if 2 * len(act) < covered:      # drop the edges of finished graphs (amortised)
+            edges, covered = edges.restrict(act, B), len(act)
+        local.zero_()
         local[act] = torch.arange(len(act), device=colors.device)
-        c = colors[act]
-        h = torch.zeros(len(act) * N, dtype=torch.float64, device=colors.device)
-        h.index_add_(0, local[eg] * N + ei, table[colors[eg, ej]])
-        key = torch.where(pad[act], torch.full_like(c, big), c * shift + h.view(-1, N).to(torch.int64))
-        new = _dense_rank(key)
+        if covered > len(act):          # edges of finished graphs: write into a scratch row
+            done = torch.ones(B, dtype=torch.bool, device=colors.device)
+            done[act] = False
+            local[done] = len(act)
+        new = _lex_rank(_neighbour_keys(edges, colors, act, local))
         n_new = new.amax(1) + 1
         colors[act] = new
         changed = n_new != ncol
         act, ncol = act[changed], n_new[changed]
-        if len(act) and not bool(changed.all()):
-            still = torch.zeros(B, dtype=torch.bool, device=colors.device)
-            still[act] = True
-            keep = still[eg]
-            eg, ei, ej = eg[keep], ei[keep], ej[keep]
     return colors
 
 
@@ -135,19 +189,15 @@ def random_ir_colors(adj: torch.Tensor, init: torch.Tensor, u: torch.Tensor,
     if single:
         adj, init, u = adj[None], init[None], u[None]
     B, N = init.shape
-    if N >= 2 ** 11:
-        raise ValueError(f"adj: at most 2047 nodes per graph are supported by the exact hash, got N={N}")
     if tuple(u.shape) != (repeats * B, N):
         raise ValueError(f"u: expected shape {(repeats * B, N)} (repeats x graphs, nodes), got {tuple(u.shape)}")
     mask = torch.ones(B, N, dtype=torch.bool, device=init.device) if mask is None else mask.bool()
     if single and mask.ndim == 1:
         mask = mask[None]
     edges = _edge_list(adj, mask)
-    table = _hash_table(2 * N + 2, init.device)
-    colors = _refine(edges, _initial_colors(init[..., None].to(torch.float64), mask), ~mask, table)
+    colors = _refine(edges, _initial_colors(init[..., None].to(torch.float64), mask))
     if repeats > 1:  # branches of one graph share the u-independent start
-        off = torch.arange(repeats, device=init.device).repeat_interleave(len(edges[0])) * B
-        edges = (edges[0].repeat(repeats) + off, edges[1].repeat(repeats), edges[2].repeat(repeats))
+        edges = edges.repeat(repeats, B, N)
         colors, mask = colors.repeat(repeats, 1), mask.repeat(repeats, 1)
     pad = ~mask
     u = torch.where(mask, u.to(torch.float64), torch.full((), float("inf"), dtype=torch.float64))
@@ -167,7 +217,7 @@ def random_ir_colors(adj: torch.Tensor, init: torch.Tensor, u: torch.Tensor,
         c = 2 * c + 1
         c[torch.arange(len(active), device=c.device), v] -= 1
         colors[active] = _dense_rank(torch.where(pad[active], torch.full_like(c, 2 * N + 1), c))
-        _refine(edges, colors, pad, table, graphs=active)
+        _refine(edges, colors, graphs=active)
     return colors[0] if single else colors
 
 
