@@ -61,7 +61,8 @@ def build_cloned(args) -> nn.Module:
     student = create_student("transformer", teacher=teacher.net, dim=args.dim, depth=2)
     distill(student, teacher.net, x_tr, DistillConfig(**args.distill_cfg))
     return Symmetrized(Displacement(student), "sn x o3", NBODY_REP_IN, "points", sampler=args.cloned_sampler,
-                       k=args.k, k_eval=args.k_eval, group_kw={"n": 5})
+                       k=args.k, k_eval=args.k_eval, group_kw={"n": 5},
+                       **({"noise": args.noise} if args.cloned_sampler == "learned" else {}))
 
 
 def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
@@ -109,9 +110,9 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=2, help="samples per input in training")
     p.add_argument("--k-eval", type=int, default=4, help="samples per input for validation")
     p.add_argument("--k-test", type=int, default=20, help="samples per input for the test MSE")
-    p.add_argument("--noise", type=float, default=0.1)
+    p.add_argument("--noise", type=float, default=1.0, help="learned sampler: std of the input noise (0.1 / 0.3 / 1.0 / 3.0 probed; 1.0 best)")
     p.add_argument("--e3nn-mul", type=int, default=16)
-    p.add_argument("--cloned-sampler", default="canonical")
+    p.add_argument("--cloned-sampler", default="learned")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--resume", action="store_true", help="checkpoint each model and resume")

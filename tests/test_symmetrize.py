@@ -315,3 +315,7 @@ def test_cli_symmetrize_on_a_cloned_run(tmp_path, capsys):
     assert m["seconds_per_forward"]["ratio"] > 0 and "symmetrized_after_training" in m
     assert "equivariance error" in capsys.readouterr().out
     assert main(["symmetrize", str(tmp_path / "missing")]) == 2
+    capsys.readouterr()
+    assert main(["symmetrize", str(run), "--sampler", "canonical", "--noise", "1.0", "--epochs", "0",
+                 "--n-train", "8", "--n-eval", "8", "--no-progress"]) == 2
+    assert "noise: only the learned sampler" in capsys.readouterr().err

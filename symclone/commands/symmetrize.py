@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--k-eval", type=int, default=None, help="samples per input (evaluation; default k)")
     p.add_argument("--task", default=None, choices=("nbody", "teacher"), help="default: from the run")
     p.add_argument("--train-student", action="store_true", help="also fine-tune the student")
+    p.add_argument("--noise", type=float, default=None,
+                   help="learned sampler: input-noise scale (n-body: 1.0 measured best of 0.1/0.3/1/3)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--minutes", type=float, default=5.0, help="CPU-minute training budget")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -42,7 +44,7 @@ def run(args) -> int:
     if args.overrides:
         raise ValueError(f"overrides: symmetrize takes no dotted overrides, got {args.overrides}")
     cfg = SymmetrizeRunConfig(sampler=args.sampler, k=args.k, k_eval=args.k_eval, task=args.task,
-                              train_student=args.train_student, epochs=args.epochs, minutes=args.minutes,
+                              train_student=args.train_student, noise=args.noise, epochs=args.epochs, minutes=args.minutes,
                               lr=args.lr, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed,
                               progress=not args.no_progress)
     m = symmetrize_run(args.run_dir, cfg)

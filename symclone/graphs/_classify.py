@@ -2,7 +2,8 @@
 
 The split is drawn at the level of the 600 pairs (seeded): 400 / 100 / 100 pairs, both graphs of
 a pair in the same part, so the test set holds pairs never seen in training. Training: Adam,
-cross entropy (+ the sampler's auxiliary entropy loss for ``learned``), ``k_train`` samples per
+cross entropy (+ the sampler's auxiliary entropy loss for ``learned``), cosine learning-rate decay over
+``epochs`` (``cosine``), ``k_train`` samples per
 graph in training (2: CPU budget; LPS uses 10) and ``k`` (10) in evaluation; the model with the best validation accuracy is tested, on the test
 graphs as stored and on a random relabelling of them (`test_acc_relabeled`: a non-invariant
 model that exploits the node order of the files drops to chance there). A CPU-time
@@ -12,6 +13,7 @@ is checkpointed to ``out/classify_<model>`` after every epoch; ``resume`` contin
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ class ClassifyConfig:
     split_seed: int = 0
     max_seconds: float = 600.0
     k_train: int = 2
+    cosine: bool = True                 # lr · ½(1 + cos(π · epoch / epochs)), set at the start of each epoch
     model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=(256, 256)))
 
 
@@ -110,6 +113,9 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
             stopped = True
             break
         t0 = time.process_time()
+        if cfg.cosine:
+            for grp in opt.param_groups:
+                grp["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
         model.train()
         perm = tr[torch.randperm(len(tr))]
         total = 0.0

@@ -48,6 +48,7 @@ class SymmetrizeRunConfig:
     k_eval: Optional[int] = None
     task: Optional[str] = None          # "nbody" | "teacher"; default from the run
     train_student: bool = False
+    noise: Optional[float] = None       # learned sampler's input-noise scale (None: the sampler's default)
     minutes: Optional[float] = 5.0      # CPU minutes of training
     epochs: int = 50
     lr: float = 1e-3
@@ -122,6 +123,10 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
         tr, va, te = (xtr, ytr), (xte[:n_val], yte[:n_val]), (xte[n_val:], yte[n_val:])
     group = _group_of(teacher)
     kw = {}
+    if cfg.noise is not None:
+        if cfg.sampler != "learned":
+            raise ValueError(f"noise: only the learned sampler takes input noise, got sampler={cfg.sampler!r}")
+        kw["noise"] = float(cfg.noise)
     if cfg.sampler in ("learned", "canonical") and group.name in ("c4", "p4"):
         kw["in_channels"] = int(teacher.feature_shapes[0][0])
     # translations by centring only where the output is a position (n-body); the teacher task keeps
