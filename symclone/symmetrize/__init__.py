@@ -15,6 +15,7 @@ from ._center import Centering
 from ._factory import SAMPLER_NAMES, make_sampler
 from ._finite import C4Net, C4Sampler
 from ._frames import FrameSampler, SO2Sampler, gram_schmidt
+from ._models import PairTransformer, ParticleTransformer
 from ._noise import add_noise
 from ._perm import (log_sinkhorn, permutation_entropy, sort_permutation, soft_sort_matrix,
                     straight_through_permutation)
@@ -28,4 +29,5 @@ __all__ = ["Symmetrized", "GroupSample", "Sampler", "SnSampler", "UniformSampler
            "C4Net", "FrameSampler", "SO2Sampler", "PointNet", "DeepSetScores", "GraphScores",
            "make_sampler", "SAMPLER_NAMES", "Centering", "gram_schmidt", "repeat_batch", "transform",
            "act_o3_fast", "permute_by_matrix", "add_noise", "log_sinkhorn", "permutation_entropy",
-           "sort_permutation", "soft_sort_matrix", "straight_through_permutation"]
+           "sort_permutation", "soft_sort_matrix", "straight_through_permutation", "PairTransformer",
+           "ParticleTransformer"]
