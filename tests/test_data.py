@@ -46,3 +46,17 @@ def test_fashion_mnist_loads():
     x, y = ds[0]
     assert x.shape == (1, 28, 28) and 0 <= x.min() and x.max() <= 1 and 0 <= int(y) < 10
     assert len(load_fashion_mnist(train=False)) == 10000
+
+
+def test_seeded_gaussian_datasets_are_per_index_deterministic_and_validated():
+    a, b = GaussianImages(4, size=5, seed=1), GaussianImages(4, size=5, seed=2)
+    assert torch.equal(a[3][0], GaussianImages(4, size=5, seed=1)[3][0])
+    assert not torch.equal(a[3][0], b[3][0]) and not torch.equal(a[2][0], a[3][0])
+    pc = RandomPointClouds(3, n_points=6, dim=2, seed=0)[1][0]
+    assert pc.shape == (6, 2) and pc.mean(0).abs().max() < 1e-6      # centred
+    with pytest.raises(IndexError):
+        a[4]
+    with pytest.raises(ValueError, match="n_points"):
+        RandomPointClouds(3, n_points=0)
+    with pytest.raises(ValueError, match="size"):
+        GaussianImages(3, size=0)

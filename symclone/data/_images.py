@@ -105,7 +105,26 @@ def load_mnist(train: bool = True, root: Optional[str] = None, download: bool = 
     return TensorDataset(x, y)
 
 
-class GaussianImages(Dataset):
+class _SeededGaussian(Dataset):
+    """``n`` samples drawn on demand: sample ``i`` comes from its own generator seeded with
+    ``seed · 1_000_003 + i`` (deterministic per index, no storage); label 0."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self._draw(torch.Generator().manual_seed(self.seed * 1_000_003 + i)), 0
+
+    def _draw(self, g: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover
+
+
+class GaussianImages(_SeededGaussian):
     """``n`` i.i.d. N(0, 1) images of shape ``(channels, size, size)`` (the paper's cloning input).
 
     Deterministic per index (seeded), so the dataset needs no storage.
@@ -119,19 +138,14 @@ class GaussianImages(Dataset):
     def __init__(self, n: int, size: int = 28, channels: int = 1, seed: int = 0):
         if n < 1 or size < 1 or channels < 1:
             raise ValueError(f"n, size, channels: expected positive integers, got {n}, {size}, {channels}")
-        self.n, self.size, self.channels, self.seed = n, size, channels, seed
+        super().__init__(n, seed)
+        self.size, self.channels = size, channels
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        return torch.randn(self.channels, self.size, self.size, generator=g), 0
+    def _draw(self, g):
+        return torch.randn(self.channels, self.size, self.size, generator=g)
 
 
-class RandomPointClouds(Dataset):
+class RandomPointClouds(_SeededGaussian):
     """``n`` Gaussian point clouds of ``n_points`` points in ``dim`` dimensions, centred.
 
     >>> RandomPointClouds(3, n_points=5)[0][0].shape
@@ -139,17 +153,14 @@ class RandomPointClouds(Dataset):
     """
 
     def __init__(self, n: int, n_points: int = 5, dim: int = 3, seed: int = 0):
-        self.n, self.n_points, self.dim, self.seed = n, n_points, dim, seed
+        if n < 1 or n_points < 1 or dim < 1:
+            raise ValueError(f"n, n_points, dim: expected positive integers, got {n}, {n_points}, {dim}")
+        super().__init__(n, seed)
+        self.n_points, self.dim = n_points, dim
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        if not 0 <= i < self.n:
-            raise IndexError(i)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+    def _draw(self, g):
         x = torch.randn(self.n_points, self.dim, generator=g)
-        return x - x.mean(0, keepdim=True), 0
+        return x - x.mean(0, keepdim=True)
 
 
 def load_image_dataset(name: str, train: bool = True, root: Optional[str] = None,

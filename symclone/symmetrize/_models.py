@@ -36,28 +36,37 @@ def _check_input(x: torch.Tensor, in_dim: int) -> None:
         raise ValueError(f"x: expected (B, N, {in_dim}), got {tuple(x.shape)}")
 
 
-class ParticleTransformer(nn.Module):
+class _ParticleModel(nn.Module):
+    """Shared input embedding, final norm and read-out ``y = p + head(norm(h))`` (``residual``)."""
+
+    def _init_io(self, in_dim: int, out_dim: int, dim: int, heads: int, residual: bool, **config) -> None:
+        if dim % heads:
+            raise ValueError(f"dim/heads: dim={dim} must be divisible by heads={heads}")
+        self.config = dict(in_dim=in_dim, out_dim=out_dim, dim=dim, heads=heads, residual=residual, **config)
+        self.embed = nn.Linear(in_dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, out_dim)
+        self.in_dim, self.out_dim, self.residual = in_dim, out_dim, residual
+
+    def _readout(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        h = self.head(self.norm(h))
+        return x[..., :self.out_dim] + h if self.residual else h
+
+
+class ParticleTransformer(_ParticleModel):
     """Transformer over particles predicting positions as ``p + Δ`` (see module doc)."""
 
     def __init__(self, in_dim: int = 7, out_dim: int = 3, dim: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: int = 2, dropout: float = 0.0, residual: bool = True):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim/heads: dim={dim} must be divisible by heads={heads}")
-        self.config = dict(in_dim=in_dim, out_dim=out_dim, dim=dim, depth=depth, heads=heads,
-                           mlp_ratio=mlp_ratio, dropout=dropout, residual=residual)
-        self.embed = nn.Linear(in_dim, dim)
+        self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio, dropout=dropout)
         layer = nn.TransformerEncoderLayer(dim, heads, mlp_ratio * dim, dropout, batch_first=True,
                                            norm_first=True, activation="gelu")
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, out_dim)
-        self.in_dim, self.out_dim, self.residual = in_dim, out_dim, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_dim)
-        h = self.head(self.norm(self.encoder(self.embed(x))))
-        return x[..., :self.out_dim] + h if self.residual else h
+        return self._readout(x, self.encoder(self.embed(x)))
 
 
 class _PairBlock(nn.Module):
@@ -85,7 +94,7 @@ class _PairBlock(nn.Module):
         return h + self.mlp(self.ln2(h))
 
 
-class PairTransformer(nn.Module):
+class PairTransformer(_ParticleModel):
     """Transformer over particles with pair features in every layer, predicting ``p + Δ`` (module doc).
 
     Parameters
@@ -99,17 +108,11 @@ class PairTransformer(nn.Module):
     def __init__(self, in_dim: int = 7, out_dim: int = 3, dim: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True):
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim/heads: dim={dim} must be divisible by heads={heads}")
-        self.config = dict(in_dim=in_dim, out_dim=out_dim, dim=dim, depth=depth, heads=heads,
-                           mlp_ratio=mlp_ratio, pair_hidden=pair_hidden, residual=residual)
-        self.embed = nn.Linear(in_dim, dim)
+        self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio,
+                      pair_hidden=pair_hidden)
         self.pair_embed = nn.Sequential(nn.Linear(in_dim + 1, pair_hidden), nn.GELU(),
                                         nn.Linear(pair_hidden, pair_hidden))
         self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, out_dim)
-        self.in_dim, self.out_dim, self.residual = in_dim, out_dim, residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_dim)
@@ -119,5 +122,4 @@ class PairTransformer(nn.Module):
         h = self.embed(x)
         for blk in self.blocks:
             h = blk(h, pair)
-        h = self.head(self.norm(h))
-        return x[..., :self.out_dim] + h if self.residual else h
+        return self._readout(x, h)
