@@ -10,20 +10,9 @@ from symclone.graphs._refine_noise import random_ir_colors, refined_noise
 from symclone.groups import get_group
 from symclone.symmetrize import repeat_batch
 
-
-def _random_graph(n, p, rng, d=1):
-    a = np.triu((rng.random((n, n)) < p).astype(np.uint8), 1)
-    return Graph(a + a.T, rng.integers(0, 2, (n, d)).astype(np.float32))
-
-
-def _batch(n_max=8, seed=0, sizes=(6, 5, 7, 6)):
-    rng = np.random.default_rng(seed)
-    return to_dense([_random_graph(n, 0.45, rng) for n in sizes], n_max, torch.float64)
-
-
-def _interleaving_perms(x, seed):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.argsort(torch.rand(x.shape[0], x.shape[1], generator=gen), dim=-1)
+from _graph_helpers import interleaving_perms as _interleaving_perms  # noqa: E402
+from _graph_helpers import random_batch as _batch  # noqa: E402
+from _graph_helpers import random_graph as _random_graph  # noqa: E402
 
 
 def _petersen():

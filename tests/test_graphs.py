@@ -18,17 +18,16 @@ from symclone.graphs._protocols import ProtocolConfig, exp_iso, graph8c, relabel
 from symclone.graphs._samplers import GraphSampler, ScoreGIN
 from symclone.groups import get_group
 
+from _graph_helpers import interleaving_perms as _interleaving_perms  # noqa: E402
+from _graph_helpers import random_batch as _batch  # noqa: E402
+from _graph_helpers import random_graph as _random_graph  # noqa: E402
+
 
 def _data_or_skip(name):
     try:
         return find_graph_data(name)
     except FileNotFoundError as err:
         pytest.skip(f"graph data absent: {err}")
-
-
-def _random_graph(n, p, rng, d=1):
-    a = np.triu((rng.random((n, n)) < p).astype(np.uint8), 1)
-    return Graph(a + a.T, rng.integers(0, 2, (n, d)).astype(np.float32))
 
 
 def _perm_graph(x, g):
@@ -173,16 +172,6 @@ def test_refine_colors_is_1wl():
 
 
 # ---------------------------------------------------------------- samplers and invariance
-def _batch(n_max=8, seed=0, sizes=(6, 5, 7, 6)):
-    rng = np.random.default_rng(seed)
-    return to_dense([_random_graph(n, 0.45, rng) for n in sizes], n_max, torch.float64)
-
-
-def _interleaving_perms(x, seed):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.argsort(torch.rand(x.shape[0], x.shape[1], generator=gen), dim=-1)
-
-
 @pytest.mark.parametrize("smp", [UniformGraphSampler(8), CanonicalGraphSampler(8), LearnedGraphSampler(8, 1)])
 def test_samplers_keep_padding_out_of_real_positions(smp):
     x = _batch()
