@@ -84,6 +84,15 @@ def test_function_adam_with_equivariance_penalty_learns():
     assert r["feature_rel_error"] < 0.3 * r["untrained_rel_error"]
     assert r["equivariance_error"]["student"] < 0.3 * r["equivariance_error"]["untrained"]
     assert r["loss_curve"][-1][1] < r["loss_curve"][0][1]
+    # equivariance error vs step (every 50 steps + the last): falls as the student learns the T(2) layer
+    eq = r["equivariance_curve"]
+    assert [e[0] for e in eq] == [0, 50, 100, 149]
+    assert eq[-1][1] < 0.3 * eq[0][1]
+    off = distill(create_student("mlp", teacher=t), t, None,
+                  fast(solver="adam", steps=20, lr=3e-2, equivariance_every=0))["layers"][0]
+    assert off["equivariance_curve"] == []
+    with pytest.raises(ValueError, match="equivariance_every"):
+        fast(equivariance_every=-1)
 
 
 def test_ridge_accumulator_matches_lstsq():
@@ -183,13 +192,20 @@ def test_resume_after_interrupt_matches_uninterrupted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         distill(s, t, None, cfg, out=tmp_path / "b")
     state = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
-    assert state["done"] == [1] and state["current"] == {"layer": 2, "step": 5, "loss_curve": state["current"]["loss_curve"]}
+    cur = state["current"]
+    assert state["done"] == [1] and cur == {"layer": 2, "step": 5, "loss_curve": cur["loss_curve"],
+                                            "equivariance_curve": cur["equivariance_curve"]}
+    assert [e[0] for e in cur["equivariance_curve"]] == [0]
     monkeypatch.setattr(eng, "function_loss_fn", orig)
     s2 = create_student("mlp", teacher=t)
     m = distill(s2, t, None, cfg, out=tmp_path / "b", resume=True)
     assert [r["layer"] for r in m["layers"]] == [1, 2]
     for p, q in zip(ref.parameters(), s2.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+    # the equivariance curve of the interrupted layer continues from the checkpoint: same steps as uninterrupted
+    ref_m = json.loads((tmp_path / "a/metrics.json").read_text())
+    assert [e[0] for e in m["layers"][1]["equivariance_curve"]] == \
+        [e[0] for e in ref_m["layers"][1]["equivariance_curve"]] == [0, 11]
     # a torn checkpoint (tensors and JSON from different saves) is refused
     meta = json.loads((tmp_path / "b/checkpoints/last.json").read_text())
     meta["token"] += 5

@@ -46,6 +46,9 @@ class DistillConfig:
     eval_groups : extra group names to measure equivariance under (the teacher's group is always used).
     checkpoint_every : optimiser steps between checkpoints (also written at the end of each layer).
     log_every : steps between loss-curve points.
+    equivariance_every : steps between points of the layer's equivariance-error curve during SGD/Adam
+        cloning (``equivariance_curve`` in the metrics; 4 group elements, 8 training inputs, float32;
+        0 disables it).
     seed, device, progress : reproducibility, ``"cpu"``/``"cuda"``/``"auto"``, tqdm bars.
     precision : numerics of the SGD/Adam training forward, ``"fp32"``, ``"bf16"`` (autocast) or ``"tf32"``
         (CUDA); closed-form solves and all evaluation/equivariance checks stay fp32/fp64.
@@ -74,6 +77,7 @@ class DistillConfig:
     eval_groups: tuple[str, ...] = ()
     checkpoint_every: int = 200
     log_every: int = 10
+    equivariance_every: int = 50
     seed: int = 0
     device: str = "cpu"
     precision: str = "fp32"
@@ -92,7 +96,7 @@ class DistillConfig:
                      "checkpoint_every", "log_every"):
             if int(getattr(self, name)) < (0 if name == "steps" else 1):
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.blocks < 0 or self.polish_steps < 0:
-            raise ValueError("blocks, polish_steps: expected non-negative integers")
+        if self.blocks < 0 or self.polish_steps < 0 or self.equivariance_every < 0:
+            raise ValueError("blocks, polish_steps, equivariance_every: expected non-negative integers")
         if self.lr <= 0 or self.ridge < 0:
             raise ValueError(f"lr, ridge: expected lr > 0 and ridge >= 0, got {self.lr}, {self.ridge}")

@@ -27,14 +27,15 @@ from typing import Any, Optional
 import torch
 
 from symclone.config import to_dict
-from symclone.io import write_json
+from symclone.io import restore_optimizer, write_json
 
 from ._config import DistillConfig
 from ._evaluate import evaluate_layer
 from ._family import family_loss_fn, family_parameters, family_solver, fit_family_closed_form
 from ._feeds import base_inputs, orbit_inputs, teacher_input
 from ._function import fit_function_closed_form, function_loss_fn, function_solver, use_pre_activation
-from ._state import load_state, restore_optimizer, save_state
+from ._metrics import layer_equivariance_monitor
+from ._state import load_state, save_state
 from ._train import make_optimizer, optimize
 
 __all__ = ["distill", "check_compatible", "untrained_copy"]
@@ -94,23 +95,26 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
                                  cfg.seed, fresh_gaussian=fresh and teacher.reps[0].kind in ("image", "regular"),
                                  ctx=_multi(ctx))
     opt = make_optimizer(params, solver, cfg.lr, cfg.weight_decay)
-    start, curve = 0, []
+    start, curve, eq_curve = 0, [], []
     if resume_meta is not None and resume_meta.get("current", {}).get("layer") == l and "optimizer" in resume_meta:
         restore_optimizer(opt, resume_tensors, resume_meta["optimizer"])
         start, curve = int(resume_meta["current"]["step"]), list(resume_meta["current"]["loss_curve"])
+        eq_curve = list(resume_meta["current"].get("equivariance_curve", []))
         log.info("resuming layer %d at step %d", l, start)
 
     def on_checkpoint(step, opt_, curve_):
         if out is not None:
-            progress["current"] = {"layer": l, "step": step, "loss_curve": curve_}
+            progress["current"] = {"layer": l, "step": step, "loss_curve": curve_, "equivariance_curve": eq_curve}
             save_state(out, student, progress, opt_)
 
     r = optimize(params, loss_fn, cfg.steps, cfg.lr, kind=solver, weight_decay=cfg.weight_decay,
                  grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,
                  log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_checkpoint=on_checkpoint,
                  stop_rel_error=cfg.stop_rel_error, progress=cfg.progress, desc=f"{cfg.mode} layer {l}",
-                 ctx=_multi(ctx), precision=cfg.precision)
+                 ctx=_multi(ctx), precision=cfg.precision, monitor=layer_equivariance_monitor(student, teacher, l, h_train, cfg),
+                 monitor_every=cfg.equivariance_every, monitor_curve=eq_curve)
     r.pop("optimizer")
+    r["equivariance_curve"] = r.pop("monitor_curve")
     r["solver"] = solver
     r["target"] = "pre_activation" if use_pre else "feature"
     return r
@@ -220,7 +224,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         rec.update({"layer": l, "mode": cfg.mode, "solver": fit["solver"], "seconds": fit["seconds"],
                     "steps": fit["steps"], "train_rel_error": fit["final_rel_error"],
                     "loss_curve": fit["loss_curve"], "eval_seconds": time.perf_counter() - t_eval})
-        for key in ("singular_values", "target", "stopped_early"):
+        for key in ("singular_values", "target", "stopped_early", "equivariance_curve"):
             if key in fit:
                 rec[key] = fit[key]
         progress["layers"][str(l)] = rec

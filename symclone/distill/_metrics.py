@@ -18,7 +18,7 @@ import torch.nn as nn
 from symclone.groups import Group, RepLike
 from symclone.testing import equivariance_error
 
-__all__ = ["rel_error", "FeatureMap", "safe_equivariance", "groups_to_check"]
+__all__ = ["rel_error", "FeatureMap", "safe_equivariance", "groups_to_check", "layer_equivariance_monitor"]
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +70,25 @@ def groups_to_check(teacher: Any, extra: tuple[str, ...] = ()) -> dict[str, Any]
     for name in names:
         out.setdefault(name, name)
     return out
+
+
+def layer_equivariance_monitor(student: Any, teacher: Any, l: int, h: torch.Tensor, cfg: Any):
+    """``step ↦`` mean relative equivariance error of student layer ``l`` (teacher rep ``l−1 → l``) on the
+    first 8 layer inputs ``h``, under 4 fixed group elements, in the training dtype (no cast of the model
+    being trained); family mode uses one fixed kernel. ``None`` where the group cannot act (then no curve)."""
+    x = h[: min(8, h.shape[0])].detach()
+    params = None
+    if cfg.mode == "family":
+        gen = torch.Generator().manual_seed(cfg.seed + 424_243)
+        params = teacher.sample_params(l, 1, generator=gen)[0].to(x.device)
+    f = FeatureMap(student, l, params=params, layerwise=True)
+    group, rep_in, rep_out = teacher.group, teacher.reps[l - 1], teacher.reps[l]
+
+    @torch.no_grad()
+    def monitor(step: int) -> Optional[float]:
+        try:
+            return float(equivariance_error(f, group, rep_in, rep_out, x=x, n=4, dtype=None, seed=0)["mean"])
+        except ValueError as err:
+            log.debug("equivariance curve of layer %d not defined: %s", l, err)
+            return None
+    return monitor

@@ -69,7 +69,8 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
              log_every: int = 10, checkpoint_every: int = 0,
              on_checkpoint: Optional[Callable[[int, torch.optim.Optimizer, list], None]] = None,
              stop_rel_error: float = 0.0, progress: bool = True, desc: str = "clone", ctx: Any = None,
-             precision: str = "fp32") -> dict:
+             precision: str = "fp32", monitor: Optional[Callable[[int], Optional[float]]] = None,
+             monitor_every: int = 0, monitor_curve: Optional[list] = None) -> dict:
     """Run ``steps`` optimiser steps (resuming at ``start_step``); returns the loss curve, the final
     running relative error, the number of steps done and the seconds spent.
 
@@ -77,7 +78,9 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
     through ``DistributedDataParallel`` (``loss_fn`` must use this rank's shard and a loss whose mean over
     ranks is the global loss, see :func:`symclone.ddp.relative_mse`), the logged error is the global one
     and ``on_checkpoint`` runs on rank 0 only. ``precision``: the forward's numerics
-    (:func:`symclone.runtime.precision_context`).
+    (:func:`symclone.runtime.precision_context`). ``monitor(step)`` (e.g. the layer's equivariance
+    error), when given, is recorded every ``monitor_every`` steps and after the last one as
+    ``[step, value]`` in ``monitor_curve`` (returned; pass the list back in to continue it on resume).
     """
     from tqdm.auto import tqdm
 
@@ -93,6 +96,14 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
         model = ddp_step_module(params, loss_fn, ctx)
         progress = progress and ctx.is_main
     curve = loss_curve if loss_curve is not None else []
+    mcurve = monitor_curve if monitor_curve is not None else []
+
+    def record(step_: int) -> None:
+        if monitor is not None and monitor_every > 0:
+            value_ = monitor(step_)
+            if value_ is not None:
+                mcurve.append([step_, float(value_)])
+
     t0 = time.perf_counter()
     rel = float("nan")
     step = start_step
@@ -120,6 +131,8 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
             curve.append([step, rel])
             stopped = True
             break
+        if monitor_every > 0 and step % monitor_every == 0 and step < steps - 1:
+            record(step)
         if on_checkpoint is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < steps:
             if ctx is None or ctx.is_main:
                 on_checkpoint(step + 1, opt, curve)
@@ -127,5 +140,7 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
                 ctx.barrier()
     bar.close()
     done = (step + 1) if steps > start_step else start_step
+    if steps > start_step:
+        record(step)
     return {"loss_curve": curve, "final_rel_error": rel, "steps": done, "stopped_early": stopped,
-            "seconds": time.perf_counter() - t0, "optimizer": opt}
+            "seconds": time.perf_counter() - t0, "optimizer": opt, "monitor_curve": mcurve}
