@@ -71,20 +71,6 @@ def ddp_step_module(params: Sequence[nn.Parameter], loss_fn: Callable[[int], tor
     return wrap_ddp(_StepModule(params, loss_fn), ctx)
 
 
-def _cosine(base: float, step: int, total: int) -> float:
-    if total <= 1:
-        return base
-    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
-
-
-def _make_optimizer(params, kind: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    if kind in ("adam", "adamw"):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"kind: expected 'adam' or 'sgd', got {kind!r}")
-
-
 def _state_tensors(params, opt) -> tuple[dict, dict]:
     from symclone.io import flatten_optimizer
 
@@ -114,7 +100,11 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
     if not params:
         raise ValueError("params: nothing to optimise")
     model = ddp_step_module(params, loss_fn, ctx)
-    opt = _make_optimizer(params, kind, lr, weight_decay)
+    from symclone.distill._train import cosine_lr, make_optimizer  # fused AdamW where supported
+
+    if kind not in ("sgd", "adam", "adamw"):
+        raise ValueError(f"kind: expected 'adam' or 'sgd', got {kind!r}")
+    opt = make_optimizer(params, "adam" if kind == "adamw" else kind, lr, weight_decay)
     start, curve = 0, []
     stem = Path(checkpoint) if checkpoint is not None else None
     if resume and stem is not None:
@@ -125,7 +115,7 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
     bar = tqdm(range(start, end), desc=desc, disable=not (progress and ctx.is_main), leave=False)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = _cosine(lr, step, steps)
+            g["lr"] = cosine_lr(lr, step, steps)
         opt.zero_grad(set_to_none=True)
         with precision_context(precision, ctx.device):
             loss = model(step)
