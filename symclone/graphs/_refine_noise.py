@@ -99,17 +99,22 @@ def _edge_list(adj: torch.Tensor, mask: torch.Tensor) -> _Edges:
     return _Edges(g, g * N + j, i * width + slot, width)
 
 
-def _sort_last(x: torch.Tensor) -> torch.Tensor:
-    """Sort along the last axis; narrow axes (≤ 12) with a min/max bubble network (several times
-    faster than ``torch.sort`` on millions of short rows)."""
+def _sorted_columns(x: torch.Tensor) -> list[torch.Tensor]:
+    """The columns of ``x`` sorted along its last axis, as a list; narrow axes (≤ 12) with a min/max
+    bubble network (several times faster than ``torch.sort`` on millions of short rows)."""
     w = x.shape[-1]
     if w > 12:
-        return x.sort(-1).values
+        return list(x.sort(-1).values.unbind(-1))
     cols = list(x.unbind(-1))
     for i in range(w - 1):
         for j in range(w - 1 - i):
             cols[j], cols[j + 1] = torch.minimum(cols[j], cols[j + 1]), torch.maximum(cols[j], cols[j + 1])
-    return torch.stack(cols, -1) if cols else x
+    return cols
+
+
+def _sort_last(x: torch.Tensor) -> torch.Tensor:
+    """Sort along the last axis (see :func:`_sorted_columns`)."""
+    return torch.stack(_sorted_columns(x), -1) if x.shape[-1] else x
 
 
 def _neighbour_keys(edges: _Edges, colors: torch.Tensor, act: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
@@ -121,13 +126,14 @@ def _neighbour_keys(edges: _Edges, colors: torch.Tensor, act: torch.Tensor, loca
     small = torch.int16 if sentinel < 2 ** 15 else torch.int64
     nb = torch.full((A + 1, N, width), sentinel, dtype=small, device=colors.device)   # + scratch row
     nb.view(-1)[local[edges.graph] * (N * width) + edges.pos] = colors.view(-1)[edges.src].to(small)
-    nb = _sort_last(nb[:A]).to(torch.int64)
     bits = sentinel.bit_length()
     per_word = 63 // bits
-    if width + 1 <= per_word:  # one word: c·b^w + Σ_t (S − n_t)·b^(w−1−t), b = 2^bits
-        weights = (2 ** (bits * torch.arange(width - 1, -1, -1, device=colors.device))).to(torch.int64)
-        word = colors[act] * (2 ** (bits * width)) + ((sentinel - nb) * weights).sum(-1)
+    if width + 1 <= per_word:  # one word, by Horner: c·b^w + Σ_t (S − n_t)·b^(w−1−t), b = 2^bits
+        word = colors[act].clone()
+        for col in _sorted_columns(nb[:A]):
+            word = word * (2 ** bits) + (sentinel - col).to(torch.int64)
         return word[..., None]
+    nb = _sort_last(nb[:A]).to(torch.int64)
     entries = torch.cat([colors[act][..., None], sentinel - nb], -1)   # (A, N, 1 + width)
     pad = (-entries.shape[-1]) % per_word
     if pad:
