@@ -66,13 +66,13 @@ def test_first_refinement_is_the_coarsest_equitable_partition():
     """Before any individualization the batched hash refinement reaches an equitable partition
     (checked with explicit neighbour counts) and does not split more than 1-WL does: on the
     vertex-transitive Petersen graph every node keeps one colour."""
-    from symclone.graphs._refine_noise import _edge_list, _refine
+    from symclone.graphs._refine_noise import _neighbour_table, _refine
     rng = np.random.default_rng(1)
     graphs = [_random_graph(10, 0.3, rng, d=0) for _ in range(5)] + [_petersen()]
     x = to_dense(graphs, 10, torch.float64)
     a, m, _ = split_graph(x)
     mask = m > 0.5
-    colors = _refine(_edge_list(a, mask), torch.zeros(6, 10, dtype=torch.int64))
+    colors = _refine(_neighbour_table(a, mask), torch.zeros(6, 10, dtype=torch.int64))
     for b, gr in enumerate(graphs):
         assert _is_equitable(gr.adj, colors[b].numpy())
     assert colors[5].unique().numel() == 1
@@ -127,15 +127,15 @@ def _reference_partition(a: np.ndarray) -> set:
 
 @pytest.mark.parametrize("n, p", [(12, 0.25), (20, 0.85)])   # one packed word / several words per key
 def test_batched_refinement_gives_the_coarsest_equitable_partition(n, p):
-    from symclone.graphs._refine_noise import _edge_list, _refine
+    from symclone.graphs._refine_noise import _neighbour_table, _refine
     rng = np.random.default_rng(n)
     graphs = [_random_graph(n, p, rng, d=0) for _ in range(4)]
     x = to_dense(graphs, n, torch.float64)
     a, m, _ = split_graph(x)
-    edges = _edge_list(a, m > 0.5)
+    nbrs = _neighbour_table(a, m > 0.5)
     if p > 0.5:
-        assert edges.width + 1 > 63 // (n + 1).bit_length()      # the multi-word path is exercised
-    colors = _refine(edges, torch.zeros(4, n, dtype=torch.int64))
+        assert nbrs.width + 1 > 63 // (n + 1).bit_length()      # the multi-word path is exercised
+    colors = _refine(nbrs, torch.zeros(4, n, dtype=torch.int64))
     for b, gr in enumerate(graphs):
         got = {frozenset(np.flatnonzero(colors[b].numpy() == c)) for c in colors[b].unique().tolist()}
         assert got == _reference_partition(gr.adj)

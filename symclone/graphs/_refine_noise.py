@@ -64,30 +64,16 @@ def _initial_colors(rows: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return _lex_rank(torch.where(mask[..., None], rows, torch.full_like(rows, float("inf"))))
 
 
-class _Edges(NamedTuple):
-    """Directed edges between real nodes: ``graph`` (E,), ``src`` = flat index ``graph·N + j`` of the
-    neighbour's colour, ``pos`` = ``i·width + slot`` (slot numbers the edges of node ``i`` from 0)."""
+class _Neighbours(NamedTuple):
+    """Dense neighbour lists: ``table`` (B, N, width) holds the real neighbours of each real node,
+    padded with ``N`` (an index that points at a sentinel colour); ``width`` = the largest degree."""
 
-    graph: torch.Tensor
-    src: torch.Tensor
-    pos: torch.Tensor
+    table: torch.Tensor
     width: int
 
-    def restrict(self, rows: torch.Tensor, n_graphs: int) -> "_Edges":
-        sel = torch.zeros(n_graphs, dtype=torch.bool, device=self.graph.device)
-        sel[rows] = True
-        keep = sel[self.graph]
-        return _Edges(self.graph[keep], self.src[keep], self.pos[keep], self.width)
 
-    def repeat(self, repeats: int, n_graphs: int, n_nodes: int) -> "_Edges":
-        """The edges of ``repeats`` stacked copies of the batch (sample-major)."""
-        off = torch.arange(repeats, device=self.graph.device).repeat_interleave(len(self.graph)) * n_graphs
-        return _Edges(self.graph.repeat(repeats) + off, self.src.repeat(repeats) + off * n_nodes,
-                      self.pos.repeat(repeats), self.width)
-
-
-def _edge_list(adj: torch.Tensor, mask: torch.Tensor) -> _Edges:
-    """The :class:`_Edges` of the nonzero entries of ``adj`` (B, N, N) between real nodes."""
+def _neighbour_table(adj: torch.Tensor, mask: torch.Tensor) -> _Neighbours:
+    """The :class:`_Neighbours` of the nonzero entries of ``adj`` (B, N, N) between real nodes."""
     B, N = adj.shape[:2]
     g, i, j = torch.nonzero(adj != 0, as_tuple=True)   # row-major: sorted by (graph, i, j)
     keep = mask[g, i] & mask[g, j]
@@ -96,7 +82,9 @@ def _edge_list(adj: torch.Tensor, mask: torch.Tensor) -> _Edges:
     counts = torch.bincount(node, minlength=B * N)
     slot = torch.arange(len(node), device=adj.device) - (counts.cumsum(0) - counts)[node]
     width = int(counts.max()) if len(node) else 0
-    return _Edges(g, g * N + j, i * width + slot, width)
+    table = torch.full((B, N, width), N, dtype=torch.int64, device=adj.device)
+    table[g, i, slot] = j
+    return _Neighbours(table, width)
 
 
 def _sorted_columns(x: torch.Tensor) -> list[torch.Tensor]:
@@ -117,24 +105,29 @@ def _sort_last(x: torch.Tensor) -> torch.Tensor:
     return torch.stack(_sorted_columns(x), -1) if x.shape[-1] else x
 
 
-def _neighbour_keys(edges: _Edges, colors: torch.Tensor, act: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+def _neighbour_keys(nbrs: _Neighbours, colors: torch.Tensor, act: torch.Tensor,
+                    parent: Optional[torch.Tensor]) -> torch.Tensor:
     """Rows ``(c_i, S − n_1, S − n_2, …)`` (A, N, w) packed into int64 words, ``n_1 ≤ n_2 ≤ …`` the
-    neighbour colours of ``i`` padded with the sentinel ``S`` > every colour. Lexicographic order of
-    the rows = (colour, neighbour counts per colour) order: more neighbours of a smaller colour sorts later."""
+    neighbour colours of ``i`` padded with the sentinel ``S`` > every colour, for the colour rows
+    ``act`` (whose graph is row ``parent[act]`` of the table; ``parent=None``: the same row).
+    Lexicographic order of the rows = (colour, neighbour counts per colour) order: more neighbours
+    of a smaller colour sorts later."""
     A, N = len(act), colors.shape[1]
-    sentinel, width = N + 1, edges.width
+    sentinel, width = N + 1, nbrs.width
     small = torch.int16 if sentinel < 2 ** 15 else torch.int64
-    nb = torch.full((A + 1, N, width), sentinel, dtype=small, device=colors.device)   # + scratch row
-    nb.view(-1)[local[edges.graph] * (N * width) + edges.pos] = colors.view(-1)[edges.src].to(small)
+    own = colors[act]
+    ext = torch.cat([own.to(small), torch.full((A, 1), sentinel, dtype=small, device=colors.device)], 1)
+    rows = act if parent is None else parent[act]
+    nb = torch.gather(ext, 1, nbrs.table[rows].view(A, N * width)).view(A, N, width)
     bits = sentinel.bit_length()
     per_word = 63 // bits
     if width + 1 <= per_word:  # one word, by Horner: c·b^w + Σ_t (S − n_t)·b^(w−1−t), b = 2^bits
-        word = colors[act].clone()
-        for col in _sorted_columns(nb[:A]):
+        word = own.clone()
+        for col in _sorted_columns(nb):
             word = word * (2 ** bits) + (sentinel - col).to(torch.int64)
         return word[..., None]
-    nb = _sort_last(nb[:A]).to(torch.int64)
-    entries = torch.cat([colors[act][..., None], sentinel - nb], -1)   # (A, N, 1 + width)
+    nb = _sort_last(nb).to(torch.int64)
+    entries = torch.cat([own[..., None], sentinel - nb], -1)   # (A, N, 1 + width)
     pad = (-entries.shape[-1]) % per_word
     if pad:
         entries = torch.cat([entries, entries.new_zeros(A, N, pad)], -1)
@@ -142,36 +135,32 @@ def _neighbour_keys(edges: _Edges, colors: torch.Tensor, act: torch.Tensor, loca
     return (entries.view(A, N, -1, per_word) * weights).sum(-1)
 
 
-def _refine(edges: _Edges, colors: torch.Tensor, graphs: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _refine(nbrs: _Neighbours, colors: torch.Tensor, graphs: Optional[torch.Tensor] = None,
+            parent: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Batched 1-WL refinement, in place on the rows ``graphs`` (default all) of ``colors``, to the
     coarsest equitable partition finer than the current colours (module doc).
 
-    ``edges`` from :func:`_edge_list` (directed, both orientations), ``colors`` (B, N) int64 dense
-    ranks per graph with padding (no edges) ranked after every real node. Each round works on the
-    graphs still splitting cells and their edges only."""
-    B, N = colors.shape
-    act = torch.arange(B, device=colors.device) if graphs is None else graphs
-
-    if graphs is not None:
-        edges = edges.restrict(act, B)
-    covered = len(act)                  # graphs whose edges ``edges`` still holds
+    ``nbrs`` from :func:`_neighbour_table`; ``colors`` (R, N) int64 dense ranks per row with padding
+    (no neighbours) ranked after every real node; row ``r`` belongs to graph ``parent[r]`` of the
+    table (default ``r``). Each round works only on the rows still splitting cells."""
+    act = torch.arange(len(colors), device=colors.device) if graphs is None else graphs
     ncol = colors[act].amax(1) + 1
-    local = torch.zeros(B, dtype=torch.int64, device=colors.device)
     while len(act):
-        if 2 * len(act) < covered:      # drop the edges of finished graphs (amortised)
-            edges, covered = edges.restrict(act, B), len(act)
-        local.zero_()
-        local[act] = torch.arange(len(act), device=colors.device)
-        if covered > len(act):          # edges of finished graphs: write into a scratch row
-            done = torch.ones(B, dtype=torch.bool, device=colors.device)
-            done[act] = False
-            local[done] = len(act)
-        new = _lex_rank(_neighbour_keys(edges, colors, act, local))
+        new = _lex_rank(_neighbour_keys(nbrs, colors, act, parent))
         n_new = new.amax(1) + 1
         colors[act] = new
         changed = n_new != ncol
         act, ncol = act[changed], n_new[changed]
     return colors
+
+
+def _distinct_rows(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rep, inverse)``: one row index per distinct row of ``key`` (A, k) (its first occurrence)
+    and, per row, the position of its representative in ``rep`` (``key[rep][inverse] == key``)."""
+    _, inverse = torch.unique(key, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(key), dtype=torch.int64, device=key.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(key), device=key.device), "amin")
+    return first, inverse
 
 
 def random_ir_colors(adj: torch.Tensor, init: torch.Tensor, u: torch.Tensor,
@@ -200,10 +189,10 @@ def random_ir_colors(adj: torch.Tensor, init: torch.Tensor, u: torch.Tensor,
     mask = torch.ones(B, N, dtype=torch.bool, device=init.device) if mask is None else mask.bool()
     if single and mask.ndim == 1:
         mask = mask[None]
-    edges = _edge_list(adj, mask)
-    colors = _refine(edges, _initial_colors(init[..., None].to(torch.float64), mask))
+    nbrs = _neighbour_table(adj, mask)
+    colors = _refine(nbrs, _initial_colors(init[..., None].to(torch.float64), mask))
+    parent = torch.arange(repeats * B, device=init.device) % B      # row r·B + b -> graph b
     if repeats > 1:  # branches of one graph share the u-independent start
-        edges = edges.repeat(repeats, B, N)
         colors, mask = colors.repeat(repeats, 1), mask.repeat(repeats, 1)
     pad = ~mask
     u = torch.where(mask, u.to(torch.float64), torch.full((), float("inf"), dtype=torch.float64))
@@ -223,7 +212,12 @@ def random_ir_colors(adj: torch.Tensor, init: torch.Tensor, u: torch.Tensor,
         c = 2 * c + 1
         c[torch.arange(len(active), device=c.device), v] -= 1
         colors[active] = _dense_rank(torch.where(pad[active], torch.full_like(c, 2 * N + 1), c))
-        _refine(edges, colors, graphs=active)
+        if repeats > 1:   # branches of one graph that made the same choices: refine one of them
+            rep, inverse = _distinct_rows(torch.cat([parent[active, None], colors[active]], 1))
+            _refine(nbrs, colors, graphs=active[rep], parent=parent)
+            colors[active] = colors[active[rep]][inverse]
+        else:
+            _refine(nbrs, colors, graphs=active, parent=parent)
     return colors[0] if single else colors
 
 

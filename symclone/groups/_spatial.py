@@ -176,14 +176,21 @@ class Sn(Group):
             if x.shape[2] < n:
                 raise ValueError(f"x: rep 'graph' is [A | X] of shape (B, N, N + d), got {tuple(x.shape)}")
             x = self._permute_axis(x, inv, 1)
-            cols = self._permute_axis(x[:, :, :n], inv, 2)
-            return torch.cat([cols, x[:, :, n:]], dim=2)
+            feats = torch.arange(n, x.shape[2], device=x.device)
+            if inv.ndim == 1:
+                return x.index_select(2, torch.cat([inv, feats]))
+            cols = torch.cat([inv, feats.expand(len(inv), -1)], 1)   # permute A's columns, keep X
+            return torch.gather(x, 2, cols[:, None, :].expand(x.shape))
         return self._permute_axis(x, inv, 1)
 
     @staticmethod
     def _permute_axis(x: torch.Tensor, inv: torch.Tensor, axis: int) -> torch.Tensor:
         if inv.ndim == 1:
             return x.index_select(axis, inv)
+        if axis == 1 and len(inv) == len(x):   # one row gather on the flattened batch
+            B, N = inv.shape
+            rows = (torch.arange(B, device=inv.device)[:, None] * N + inv).reshape(-1)
+            return x.reshape(B * N, -1).index_select(0, rows).view(x.shape)
         shape = [inv.shape[0]] + [1] * (x.ndim - 1)
         shape[axis] = inv.shape[1]
         idx = inv.view(shape).expand(*x.shape[:axis], inv.shape[1], *x.shape[axis + 1:])
