@@ -47,13 +47,13 @@ def _data_name(config: Mapping) -> Optional[str]:
     return None
 
 
-def data_support(name: str, limit: int = 5000) -> tuple[torch.Tensor, torch.Tensor]:
+def data_support(name: str, limit: int = 5000, root: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(support (C, H, W) bool, first test image (C, H, W))`` of an image dataset: pixels that are
-    non-zero in any of the first ``limit`` training images."""
+    non-zero in any of the first ``limit`` training images (files under ``root``, the run's ``--data-root``)."""
     from symclone.data import load_image_dataset
 
-    xs = load_image_dataset(name, train=True, limit=limit).tensors[0]
-    x0 = load_image_dataset(name, train=False, limit=1).tensors[0][0]
+    xs = load_image_dataset(name, train=True, root=root, limit=limit).tensors[0]
+    x0 = load_image_dataset(name, train=False, root=root, limit=1).tensors[0][0]
     return (xs != 0).any(0), x0
 
 
@@ -130,7 +130,9 @@ def analyze_models(teacher: Any, student: Any, out_dir: str | Path, metrics: Opt
         support = None
         if name:
             try:
-                support, x = data_support(name)
+                distill_cfg = config.get("distill")
+                root = distill_cfg.get("data_root") if isinstance(distill_cfg, Mapping) else None
+                support, x = data_support(name, root=root)
                 structure["support_source"] = name
                 structure["support_fraction"] = float(support.double().mean())
             except (ValueError, OSError) as err:

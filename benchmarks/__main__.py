@@ -2,11 +2,14 @@
 
 Runs the scale/roofline measurements of :mod:`benchmarks.roofline` in this process, then every other
 benchmark module present (``benchmarks/<name>.py``: clone, teachers, analysis, nbody, downstream, ...)
-in its own subprocess as ``python -m benchmarks.<name> [--quick] --out results/suite/<name>[_quick].json``
-(a module that rejects ``--out`` is rerun without it). Known result files are summarised as rows of the
-same table (n-body time-to-MSE, Reynolds cost); others get a status row. Prints one Markdown table and
-writes ``results/bench_<device>[_quick].json``. ``--quick`` skips ``downstream`` (training runs), runs two
-of the n-body models, and stops starting modules once 285 s are spent (under 5 minutes on a 2-core CPU).
+in its own subprocess as ``python -m benchmarks.<name> [--quick] --device <device> --out
+results/suite/<name>[_quick].json`` (options a module rejects are dropped and it is rerun without them, so
+CPU-only modules still run on a GPU machine). Known result files are summarised as rows of the same table
+(n-body time-to-MSE, Reynolds cost); others get a status row. Prints one Markdown table and writes
+``results/bench_<device>[_quick].json``; on CUDA it also writes the copy meant for the repository,
+``benchmarks/results/<device>[_quick].json`` (``cuda.json``; CPU results stay under ``results/`` only).
+``--quick`` skips ``downstream`` (training runs), runs two of the n-body models, and stops starting
+modules once 285 s are spent (under 5 minutes on a 2-core CPU).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import torch
 
 from ._util import format_table
 
-__all__ = ["main", "discover", "run_module", "summarise"]
+__all__ = ["main", "discover", "run_module", "summarise", "module_command", "drop_rejected", "COMMITTED"]
 
 HERE = Path(__file__).resolve().parent
 OWN = {"roofline", "__main__", "__init__"}
@@ -37,6 +40,8 @@ LAST = ("nbody", "graphs", "downstream")
 QUICK_BUDGET_S = 285.0
 #: extra arguments in --quick mode (n-body: two of its models, so time-to-MSE fits the 5-minute budget)
 QUICK_ARGS = {"nbody": ["--models", "transformer,learned"]}
+#: where GPU results are kept in the repository (``benchmarks/results/<device>.json``)
+COMMITTED = HERE / "results"
 
 
 def discover() -> list[str]:
@@ -46,24 +51,64 @@ def discover() -> list[str]:
     return sorted(names, key=lambda n: (LAST.index(n) + 1 if n in LAST else 0, n))
 
 
-def run_module(name: str, quick: bool, out: Path, timeout: float, threads: int) -> dict:
-    """``python -m benchmarks.<name>`` in a subprocess; returns status, seconds, its JSON and output tail."""
+def module_command(name: str, quick: bool, out: Optional[Path] = None,
+                   device: Optional[str] = None) -> tuple[list, list]:
+    """``(base, options)`` of a module's command line: ``python -m benchmarks.<name> [--quick ...]`` and the
+    options it may reject (``--device``, ``--out``)."""
     base = [sys.executable, "-m", f"benchmarks.{name}"] + (["--quick"] + QUICK_ARGS.get(name, []) if quick else [])
+    opts: list[str] = []
+    if device is not None:
+        opts += ["--device", str(device)]
+    if out is not None:
+        opts += ["--out", str(out)]
+    return base, opts
+
+
+def drop_rejected(opts: list[str], stderr: str) -> Optional[list[str]]:
+    """``opts`` without the ``--flag value`` pairs argparse reported as ``unrecognized arguments`` in ``stderr``;
+    ``None`` when none of them was rejected (the failure is the module's own).
+
+    >>> drop_rejected(["--device", "cuda", "--out", "x.json"], "error: unrecognized arguments: --device cuda")
+    ['--out', 'x.json']
+    >>> drop_rejected(["--out", "x.json"], "Traceback ...") is None
+    True
+    """
+    line = next((ln for ln in stderr.splitlines() if "unrecognized arguments:" in ln), None)
+    if line is None:
+        return None
+    rejected = set(line.split("unrecognized arguments:", 1)[1].split())
+    keep, dropped = [], False
+    for flag, value in zip(opts[::2], opts[1::2]):
+        if flag in rejected:
+            dropped = True
+        else:
+            keep += [flag, value]
+    return keep if dropped else None
+
+
+def run_module(name: str, quick: bool, out: Path, timeout: float, threads: int,
+               device: Optional[str] = None) -> dict:
+    """``python -m benchmarks.<name> [--quick] [--device D] --out OUT`` in a subprocess; returns status,
+    seconds, its JSON and output tail. Options the module does not declare are dropped and it is rerun."""
+    base, opts = module_command(name, quick, out, device)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(HERE.parent) + os.pathsep +
                os.environ.get("PYTHONPATH", ""))
     t0 = time.perf_counter()
-    rec: dict = {"module": name, "command": " ".join(base[1:])}
-    for args in (["--out", str(out)], []):
+    rec: dict = {"module": name, "command": " ".join(base[1:] + opts)}
+    for _ in range(3):
         try:
-            p = subprocess.run(base + args, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(base + opts, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             rec.update(status=f"timeout after {timeout:.0f}s", returncode=None)
             break
         rec.update(returncode=p.returncode, stdout_tail=(p.stdout + p.stderr)[-4000:])
-        if p.returncode == 2 and "--out" in p.stderr and args:
-            continue  # the module has no --out option: rerun without it
+        fewer = drop_rejected(opts, p.stderr) if p.returncode == 2 else None
+        if fewer is not None:
+            opts = fewer  # the module lacks some of the options: rerun without them
+            rec["command"] = " ".join(base[1:] + opts)
+            continue
         rec["status"] = "ok" if p.returncode == 0 else f"exit {p.returncode}"
-        if args and out.exists():
+        if "--out" in opts and out.exists():
             try:
                 rec["result"] = json.loads(out.read_text())
             except (OSError, ValueError):
@@ -145,7 +190,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 continue
             timeout = min(timeout, left)
         # own folder: never overwrite the result files the modules' owners write by default
-        rec = run_module(name, args.quick, results / "suite" / f"{name}{suffix}.json", timeout, args.threads)
+        rec = run_module(name, args.quick, results / "suite" / f"{name}{suffix}.json", timeout, args.threads,
+                         device=str(dev))
         out["modules"][name] = rec
         rows += summarise(rec)
     out["rows"] = rows
@@ -155,8 +201,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(table)
     dest = results / f"bench_{dev.type}{suffix}.json"
     write_json(dest, out)
+    wrote = str(dest)
+    if dev.type == "cuda":  # GPU results are kept in the repository (benchmarks/results/<device>.json)
+        committed = COMMITTED / f"{dev.type}{suffix}.json"
+        write_json(committed, out)
+        wrote += f" and {committed}"
     print(f"\n{len(rows)} rows in {out['seconds']:.0f} s on {out['device_name']} ({out.get('clock', 'wall')} clock, "
-          f"{args.threads} thread(s)); wrote {dest}")
+          f"{args.threads} thread(s)); wrote {wrote}")
     return 0
 
 

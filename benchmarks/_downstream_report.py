@@ -25,8 +25,11 @@ def markdown(data: dict, command: str) -> str:
     rows = data["rows"]
     train = sum(r["train_seconds"] for r in rows) / 60
     build = sum(r.get("build_seconds", 0.0) for r in rows) / 60
+    wall = (f"; wall-clock {data['seconds'] / 60:.1f} min over {data['sessions']} session(s)"
+            if "sessions" in data else "")  # older files: "seconds" counted only the last resumed session
     lines = [f"Size `{data['size']}` ({data['dataset']}, {data['threads']} torch thread(s); training "
-             f"{train:.1f} min + model building/cloning {build:.1f} min summed over rows). Command: `{command}`.", ""]
+             f"{train:.1f} min + model building/cloning {build:.1f} min summed over rows{wall}). "
+             f"Command: `{command}`.", ""]
     for task in dict.fromkeys(r["task"] for r in rows):
         main = [r for r in rows if r["task"] == task and r["sweep"] == "main"]
         if not main:
@@ -35,14 +38,20 @@ def markdown(data: dict, command: str) -> str:
         extra = " / upright" if task == "c4-generalisation" else ""
         ceil = (f"; an invariant model reaches at most half its 10-class accuracy, <= "
                 f"{r0['invariant_ceiling']:.0%}") if r0["invariant_ceiling"] else ""
+        mod10 = any(r.get("accuracy_mod10") is not None for r in main)
+        if mod10:
+            ceil += "; `mod 10` = accuracy on label % 10 in the same run, twice that model's invariant ceiling"
         lines += [f"**{task}** (n_train {r0['n_train_actual']}, {r0['epochs']} epochs{ceil})", "",
-                  f"| model | mode | test acc ({r0['primary']}{extra}) | invariance error | δ_G before → after | "
-                  "drift ‖W−W0‖/‖W0‖ | params (trainable) | train s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  f"| model | mode | test acc ({r0['primary']}{extra}) | " + ("acc mod 10 | " if mod10 else "") +
+                  "invariance error | δ_G before → after | drift ‖W−W0‖/‖W0‖ | params (trainable) | train s |",
+                  "|---|---|---|" + ("---|" if mod10 else "") + "---|---|---|---|---|"]
         for r in main:
             acc = f"{r['primary_accuracy']:.3f}"
             if task == "c4-generalisation":
                 acc += f" / {r['accuracy']['upright']:.3f}"
+            if mod10:
+                m = r.get("accuracy_mod10")
+                acc += " | " + (f"{m:.3f}" if m is not None else "-")
             res = f"{_fmt_res(r['structure_residual_before'])} → {_fmt_res(r['structure_residual_after'])}"
             drift = f"{r['cloned_distance']:.3g}" if r["model"].startswith("cloned") else "-"
             lines.append(f"| {_LABEL.get(r['model'], r['model'])} | {_mode(r)} | {acc} | {r['invariance_error']:.1e} | "
@@ -66,6 +75,18 @@ def markdown(data: dict, command: str) -> str:
 _SAMPLE_MODELS = (("mlp", "free"), ("cnn", "free"), ("equivariant", "free"), ("cloned-blocks", "frozen"))
 
 
+def _save(fig, path: Path) -> Path:
+    """``fig`` as a PNG at ``path``, written atomically (a temporary file, then a rename)."""
+    import io
+
+    from symclone.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def plots(data: dict, folder: Path) -> list[Path]:
     """Accuracy vs beta (invariance error on a second axis) per task; sample-complexity curves."""
     import matplotlib
@@ -86,6 +107,9 @@ def plots(data: dict, folder: Path) -> list[Path]:
             if r["task"] == task and r["model"] == "cloned-blocks" and r["sweep"] == "main" and r["mode"] != "anchored":
                 ax.axhline(r["primary_accuracy"], ls="--" if r["mode"] == "frozen" else ":", color="C0",
                            label=f"{r['mode']}")
+                if r["mode"] == "frozen" and r.get("accuracy_mod10") is not None:
+                    ax.axhline(r["accuracy_mod10"] / 2, color="C2", lw=0.8,
+                               label="frozen: (acc on label % 10) / 2, measured ceiling")
         ceil = sw[0]["invariant_ceiling"]
         if ceil:
             ax.axhline(ceil, color="gray", lw=0.8, label="invariant ceiling (perfect 10-class)")
@@ -97,8 +121,7 @@ def plots(data: dict, folder: Path) -> list[Path]:
         ax2.set_ylabel("invariance error of logits", color="C3")
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    path = folder / "downstream_beta.png"
-    fig.savefig(path, dpi=120)
+    path = _save(fig, folder / "downstream_beta.png")
     plt.close(fig)
     out.append(path)
     samples = [r for r in rows if r["task"] == "c4-generalisation"]
@@ -114,8 +137,7 @@ def plots(data: dict, folder: Path) -> list[Path]:
         ax.set_title("c4-generalisation: sample complexity")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = folder / "downstream_samples.png"
-        fig.savefig(path, dpi=120)
+        path = _save(fig, folder / "downstream_samples.png")
         plt.close(fig)
         out.append(path)
     return out

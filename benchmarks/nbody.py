@@ -7,6 +7,8 @@ EGNN 0.0071 and LPS 0.004. Training budgets are CPU seconds of this process (tor
 
     python -m benchmarks.nbody --quick                 # ~2 minutes, small data
     python -m benchmarks.nbody --models canonical,learned --minutes 30 --resume
+    python -m benchmarks.nbody --device cuda --precision bf16   # on a GPU (budgets are still CPU seconds
+                                                                # of this process; train_wall_s is the wall time)
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ def build_cloned(args) -> nn.Module:
         teacher.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
     x_tr, _ = nbody_tensors("train", size=args.size)
     student = create_student("transformer", teacher=teacher.net, dim=args.dim, depth=2)
-    distill(student, teacher.net, x_tr, DistillConfig(**args.distill_cfg))
+    distill(student, teacher.net, x_tr, DistillConfig(**args.distill_cfg, device=args.device))
     return Symmetrized(Displacement(student), "sn x o3", NBODY_REP_IN, "points", sampler=args.cloned_sampler,
                        k=args.k, k_eval=args.k_eval, group_kw={"n": 5},
                        **({"noise": args.noise} if args.cloned_sampler == "learned" else {}))
@@ -72,18 +74,19 @@ def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
     build_s = time.time() - t0
     minutes = args.minutes if name not in args.short else args.short_minutes
     cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch, epochs=args.epochs, minutes=minutes,
-                      eval_every=args.eval_every, seed=args.seed, progress=args.progress)
+                      eval_every=args.eval_every, seed=args.seed, progress=args.progress, device=args.device,
+                      precision=args.precision)
     ckpt = str(out_dir / "nbody_ckpt" / name) if args.resume else None
     log = lambda st: logging.info("%s epoch %d cpu %.0fs valid %.5f", name, st["epoch"], st["cpu_seconds"],
                                   st["curve"][-1][3])
     st = train_regressor(model, data["train"], data["valid"], cfg, checkpoint=ckpt, on_eval=log)
     row = {"model": name, "valid_mse": st["best_valid"], "epochs": st["epoch"],
            "train_cpu_s": round(st["cpu_seconds"], 1), "train_wall_s": round(st["seconds"], 1),
-           "build_s": round(build_s, 1), "curve": st["curve"]}
+           "build_s": round(build_s, 1), "curve": st["curve"], "device": args.device}
     if isinstance(model, Symmetrized):
         model.k_eval = args.k_test
     row["test_mse"] = evaluate_mse(model, *data["test"])
-    xb = data["test"][0][:100]
+    xb = data["test"][0][:100].to(args.device)
     row["forward_s_per_100"] = time_forward(model, xb, repeats=3)
     if isinstance(model, Symmetrized):
         row["k_test"] = args.k_test
@@ -91,8 +94,11 @@ def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
     return row
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmarks.nbody``."""
+    from symclone.runtime import add_runtime_arguments
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.nbody", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="small data and budgets (~2-3 min)")
     p.add_argument("--models", default="transformer,uniform,canonical,learned,e3nn")
     p.add_argument("--minutes", type=float, default=30.0, help="CPU-minute budget per model")
@@ -118,7 +124,16 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="checkpoint each model and resume")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--out", default="results/nbody.json")
+    add_runtime_arguments(p)  # --device cpu|cuda|auto (default auto), --precision fp32|bf16|tf32
+    return p
+
+
+def main(argv=None) -> int:
+    from symclone.runtime import resolve_device
+
+    p = build_parser()
     args = p.parse_args(argv)
+    args.device = str(resolve_device(args.device))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     args.size = "small" if args.quick else "full"

@@ -184,7 +184,8 @@ def clone_layer_ddp(student: Any, teacher: Any, l: int, cfg: Any, ctx: Optional[
     teacher.to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    x = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True)
+    x = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True,
+                    root=getattr(cfg, "data_root", None), download=getattr(cfg, "download", False))
     if cfg.mode == "function" and cfg.augment:
         x = orbit_inputs(teacher, x, cfg.seed)
     h_train = teacher_input(teacher, l, x.to(dev))

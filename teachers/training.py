@@ -11,7 +11,10 @@
 
 Training state (teacher + AdamW moments + step) is checkpointed to ``<out>/train_state`` every
 ``checkpoint_every`` steps and at the end (safetensors + JSON, atomic); ``resume=True`` continues
-from it with the same data order (the permutation of epoch ``e`` is drawn from ``seed + e``).
+from it with the same data order (the permutation of epoch ``e`` is drawn from ``seed + e``). Only
+``epochs`` (more of them), ``test_limit``, ``checkpoint_every``, ``device``, ``progress`` and
+``data_root`` may change on resume; a corrupt, incomplete or mismatched state raises
+:class:`~symclone.io.CheckpointError` naming the file and leaves every file in ``out`` as it was.
 
 >>> cfg = TeacherTrainConfig(teacher="cnn", task="fashion-mnist", epochs=1)
 >>> cfg.batch_size, cfg.optimizer_lr
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import time
@@ -38,7 +42,7 @@ from symclone.io import (CheckpointError, checkpoint_exists, flatten_optimizer, 
 from .checkpoint import load_teacher_state, save_teacher
 
 __all__ = ["TeacherTrainConfig", "train_teacher", "build_task_teacher", "evaluate_classifier",
-           "evaluate_regression", "TASKS", "TASK_DEFAULTS"]
+           "evaluate_regression", "TASKS", "TASK_DEFAULTS", "RESUME_FIXED"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,12 @@ TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    """Options of ``symclone train-teacher`` (dotted overrides: ``--train.optimizer_lr=3e-4``)."""
+    """Options of ``symclone train-teacher`` (dotted overrides: ``--train.optimizer_lr=3e-4``).
+
+    ``data_root`` (``--data-root``) is the folder holding the Fashion-MNIST IDX files (``None``: the
+    Debian package's ``/usr/share/datasets/fashion-mnist``) or, for ``nbody``, the simulation cache
+    (``None``: ``.cache/nbody``).
+    """
 
     teacher: str = "gcnn_c4"
     task: str = "fashion-mnist"
@@ -68,7 +77,14 @@ class TeacherTrainConfig:
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "cpu"
+    precision: str = "fp32"   # training forward: fp32 | bf16 | tf32 (symclone.runtime.precision_context)
     progress: bool = True
+    data_root: Optional[str] = None
+
+
+#: config fields that must equal the saved state's on resume (they fix the optimisation trajectory)
+RESUME_FIXED = ("teacher", "task", "teacher_kwargs", "batch_size", "optimizer_lr", "weight_decay", "train_limit",
+                "nbody_size", "seed")
 
 
 def build_task_teacher(cfg: TeacherTrainConfig) -> nn.Module:
@@ -83,23 +99,24 @@ def build_task_teacher(cfg: TeacherTrainConfig) -> nn.Module:
     return create_teacher(cfg.teacher, **{**TASK_DEFAULTS[key], **dict(cfg.teacher_kwargs)})
 
 
-@functools.lru_cache(maxsize=2)
-def _fashion_mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=4)
+def _fashion_mnist(train: bool, root: Optional[str] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split, decoded once per process (gunzip of the IDX files is the slow part)."""
     from symclone.data import load_fashion_mnist
 
-    return load_fashion_mnist(train=train).tensors
+    return load_fashion_mnist(train=train, root=root).tensors
 
 
 def _data(cfg: TeacherTrainConfig):
     if cfg.task == "fashion-mnist":
-        tr, te = _fashion_mnist(True), _fashion_mnist(False)
+        tr, te = _fashion_mnist(True, cfg.data_root), _fashion_mnist(False, cfg.data_root)
         return (tuple(t[: cfg.train_limit] for t in tr) if cfg.train_limit else tr,
                 tuple(t[: cfg.test_limit] for t in te) if cfg.test_limit else te)
     from symclone.data.nbody import nbody_tensors
 
-    tr = nbody_tensors("train", size=cfg.nbody_size)
-    te = nbody_tensors("test", size=cfg.nbody_size)
+    root = cfg.data_root if cfg.data_root is not None else ".cache/nbody"
+    tr = nbody_tensors("train", size=cfg.nbody_size, root=root)
+    te = nbody_tensors("test", size=cfg.nbody_size, root=root)
     if cfg.train_limit:
         tr = tuple(t[: cfg.train_limit] for t in tr)
     if cfg.test_limit:
@@ -159,38 +176,66 @@ def _save_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer, step
                                     "config": dataclasses.asdict(cfg), "teacher": teacher.config})
 
 
+def _read_state(path: Path, teacher: nn.Module, cfg: TeacherTrainConfig) -> tuple[dict, dict]:
+    """Load and validate ``<path>.safetensors|json`` against ``teacher`` and ``cfg`` (nothing is modified)."""
+    tensors, meta = load_checkpoint(path)   # CheckpointError naming the file if missing or corrupt
+    meta_file = f"{path}.json"
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "optimizer" not in meta:
+        raise CheckpointError(f"resume: {meta_file} is not a training state written by train-teacher (no step or "
+                              "optimiser state); use a new --out directory")
+    if meta.get("teacher") != teacher.config:
+        raise CheckpointError(f"resume: {meta_file} was written for teacher {meta.get('teacher')}, "
+                              f"not {teacher.config}; use a new --out directory")
+    saved = meta.get("config") or {}
+    now = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))   # as it reads back from JSON
+    diff = [k for k in RESUME_FIXED if k in saved and saved[k] != now[k]]
+    if diff:
+        raise CheckpointError(f"resume: {meta_file} was written with a different training config ("
+                              + ", ".join(f"{k}: saved {saved[k]!r}, now {now[k]!r}" for k in diff)
+                              + "); use the same settings or a new --out directory")
+    return tensors, meta
+
+
 def _load_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer,
                 cfg: TeacherTrainConfig) -> tuple[int, list]:
-    tensors, meta = load_checkpoint(path)
-    if meta.get("teacher") != teacher.config:
-        raise CheckpointError(f"resume: {path}.json was written for teacher {meta.get('teacher')}, "
-                              f"not {teacher.config}; use a new --out directory")
-    load_teacher_state(teacher, {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}, str(path))
-    if "optimizer" not in meta:
-        raise CheckpointError(f"resume: {path}.json holds no optimiser state; use a new --out directory")
-    restore_optimizer(opt, tensors, meta["optimizer"])
+    tensors, meta = _read_state(path, teacher, cfg)
+    source = f"{path}.safetensors"
+    try:
+        load_teacher_state(teacher, {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}, source)
+        restore_optimizer(opt, tensors, meta["optimizer"])
+    except CheckpointError as err:
+        raise CheckpointError(f"resume: {source}: {err}; use a new --out directory") from None
     return int(meta["step"]), list(meta.get("loss_curve", []))
 
 
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False) -> dict:
     """Train ``cfg.teacher`` on ``cfg.task``; write ``teacher.*``, ``train_state.*``, ``metrics.json``
     under ``out`` and return the metrics."""
-    from symclone.runtime import resolve_device
+    from symclone.runtime import precision_context, resolve_device
 
     out = Path(out)
     state_path = out / "train_state"
-    if not resume and checkpoint_exists(state_path):
+    state_files = [state_path.with_suffix(s) for s in (".safetensors", ".json")]
+    if not resume and any(f.exists() for f in state_files):
         raise ValueError(f"out: {out} already holds a training run; pass --resume or choose a new --out")
+    if resume and any(f.exists() for f in state_files) and not checkpoint_exists(state_path):
+        missing = next(f for f in state_files if not f.exists())
+        raise CheckpointError(f"resume: the training state in {out} is incomplete ({missing} is missing); "
+                              "use a new --out directory")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     teacher = build_task_teacher(cfg).to(device)
     opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.optimizer_lr, weight_decay=cfg.weight_decay)
+    step, curve = 0, []
+    if resume and checkpoint_exists(state_path):   # validated before the (slower) data loading
+        step, curve = _load_state(state_path, teacher, opt, cfg)
     (xtr, ytr), (xte, yte) = _data(cfg)
     steps_per_epoch = math.ceil(len(xtr) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
-    step, curve = 0, []
-    if resume and checkpoint_exists(state_path):
-        step, curve = _load_state(state_path, teacher, opt, cfg)
+    if step:
+        if step > total:
+            raise CheckpointError(f"resume: {state_path}.json is at step {step}, past the {total} steps of "
+                                  f"epochs={cfg.epochs}; pass at least as many epochs as were trained")
         log.info("resumed from step %d", step)
     t0 = time.time()
     from tqdm.auto import tqdm
@@ -201,7 +246,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         epoch, i = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.seed + epoch))
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        loss = _loss(teacher, cfg.task, xtr[idx].to(device), ytr[idx].to(device))
+        with precision_context(cfg.precision, device):
+            loss = _loss(teacher, cfg.task, xtr[idx].to(device), ytr[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

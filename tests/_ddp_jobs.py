@@ -76,3 +76,34 @@ def build_finetune():
     kw = dict(mode="anchored", beta=1e-2, cloned=["1.*"], config=FinetuneConfig(epochs=2, batch_size=16, lr=1e-2,
                                                                                  progress=False, eval_limit=8))
     return model, task, kw
+
+
+#: ``symclone symmetrize`` on a tiny cloned run (make_sym_run): the uniform sampler over C4 (the exact,
+#: deterministic Reynolds average, so 1 and 2 processes see identical group elements), the student trained,
+#: 2 epochs of 4 global batches of 8, epochs only (no CPU-time budget, which differs between runs). Not a
+#: learned/canonical sampler: their frame networks' gradients carry rounding noise that depends on the batch
+#: split (measured 2e-4 relative, and the score bias's true gradient is 0), which Adam amplifies.
+SYM_ARGS = ["--sampler", "uniform", "--k", "4", "--train-student", "--epochs", "2", "--minutes", "0",
+            "--batch-size", "8", "--n-train", "32", "--n-eval", "16", "--lr", "1e-2", "--no-progress",
+            "--device", "cpu"]
+SYM_WEIGHTS = "symmetrize/teacher-uniform-k4-weights.safetensors"
+SYM_METRICS = "symmetrize/teacher-uniform-k4.json"
+SYM_CHECKPOINT = "symmetrize/teacher-uniform-k4-checkpoint.json"
+
+
+def make_sym_run(path) -> None:
+    """A run directory as ``symclone clone`` writes it: a one-layer C4 GCNN teacher on 8x8 images and an MLP
+    student."""
+    from pathlib import Path
+
+    from symclone.io import write_json
+    from symclone.students import save_student
+    from symclone.teachers import save_teacher
+
+    torch.manual_seed(0)
+    t, s = build_pair("gcnn_c4", "mlp", {"fields": 1, "depth": 1, "size": 8})
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_teacher(t, path / "teacher")
+    save_student(s, path / "student")
+    write_json(path / "config.json", {"teacher": t.config, "student": s.config, "mode": "function"})

@@ -4,7 +4,8 @@ Runs the same cloning jobs as the test's single-process reference and, on rank 0
 students' tensors to ``OUT/<job>.safetensors``. Jobs: family cloning (blocks student, 6 Adam steps),
 the same run interrupted after 3 steps and resumed from its rank-0 checkpoint, and function cloning
 (mlp student, 6 SGD steps), and 2 epochs of training a C4-symmetrized classifier with ``ddp_fit``
-(interrupted after epoch 1 and resumed), and ``symclone clone`` command lines (CLI_JOBS: family cloning
+(interrupted after epoch 1 and resumed), ``symclone symmetrize`` on a tiny cloned run (in one go, and
+stopped after epoch 1 then resumed), and ``symclone clone`` command lines (CLI_JOBS: family cloning
 with Adam, function cloning with SGD and an equivariance penalty), and anchored fine-tuning (``finetune(..., ctx=ctx)``).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from symclone.ddp_fit import ddp_fit
 from symclone.distributed import DistributedContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import CLI_JOBS, JOBS, build, build_finetune, build_symmetrized  # noqa: E402
+from _ddp_jobs import CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, build, build_finetune, build_symmetrized  # noqa: E402
 
 
 def main(out: str) -> None:
@@ -59,6 +60,12 @@ def main(out: str) -> None:
 
         for name, argv in CLI_JOBS.items():  # the real CLI under torchrun (it joins the existing group)
             assert cli(argv + ["--out", str(out / name)]) == 0
+        # symclone symmetrize on the run directories the test prepared: in one go, and stopped after
+        # epoch 1 then resumed from rank 0's checkpoint
+        assert cli(["symmetrize", str(out / "sym_run")] + SYM_ARGS) == 0
+        assert cli(["symmetrize", str(out / "sym_resumed")] + SYM_ARGS + ["--stop-after", "1"]) == 0
+        assert (out / "sym_resumed" / SYM_CHECKPOINT).exists()
+        assert cli(["symmetrize", str(out / "sym_resumed")] + SYM_ARGS + ["--resume"]) == 0
         if ctx.is_main:
             for name, s in results.items():
                 save_file({k: v.contiguous() for k, v in s.state_dict().items()}, str(out / f"{name}.safetensors"))

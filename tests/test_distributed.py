@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import CLI_INITIAL, CLI_JOBS, JOBS, build, build_finetune, build_symmetrized  # noqa: E402
+from _ddp_jobs import (CLI_INITIAL, CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, SYM_METRICS,  # noqa: E402
+                       SYM_WEIGHTS, build, build_finetune, build_symmetrized, make_sym_run)
 
 from symclone.ddp import clone_layer_ddp, ddp_optimize, relative_mse  # noqa: E402
 from symclone.ddp_fit import ddp_fit  # noqa: E402
@@ -47,6 +48,8 @@ def _reference(name: str, batch_size: int = 8) -> dict:
 @pytest.fixture(scope="module")
 def ddp_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
+    for name in ("sym_run", "sym_resumed"):  # run directories for `symclone symmetrize` under torchrun
+        make_sym_run(out / name)
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), str(out)]
@@ -69,9 +72,20 @@ def ddp_results(tmp_path_factory):
         assert cli(argv + ["--out", str(ref_dir / name)]) == 0
         refs[name] = {"after": load_file(str(ref_dir / name / "student.safetensors")),
                       "before": CLI_INITIAL[name]().state_dict()}  # students are built from fixed seeds
+    for name, extra in (("sym_cli", []), ("sym_before", ["--epochs", "0"])):  # one process; untrained control
+        make_sym_run(ref_dir / name)
+        assert cli(["symmetrize", str(ref_dir / name)] + SYM_ARGS + extra) == 0
+    refs["sym_cli"] = {"after": load_file(str(ref_dir / "sym_cli" / SYM_WEIGHTS)),
+                       "before": load_file(str(ref_dir / "sym_before" / SYM_WEIGHTS))}
     log, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, log[-3000:]
     got = {p.stem: load_file(str(p)) for p in out.glob("*.safetensors")}
+    got["sym_cli"] = load_file(str(out / "sym_run" / SYM_WEIGHTS))
+    got["sym_resumed"] = load_file(str(out / "sym_resumed" / SYM_WEIGHTS))
+    for name in ("sym_run", "sym_resumed"):  # rank 0 wrote the metrics, from a 2-process DDP run
+        m = json.loads((out / name / SYM_METRICS).read_text())
+        assert m["world_size"] == 2 and m["train"]["world_size"] == 2 and m["train"]["epoch"] == 2
+        assert not (out / name / SYM_CHECKPOINT).exists()
     for name in CLI_JOBS:
         got[name] = load_file(str(out / name / "student.safetensors"))
         assert (out / name / "checkpoints" / "last.json").exists()
@@ -79,7 +93,7 @@ def ddp_results(tmp_path_factory):
     return got, refs
 
 
-@pytest.mark.parametrize("name", JOBS + ("symmetrized", "finetune") + tuple(CLI_JOBS))
+@pytest.mark.parametrize("name", JOBS + ("symmetrized", "finetune", "sym_cli") + tuple(CLI_JOBS))
 def test_two_processes_equal_one(ddp_results, name):
     got, refs = ddp_results
     ref = refs[name]
@@ -91,6 +105,7 @@ def test_two_processes_equal_one(ddp_results, name):
 def test_distributed_resume_matches_uninterrupted(ddp_results):
     got, _ = ddp_results
     assert _rel_diff(got["family_resumed"], got["family"]) < 1e-6
+    assert _rel_diff(got["sym_resumed"], got["sym_cli"]) < 1e-6  # symclone symmetrize --stop-after 1, --resume
 
 
 def test_control_shard_alone_differs(ddp_results):

@@ -111,17 +111,45 @@ def test_frozen_keeps_cloned_tensors_bit_identical(lifting):
     assert names and all(n.startswith("net.") for n in names)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
     kernels0, head0 = model.kernels.detach().clone(), model.head.mlp[0].weight.detach().clone()
+    assert model.field_bias.shape == (3, 1) and not model.field_bias.detach().any()
     res = structure_residuals(model, 1)
     r = finetune(model, task, mode="frozen", config=CFG)
-    for k, v in model.net.state_dict().items():
+    for k, v in model.net.state_dict().items():     # W_b, kernel maps, block biases c_b
         assert torch.equal(v, before[k]), k
     assert r.metrics["structure_residual_before"] == r.metrics["structure_residual_after"] == res
     assert r.metrics["structure_residual_after"][0] < 1e-5     # the exact clone stays p4-equivariant
     assert r.metrics["cloned_distance"] == 0.0
-    assert not torch.equal(model.kernels.detach(), kernels0)       # kernels and head did train
+    assert not torch.equal(model.kernels.detach(), kernels0)       # kernels, biases and head did train
+    assert model.field_bias.detach().abs().min() > 0
     assert not torch.equal(model.head.mlp[0].weight.detach(), head0)
-    assert r.metrics["n_trainable"] == 3 * 6 + sum(p.numel() for p in model.head.parameters())
+    assert r.metrics["n_trainable"] == 3 * 6 + 3 + sum(p.numel() for p in model.head.parameters())
     assert r.metrics["invariance_error"] < 1e-4                    # frozen exact clone: invariant logits
+
+
+def test_frozen_dense_clone_trains_equivariant_biases_only():
+    """Frozen cloned MLP: weight and cloned bias vector bit-identical, the per-field bias trains and
+    the logits stay invariant. Control: moving the dense bias vector itself breaks the symmetry."""
+    from symclone.distill import DistillConfig, distill
+    x, y = _base(48, seed=5)
+    task = task_from_tensors("c4-breaking", x, y, x[:16], y[:16])
+    teacher = create_teacher("gcnn_c4", fields=1, depth=1, size=28)
+    student = create_student("mlp", teacher=teacher, seed=0)
+    distill(student, teacher, cfg=DistillConfig(mode="function", solver="closed_form", n_train=900, n_eval=8,
+                                                progress=False))
+    off = ClonedNet(student, 20, hidden=16, bias=False)
+    assert off.field_bias is None and torch.equal(off.features(x[:2]), student.forward_features(x[:2])[-1])
+    model = ClonedNet(student, 20, hidden=16, structure_group=teacher.group)
+    assert model.field_bias.shape == (1,)                        # 1 regular field = 4 channels
+    assert select_cloned(model) == ["net.layers.0.bias", "net.layers.0.weight"]
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    r = finetune(model, task, mode="frozen", config=CFG)
+    assert all(torch.equal(v, before[k]) for k, v in model.net.state_dict().items())
+    assert model.field_bias.detach().abs().min() > 1e-4
+    assert r.metrics["structure_residual_after"] == r.metrics["structure_residual_before"]
+    assert 0 < r.metrics["invariance_error"] < 1e-4              # > 0: the logits are not constant
+    with torch.no_grad():                                         # control: a non-invariant bias vector
+        model.net.layers[0].bias.add_(0.5 * torch.randn(model.net.layers[0].bias.shape))
+    assert invariance_error(model, task, n_samples=16) > 1e-2
 
 
 def test_anchored_huge_beta_stays_near_w0_and_free_drifts(lifting):
@@ -271,3 +299,80 @@ def test_zoo_models_shapes_and_invariance(lifting):
     assert invariance_error(net, c4, n_samples=8) < 1e-4
     with pytest.raises(ValueError, match="kind"):
         build_model("resnet", c4)
+
+
+# ---------------------------------------------------------------- downstream grid bookkeeping
+def _downstream():
+    from symclone.commands.bench import load_suite
+    load_suite()  # puts the checkout's benchmarks/ on sys.path
+    from benchmarks import downstream
+    return downstream
+
+
+def test_mod10_accuracy_measures_the_invariant_ceiling():
+    """A C4-invariant oracle that knows the class but must guess the rotation bit: 100 % on
+    label % 10, about half of that on the 20 labels (the invariant ceiling)."""
+    ds = _downstream()
+    x, y = _base(200, seed=4)
+    task = task_from_tensors("c4-breaking", x, y, x, y, seed=2)
+    split = task.test["test"]
+    _, labels = split.batch(torch.arange(len(split)))
+
+    class Replay(torch.nn.Module):
+        """Answers with fixed labels, in the order the samples are asked for."""
+
+        def __init__(self, answers):
+            super().__init__()
+            self.answers, self.pos = answers, 0
+
+        def forward(self, xb):
+            out = torch.nn.functional.one_hot(self.answers[self.pos:self.pos + len(xb)], 20).float()
+            self.pos += len(xb)
+            return out
+
+    # invariant: class y, always the "upright" half, whatever the rotation of the input
+    assert ds.mod10_accuracy(Replay(y), split, batch_size=64) == 1.0
+    acc20 = float((y == labels).double().mean())        # right only on the k in {0, 1} half
+    assert 0.35 < acc20 < 0.65
+    assert ds.mod10_accuracy(Replay((labels + 1) % 20), split, batch_size=64) == 0.0
+    assert ds.mod10_accuracy(Replay(labels), split, limit=50) == 1.0
+
+
+def test_run_row_records_mod10_accuracy_at_tiny_size():
+    from types import SimpleNamespace
+    ds = _downstream()
+    args = SimpleNamespace(dataset="synthetic", data_root=None, seed=0, progress=False)
+    size = {"n_test": 32}
+    tasks = {}
+    row = dict(task="c4-breaking", model="mlp", mode="free", beta=None, anchor=None, n_train=64, epochs=1,
+               sweep="main", fields=1)
+    out = ds.run_row(row, size, tasks, cache=None, args=args)
+    assert 0.0 <= out["primary_accuracy"] <= out["accuracy_mod10"] <= 1.0
+    assert out["invariant_ceiling"] == 0.5 and out["n_train_actual"] == 64
+    gen = ds.run_row({**row, "task": "c4-generalisation"}, size, tasks, cache=None, args=args)
+    assert "accuracy_mod10" not in gen   # 10-class task: nothing to fold
+
+
+def test_downstream_resume_accumulates_seconds(tmp_path, monkeypatch, capsys):
+    import json
+    ds = _downstream()
+    template = dict(task="c4-breaking", model="mlp", mode="free", beta=None, anchor=None, n_train=64, epochs=1,
+                    sweep="main", fields=8)
+    rows = [template, {**template, "model": "cnn"}]
+
+    def fake_run(r, size, tasks, cache, args):
+        return {**r, "accuracy": {"test": 0.4}, "primary": "test", "primary_accuracy": 0.4, "accuracy_mod10": 0.7,
+                "invariance_error": 1.0, "structure_residual_before": None, "structure_residual_after": None,
+                "cloned_distance": 0.0, "n_params": 10, "n_trainable": 10, "train_seconds": 1.0,
+                "build_seconds": 0.0, "n_train_actual": 64, "invariant_ceiling": 0.5, "final_ce": 1.0}
+
+    monkeypatch.setattr(ds, "grid", lambda size: rows)
+    monkeypatch.setattr(ds, "run_row", fake_run)
+    out = tmp_path / "d.json"
+    out.write_text(json.dumps({"size": "quick", "rows": [fake_run(rows[0], None, None, None, None)],
+                               "seconds": 100.0, "sessions": 1}))
+    assert ds.main(["--quick", "--resume", "--out", str(out), "--no-plots", "--tasks", "c4-breaking"]) == 0
+    data = json.loads(out.read_text())
+    assert len(data["rows"]) == 2 and data["sessions"] == 2 and 100.0 <= data["seconds"] < 160.0
+    md = (tmp_path / "d.md").read_text()
+    assert "over 2 session(s)" in md and "acc mod 10" in md and "| 0.400 | 0.700 |" in md

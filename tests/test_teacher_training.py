@@ -67,3 +67,99 @@ def test_train_e3nn_nbody_tiny(tmp_path):
     assert m["steps"] == 2 and m["n_test"] == 8
     # O(3)-equivariant teacher: rotating the test systems does not change the error
     assert abs(m["test_mse"] - m["test_mse_rotated"]) < 1e-4 * max(1.0, m["test_mse"])
+
+
+# --- --data-root, and resume with a corrupt / incomplete / mismatched training state ------------------
+
+CNN_TINY = dict(channels=2, depth=1, kernel_size=3)
+
+
+def _tiny_run(tmp_path, **over):
+    from _idx import write_idx_dataset
+    root = tmp_path / "fm"
+    if not root.exists():
+        write_idx_dataset(root, n=8, size=28)
+    base = dict(teacher="cnn", task="fashion-mnist", teacher_kwargs=CNN_TINY, batch_size=4, epochs=1,
+                checkpoint_every=1, progress=False, data_root=str(root))
+    return TeacherTrainConfig(**{**base, **over})
+
+
+def test_cli_train_teacher_data_root(tmp_path, capsys):
+    from _idx import write_idx_dataset
+    write_idx_dataset(tmp_path / "fm", n=8, size=28)
+    out = tmp_path / "run"
+    rc = main(["train-teacher", "--teacher", "cnn", "--out", str(out), "--data-root", str(tmp_path / "fm"),
+               "--batch-size", "4", "--teacher-kwargs", json.dumps(CNN_TINY), "--no-progress"])
+    assert rc == 0 and "(8 test images)" in capsys.readouterr().out
+    m = read_json(out / "metrics.json")         # the 8 images under --data-root, not the installed 60,000
+    assert m["n_train"] == 8 and m["n_test"] == 8 and m["steps"] == 2
+    assert m["config"]["data_root"] == str(tmp_path / "fm")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["train-teacher", "--teacher", "cnn", "--out", str(tmp_path / "x"), "--data-root", str(empty),
+               "--teacher-kwargs", json.dumps(CNN_TINY), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "apt-get install dataset-fashion-mnist" in err and str(empty) in err
+    assert not (tmp_path / "x").exists()
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_resume_rejects_corrupt_or_mismatched_state_and_writes_nothing(tmp_path):
+    from symclone.io import CheckpointError
+    out = tmp_path / "run"
+    train_teacher(_tiny_run(tmp_path), out)
+    good = _snapshot(out)
+    assert {"train_state.json", "train_state.safetensors", "teacher.json", "metrics.json"} <= set(good)
+
+    def expect(match, cfg=None, mutate=None):
+        for name, data in good.items():          # start each case from the good run
+            (out / name).write_bytes(data)
+        for name in set(_snapshot(out)) - set(good):
+            (out / name).unlink()
+        if mutate:
+            mutate()
+        before = _snapshot(out)
+        with pytest.raises(CheckpointError, match=match):
+            train_teacher(cfg or _tiny_run(tmp_path, epochs=2), out, resume=True)
+        assert _snapshot(out) == before          # nothing overwritten, nothing added
+
+    state_json, state_st = out / "train_state.json", out / "train_state.safetensors"
+    expect(r"train_state\.json is not valid JSON", mutate=lambda: state_json.write_text('{"step": 2, "opt'))
+    expect(r"train_state\.json is not a training state", mutate=lambda: state_json.write_text("[1, 2]"))
+    expect(r"train_state\.safetensors is corrupt",
+           mutate=lambda: state_st.write_bytes(good["train_state.safetensors"][:50]))
+    expect(r"incomplete.*train_state\.safetensors is missing", mutate=state_st.unlink)
+    expect(r"train_state\.json was written for teacher",
+           cfg=_tiny_run(tmp_path, epochs=2, teacher_kwargs=dict(CNN_TINY, channels=3)))
+    expect(r"train_state\.json was written with a different training config \(batch_size: saved 4, now 2",
+           cfg=_tiny_run(tmp_path, epochs=2, batch_size=2))
+    expect(r"optimizer_lr", cfg=_tiny_run(tmp_path, epochs=2, optimizer_lr=1e-2))
+    expect(r"past the 2 steps", mutate=lambda: state_json.write_text(
+        json.dumps({**json.loads(good["train_state.json"]), "step": 5})), cfg=_tiny_run(tmp_path))
+    # tensors renamed in a valid safetensors file: the file is named, the teacher is not half-loaded
+    from safetensors.torch import load, save
+    t = load(good["train_state.safetensors"])
+    expect(r"train_state\.safetensors.*does not match the teacher",
+           mutate=lambda: state_st.write_bytes(save({k.replace("teacher.", "teacher.x"): v for k, v in t.items()})))
+    # the untouched state still resumes
+    for name, data in good.items():
+        (out / name).write_bytes(data)
+    assert train_teacher(_tiny_run(tmp_path, epochs=2), out, resume=True)["steps"] == 4
+
+
+def test_cli_resume_with_corrupt_state_names_the_file(tmp_path, capsys):
+    from _idx import write_idx_dataset
+    write_idx_dataset(tmp_path / "fm", n=8, size=28)
+    out = tmp_path / "run"
+    args = ["train-teacher", "--teacher", "cnn", "--out", str(out), "--data-root", str(tmp_path / "fm"),
+            "--batch-size", "4", "--teacher-kwargs", json.dumps(CNN_TINY), "--no-progress"]
+    assert main(args) == 0
+    (out / "train_state.json").write_text("not json")
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(args + ["--resume", "--epochs", "2"]) == 2
+    assert "train_state.json is not valid JSON" in capsys.readouterr().err
+    assert _snapshot(out) == before

@@ -2,8 +2,10 @@
 
 Prints one table (hot paths against the machine's measured matmul rate, symmetrization and Reynolds
 costs, closed form vs SGD, n-body time-to-MSE, the other benchmark modules' results) and writes
-``results/bench_<device>[_quick].json``. The ``benchmarks/`` folder sits next to the ``symclone``
-package in a source checkout (editable install); it is not part of a wheel.
+``results/bench_<device>[_quick].json`` (on CUDA also ``benchmarks/results/cuda[_quick].json``, the copy
+kept in the repository); ``--device`` is forwarded to every benchmark module that takes it. The
+``benchmarks/`` folder sits next to the ``symclone`` package in a source checkout (editable install);
+it is not part of a wheel.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
     symclone clone --teacher cnn --student mlp --mode function --out runs/cnn-mlp
     symclone clone --teacher cnn --student blocks --mode family --blocks 7 --paper-layer --out runs/b7
     symclone clone ... --distill.steps=2000 --teacher.channels=4 --student.dim=128 --resume
+    symclone clone --teacher cnn --student mlp --data mnist --data-root ~/data/mnist --download --out runs/m
     torchrun --nproc_per_node 2 -m symclone clone --teacher cnn --student blocks --mode family \
         --paper-layer --out runs/ddp --distill.solver=adam      # DDP: gloo on CPU, nccl on GPUs
 """
@@ -22,6 +23,11 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=("function", "family"), default="function")
     p.add_argument("--blocks", type=int, default=0, help="B for the blocks student (default: P, exact)")
     p.add_argument("--data", default="gaussian", help="gaussian | fashion-mnist | mnist")
+    p.add_argument("--data-root", default=None,
+                   help="folder with the dataset's IDX files (default: /usr/share/datasets/fashion-mnist for "
+                        "fashion-mnist, ~/.cache/symclone/mnist for mnist)")
+    p.add_argument("--download", action="store_true",
+                   help="--data mnist: fetch missing files with torchvision (off by default; needs network)")
     p.add_argument("--paper-layer", action="store_true", help="cnn teacher: the paper's 3x3 valid 28->26 layer")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
@@ -68,7 +74,8 @@ def run(args) -> int:
     from symclone.runtime import resolve_device, tune_cpu_allocator
 
     cfg = DistillConfig(mode=args.mode, device=args.device, blocks=args.blocks,
-                        progress=not args.no_progress and sys.stderr.isatty())
+                        progress=not args.no_progress and sys.stderr.isatty(),
+                        data_root=getattr(args, "data_root", None), download=getattr(args, "download", False))
     if args.precision:
         cfg_over = [f"precision={args.precision}"] + cfg_over
     cfg = apply_overrides(cfg, cfg_over)

@@ -5,6 +5,9 @@ regular field) into ``blocks`` students (family cloning, B = 9 and B = 7; B = 4 
 basis has only P = 6 parameters) and ``mlp`` students
 (function cloning), prints relative feature error and equivariance error for teacher / cloned /
 7-block / untrained MLP, and writes ``runs/demo/`` (one run directory per clone + ``metrics.json``).
+With the analysis on, every run gets ``figures/`` and ``report.md``; the feature grid of the
+``B = 9`` runs also shows the ``B = 7`` student of the same layer (teacher, cloned, 7-block,
+untrained MLP; for C4 also ``B = 4``).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import logging
 import time
 from pathlib import Path
 
-__all__ = ["register", "run", "demo_table", "run_demo"]
+__all__ = ["register", "run", "demo_table", "run_demo", "compare_runs"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,30 @@ def run_demo(out: str | Path = "runs/demo", size: int = 28, n_train: int = 2048,
         if hasattr(an, "analyze_run"):
             for name, path in runs.items():
                 try:
-                    an.analyze_run(path)
+                    an.analyze_run(path, compare=compare_runs(name, runs))
                 except Exception as err:  # the analysis is optional: report and keep the clones
                     log.warning("analysis of %s failed: %s", name, err)
                     result.setdefault("analysis_errors", {})[name] = str(err)
             write_json(out / "metrics.json", result)
     return result
+
+
+def compare_runs(name: str, runs: dict[str, str]) -> list[str]:
+    """The runs whose students join the feature grid of run ``name``: for the exact ``B = 9`` clone
+    of a layer, its truncated siblings (``B = 7``; for C4 also ``B = 4``, since the escnn lifting
+    basis has only ``P = 6`` parameters and ``B = 7`` is still exact there), so the grid shows
+    teacher, cloned student, 7-block student and untrained MLP together (the untrained MLP is
+    added by the analysis).
+
+    >>> compare_runs("t2_blocks9", {"t2_blocks9": "a", "t2_blocks7": "b", "t2_mlp": "c"})
+    ['b']
+    >>> compare_runs("t2_mlp", {"t2_blocks9": "a", "t2_blocks7": "b", "t2_mlp": "c"})
+    []
+    """
+    key, _, student = name.partition("_")
+    if student != "blocks9":
+        return []
+    return [runs[f"{key}_blocks{b}"] for b in (7, 4) if f"{key}_blocks{b}" in runs]
 
 
 def demo_table(rows: list[dict]) -> str:

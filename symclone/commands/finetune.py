@@ -5,6 +5,9 @@ blocks student is applied with ``--kernels`` learnable kernels drawn from the te
 trains on the task. Writes ``runs/NAME/finetune/<task>-<mode>[-<anchor>-beta<beta>].json`` (metrics
 and history) and the trained model next to it (``...-model.safetensors`` + ``.json``); ``--resume`` continues
 an interrupted run from its per-epoch checkpoint. Training options: ``--finetune.epochs=3``, ``--finetune.lr=5e-4``.
+``--device cpu|cuda|auto`` and ``--precision fp32|bf16|tf32`` (training forward; checks stay fp32);
+under ``torchrun --nproc_per_node N`` the run trains with DistributedDataParallel (gloo on CPU, nccl on
+GPUs) and rank 0 writes.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ __all__ = ["register", "run"]
 
 def register(subparsers) -> None:
     from ..finetune import ANCHORS, MODES, TASKS
+    from ..runtime import add_runtime_arguments
 
     p = subparsers.add_parser("finetune", help="fine-tune a cloned student on a downstream task",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,6 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the per-epoch checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    add_runtime_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -57,7 +62,8 @@ def run(args) -> int:
     overrides = [o[len("finetune."):] for o in args.overrides if o.startswith("finetune.")]
     if len(overrides) != len(args.overrides):
         raise ValueError(f"overrides: only --finetune.<field>=value is understood here, got {args.overrides}")
-    cfg = apply_overrides(FinetuneConfig(seed=args.seed, progress=not args.no_progress), overrides)
+    cfg = apply_overrides(FinetuneConfig(seed=args.seed, progress=not args.no_progress, device=args.device,
+                                         precision=args.precision), overrides)
     arts = load_run(run_dir)
     task = make_task(args.task, args.dataset, args.n_train, args.n_test, args.data_root, args.seed)
     student, teacher = arts.student, arts.teacher
@@ -75,7 +81,7 @@ def run(args) -> int:
     ckpt = str(stem) + "-checkpoint"  # stems carry no dots: checkpoint files add their own suffixes
     from ..distributed import DistributedContext, configure_rank_logging, env_world_size
 
-    ctx = DistributedContext.from_env(device="cpu") if env_world_size() > 1 else None  # torchrun: DDP (gloo)
+    ctx = DistributedContext.from_env(device=cfg.device) if env_world_size() > 1 else None  # torchrun: DDP
     if ctx is not None:
         configure_rank_logging(ctx)
     if not args.resume and (ctx is None or ctx.is_main):

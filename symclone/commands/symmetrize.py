@@ -6,6 +6,11 @@ cloned from the n-body e3nn teacher, matching the teacher's output otherwise —
 ``runs/NAME/symmetrize/<task>-<sampler>-k<k>.json``: the task metric (bare student, symmetrized
 before/after training), equivariance error and Monte-Carlo spread vs k, and seconds per forward
 against the bare student.
+
+    symclone symmetrize runs/NAME --sampler learned --k 20 --device cuda --precision bf16
+    torchrun --nproc_per_node 2 -m symclone symmetrize runs/NAME --train-student --batch-size 128
+        # DDP (gloo on CPU, nccl on GPUs): --batch-size is the global batch; rank 0 writes
+    symclone symmetrize runs/NAME ... --resume    # continue from the per-epoch checkpoint
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ __all__ = ["register", "run"]
 
 
 def register(subparsers) -> None:
+    from ..runtime import add_runtime_arguments
+
     p = subparsers.add_parser("symmetrize", help="symmetrize a cloned student (LPS / canonicalization)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory written by 'symclone clone' (runs/NAME)")
@@ -27,28 +34,53 @@ def register(subparsers) -> None:
     p.add_argument("--noise", type=float, default=None,
                    help="learned sampler: input-noise scale (n-body: 1.0 measured best of 0.1/0.3/1/3)")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--minutes", type=float, default=5.0, help="CPU-minute training budget")
+    p.add_argument("--minutes", type=float, default=5.0, help="CPU-minute training budget (0: none, epochs only)")
+    p.add_argument("--batch-size", type=int, default=100, help="global batch (divisible by the number of processes)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-eval", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the per-epoch checkpoint")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs (checkpointed; rerun with --resume), e.g. before a time limit")
     p.add_argument("--no-progress", action="store_true")
+    add_runtime_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..distributed import DistributedContext, configure_rank_logging, env_world_size
     from ..symmetrize._run import SymmetrizeRunConfig, symmetrize_run
 
     if not Path(args.run_dir).is_dir():
         raise FileNotFoundError(f"run_dir: {args.run_dir} is not a directory (expected runs/NAME from 'symclone clone')")
     if args.overrides:
         raise ValueError(f"overrides: symmetrize takes no dotted overrides, got {args.overrides}")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ValueError(f"--stop-after: expected a positive number of epochs, got {args.stop_after}")
+    if args.minutes < 0:
+        raise ValueError(f"--minutes: expected a CPU-minute budget >= 0 (0: none), got {args.minutes}")
     cfg = SymmetrizeRunConfig(sampler=args.sampler, k=args.k, k_eval=args.k_eval, task=args.task,
-                              train_student=args.train_student, noise=args.noise, epochs=args.epochs, minutes=args.minutes,
-                              lr=args.lr, n_train=args.n_train, n_eval=args.n_eval, seed=args.seed,
-                              progress=not args.no_progress)
-    m = symmetrize_run(args.run_dir, cfg)
-    print(f"task {m['task']} ({m['metric']}), group {m['group']}, sampler {args.sampler}, k {args.k}")
+                              train_student=args.train_student, noise=args.noise, epochs=args.epochs,
+                              minutes=args.minutes or None, lr=args.lr, batch_size=args.batch_size,
+                              n_train=args.n_train, n_eval=args.n_eval, seed=args.seed,
+                              progress=not args.no_progress, device=args.device, precision=args.precision)
+    ctx = DistributedContext.from_env(device=args.device) if env_world_size() > 1 else None  # torchrun: DDP
+    try:
+        if ctx is not None:
+            configure_rank_logging(ctx)
+        m = symmetrize_run(args.run_dir, cfg, ctx=ctx, resume=args.resume, stop_after=args.stop_after)
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if ctx is not None and not ctx.is_main:
+        return 0
+    if "stopped_after" in m:
+        print(f"stopped after epoch {m['stopped_after']} of {cfg.epochs}; checkpoint {m['checkpoint']} "
+              "(rerun with --resume to continue)")
+        return 0
+    print(f"task {m['task']} ({m['metric']}), group {m['group']}, sampler {args.sampler}, k {args.k}, "
+          f"device {m['device']} x {m['world_size']} process(es)")
     print(f"  bare student            {m['bare_student']:.5f}")
     print(f"  symmetrized (untrained) {m['symmetrized_before_training']:.5f}")
     print(f"  symmetrized (trained)   {m['symmetrized_after_training']:.5f}")

@@ -6,6 +6,7 @@ Writes ``<out>/teacher.safetensors|json`` (load with ``symclone.teachers.load_te
 ``<out>/train_state.*`` (every ``--checkpoint-every`` steps; ``--resume`` continues from it) and
 ``<out>/metrics.json`` (upright and rotated-by-k*90 test accuracy, or test MSE). Teacher options as
 JSON (``--teacher-kwargs '{"fields": 8}'``); training options as ``--train.<field>=value``.
+``--data-root DIR`` reads Fashion-MNIST's IDX files from ``DIR`` instead of the Debian package's folder.
 """
 from __future__ import annotations
 
@@ -26,9 +27,14 @@ def register(subparsers) -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="AdamW learning rate")
     p.add_argument("--train-limit", type=int, default=None, help="use the first N training examples")
     p.add_argument("--test-limit", type=int, default=None)
+    p.add_argument("--data-root", default=None,
+                   help="fashion-mnist: folder with the IDX files (default /usr/share/datasets/fashion-mnist, "
+                        "from 'apt-get install dataset-fashion-mnist'); nbody: simulation cache (.cache/nbody)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     p.add_argument("--teacher-kwargs", default="{}", help="JSON dict of teacher constructor options")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    from ..runtime import add_runtime_arguments
+
+    add_runtime_arguments(p)  # --device cpu|cuda|auto, --precision fp32|bf16|tf32
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from <out>/train_state")
@@ -56,7 +62,8 @@ def run(args) -> int:
     cfg = TeacherTrainConfig(teacher=args.teacher, task=args.task, teacher_kwargs=kwargs, epochs=args.epochs,
                              batch_size=args.batch_size, optimizer_lr=args.lr, train_limit=args.train_limit,
                              test_limit=args.test_limit, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                             device=args.device, progress=not args.no_progress)
+                             device=args.device, precision=args.precision, progress=not args.no_progress,
+                             data_root=args.data_root)
     cfg = apply_overrides(cfg, overrides)
     m = train_teacher(cfg, args.out, resume=args.resume)
     if "test_accuracy_upright" in m:

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-__all__ = ["FASHION_MNIST_DIRS", "find_fashion_mnist", "read_idx", "load_fashion_mnist", "load_mnist",
-           "GaussianImages", "RandomPointClouds", "load_image_dataset", "DatasetMissingError"]
+__all__ = ["FASHION_MNIST_DIRS", "MNIST_DEFAULT_ROOT", "find_fashion_mnist", "read_idx", "load_fashion_mnist",
+           "load_mnist", "GaussianImages", "RandomPointClouds", "load_image_dataset", "DatasetMissingError"]
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 _FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -41,8 +41,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return arr.reshape(dims)
 
 
-def _find_file(root: Path, stem: str) -> Optional[Path]:
-    for sub in ("", "raw", "FashionMNIST/raw", "MNIST/raw"):
+#: sub-folders searched under a data root, per dataset (torchvision keeps its files in ``<Name>/raw``)
+_SUBDIRS = {"fashion-mnist": ("", "raw", "FashionMNIST/raw"), "mnist": ("", "raw", "MNIST/raw")}
+MNIST_DEFAULT_ROOT = os.path.join(os.path.expanduser("~"), ".cache", "symclone", "mnist")
+
+
+def _find_file(root: Path, stem: str, subdirs: tuple[str, ...] = _SUBDIRS["fashion-mnist"]) -> Optional[Path]:
+    for sub in subdirs:
         for suffix in ("", ".gz"):
             p = root / sub / (stem + suffix)
             if p.exists():
@@ -50,8 +55,24 @@ def _find_file(root: Path, stem: str) -> Optional[Path]:
     return None
 
 
+def _split_files(root: Path, train: bool, dataset: str) -> Optional[tuple[Path, Path]]:
+    """The (images, labels) IDX files of one split under ``root``, or ``None`` if either is missing."""
+    found = tuple(_find_file(root, stem, _SUBDIRS[dataset]) for stem in _FILES[train])
+    return None if None in found else found  # type: ignore[return-value]
+
+
 def find_fashion_mnist(root: Optional[str | os.PathLike] = None) -> Path:
-    """Locate Fashion-MNIST IDX files: ``root`` if given, else the Debian package's folder."""
+    """Locate Fashion-MNIST IDX files: ``root`` if given, else the Debian package's folder.
+
+    ``root`` may hold the files directly, or in ``raw/`` or ``FashionMNIST/raw/`` (torchvision's layout);
+    each file may be gzipped. A missing dataset raises :class:`DatasetMissingError` saying how to get it.
+
+    >>> import tempfile
+    >>> find_fashion_mnist(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    symclone.data._images.DatasetMissingError: data_root: Fashion-MNIST IDX files not found under ...
+    """
     candidates = [Path(root)] if root is not None else [Path(d) for d in FASHION_MNIST_DIRS]
     for c in candidates:
         if _find_file(c, _FILES[True][0]) is not None:
@@ -64,16 +85,23 @@ def find_fashion_mnist(root: Optional[str | os.PathLike] = None) -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _decoded_split(root: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
+def _decoded_split(images_path: str, labels_path: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode (gunzip + parse) one split once per process; the arrays are read-only."""
-    img_stem, lab_stem = _FILES[train]
-    images = read_idx(_find_file(Path(root), img_stem))
-    labels = read_idx(_find_file(Path(root), lab_stem))
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(f"data_root: {images_path} / {labels_path} do not form an image split: expected "
+                         f"images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}")
     return images, labels
 
 
-def _tensors_from_idx(root: Path, train: bool, limit: Optional[int]) -> TensorDataset:
-    images, labels = _decoded_split(str(root), train)
+def _tensors_from_idx(root: Path, train: bool, limit: Optional[int], dataset: str = "fashion-mnist"
+                      ) -> TensorDataset:
+    files = _split_files(root, train, dataset)
+    if files is None:
+        split = "training" if train else "test"
+        raise DatasetMissingError(f"data_root: the {split} split ({' and '.join(_FILES[train])}, optionally .gz) "
+                                  f"of {dataset} is not under {root}")
+    images, labels = _decoded_split(str(files[0]), str(files[1]))
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
@@ -81,28 +109,45 @@ def _tensors_from_idx(root: Path, train: bool, limit: Optional[int]) -> TensorDa
     return TensorDataset(x, y)
 
 
-def load_fashion_mnist(train: bool = True, root: Optional[str] = None,
+def load_fashion_mnist(train: bool = True, root: Optional[str | os.PathLike] = None,
                        limit: Optional[int] = None) -> TensorDataset:
-    """Fashion-MNIST as a ``TensorDataset`` of ``(x (1, 28, 28) in [0, 1], label)``."""
+    """Fashion-MNIST as a ``TensorDataset`` of ``(x (1, 28, 28) in [0, 1], label)``.
+
+    ``root`` (the CLI's ``--data-root``) overrides the Debian folder ``/usr/share/datasets/fashion-mnist``.
+    """
     return _tensors_from_idx(find_fashion_mnist(root), train, limit)
 
 
-def load_mnist(train: bool = True, root: Optional[str] = None, download: bool = False,
+def load_mnist(train: bool = True, root: Optional[str | os.PathLike] = None, download: bool = False,
                limit: Optional[int] = None) -> TensorDataset:
-    """MNIST through torchvision (downloaded only when ``download=True``)."""
-    root = root or os.path.join(os.path.expanduser("~"), ".cache", "symclone", "mnist")
-    try:
-        from torchvision.datasets import MNIST
-        ds = MNIST(root, train=train, download=download)
-    except RuntimeError:
-        raise DatasetMissingError(
-            f"data_root: MNIST not found under {root}. Pass --data-root to a folder with "
-            "MNIST/raw/*-ubyte files, or allow the download (--download / download=True).") from None
-    x = ds.data.float().div(255.0).unsqueeze(1)
-    y = ds.targets.long()
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-    return TensorDataset(x, y)
+    """MNIST as a ``TensorDataset`` of ``(x (1, 28, 28) in [0, 1], label)``.
+
+    Read from IDX files under ``root`` (directly, in ``raw/`` or torchvision's ``MNIST/raw/``; default
+    ``~/.cache/symclone/mnist``). Only with ``download=True`` (the CLI's ``--download``) are missing files
+    fetched, through ``torchvision.datasets.MNIST(root, download=True)``; otherwise a missing dataset
+    raises :class:`DatasetMissingError` saying how to get it.
+
+    >>> import tempfile
+    >>> load_mnist(root=tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    symclone.data._images.DatasetMissingError: data_root: MNIST not found under ...
+    """
+    root = Path(root if root is not None else MNIST_DEFAULT_ROOT)
+    if _split_files(root, train, "mnist") is None:
+        if not download:
+            raise DatasetMissingError(
+                f"data_root: MNIST not found under {root} (looked for {_FILES[train][0]}(.gz) in it, in raw/ "
+                "and in MNIST/raw/). Pass --data-root to a folder holding the MNIST IDX files, or pass "
+                "--download (download=True) to fetch them with torchvision.")
+        try:
+            from torchvision.datasets import MNIST
+
+            MNIST(str(root), train=train, download=True)
+        except (RuntimeError, OSError) as err:
+            raise DatasetMissingError(f"download: fetching MNIST into {root} failed ({err}); copy the IDX files "
+                                      "there by hand and pass --data-root") from None
+    return _tensors_from_idx(root, train, limit, dataset="mnist")
 
 
 class _SeededGaussian(Dataset):
@@ -166,7 +211,12 @@ class RandomPointClouds(_SeededGaussian):
 def load_image_dataset(name: str, train: bool = True, root: Optional[str] = None,
                        n: int = 1024, size: int = 28, seed: int = 0, limit: Optional[int] = None,
                        download: bool = False) -> Dataset:
-    """``"fashion-mnist" | "mnist" | "gaussian"`` by name."""
+    """``"fashion-mnist" | "mnist" | "gaussian"`` by name; ``root`` and ``download`` reach the file loaders
+    (``download`` only applies to MNIST; Gaussian images ignore both).
+
+    >>> load_image_dataset("gaussian", n=3, size=5)[2][0].shape
+    torch.Size([1, 5, 5])
+    """
     if name == "fashion-mnist":
         return load_fashion_mnist(train, root, limit)
     if name == "mnist":

@@ -11,6 +11,7 @@ ValueError: mode: expected 'function' or 'family', got 'both'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 __all__ = ["DistillConfig", "MODES", "SOLVERS"]
 
@@ -50,6 +51,9 @@ class DistillConfig:
         cloning (``equivariance_curve`` in the metrics; 4 group elements, 8 training inputs, float32;
         0 disables it).
     seed, device, progress : reproducibility, ``"cpu"``/``"cuda"``/``"auto"``, tqdm bars.
+    data_root : folder holding the dataset files for ``data="fashion-mnist"``/``"mnist"`` (``--data-root``;
+        ``None``: the Debian Fashion-MNIST folder, ``~/.cache/symclone/mnist`` for MNIST).
+    download : let ``data="mnist"`` fetch missing files with torchvision (``--download``; off by default).
     precision : numerics of the SGD/Adam training forward, ``"fp32"``, ``"bf16"`` (autocast) or ``"tf32"``
         (CUDA); closed-form solves and all evaluation/equivariance checks stay fp32/fp64.
     """
@@ -82,6 +86,8 @@ class DistillConfig:
     device: str = "cpu"
     precision: str = "fp32"
     progress: bool = True
+    data_root: Optional[str] = None
+    download: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -4,9 +4,11 @@ For each layer ``l`` in ``cfg.layers`` (default: all) the student's layer ``l`` 
 layer ``l`` from teacher features ``l-1`` (function or family mode), then it is evaluated on
 held-out inputs (fresh kernels in family mode): ``feature_rel_error`` and the equivariance error
 of the teacher, the student and an untrained student of the same architecture. An optional
-end-to-end polish follows. With ``out`` the run writes ``out/checkpoints/last.*`` (every
-``checkpoint_every`` steps and after every layer) and ``out/metrics.json``; ``resume=True``
-continues from the checkpoint.
+end-to-end polish follows (function mode, ``polish_steps > 0``; :mod:`._polish`), after which every
+layer is re-evaluated and ``metrics["polish"]`` records it. With ``out`` the run writes
+``out/checkpoints/last.*`` (every ``checkpoint_every`` steps, after every layer and after the polish)
+and ``out/metrics.json``; ``resume=True`` continues from the checkpoint (finished layers and a
+finished polish are not redone).
 
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
@@ -35,6 +37,7 @@ from ._family import family_loss_fn, family_parameters, family_solver, fit_famil
 from ._feeds import base_inputs, orbit_inputs, teacher_input
 from ._function import fit_function_closed_form, function_loss_fn, function_solver, use_pre_activation
 from ._metrics import layer_equivariance_monitor
+from ._polish import PHASE as POLISH_PHASE, polish
 from ._state import load_state, save_state
 from ._train import make_optimizer, optimize
 
@@ -120,26 +123,6 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
     return r
 
 
-def _polish(student, teacher, layers, x_train, cfg) -> dict:
-    """End-to-end Adam on the features of all cloned layers."""
-    params = [p for l in layers for p in student.layer_parameters(l)]
-    with torch.no_grad():
-        targets = [torch.cat([teacher.forward_features(x_train[i:i + 512])[l - 1]
-                              for i in range(0, x_train.shape[0], 512)]) for l in layers]
-
-    def loss_fn(step):
-        gen = torch.Generator().manual_seed(cfg.seed * 7 + 999_983 + step)
-        idx = torch.randint(0, x_train.shape[0], (min(cfg.batch_size, x_train.shape[0]),), generator=gen)
-        feats = student.forward_features(x_train[idx])
-        return sum(((feats[l - 1] - t[idx]) ** 2).sum() / (t[idx] ** 2).sum().clamp_min(1e-12)
-                   for l, t in zip(layers, targets)) / len(layers)
-
-    r = optimize(params, loss_fn, cfg.polish_steps, cfg.lr * 0.1, weight_decay=cfg.weight_decay,
-                 grad_clip=cfg.grad_clip, log_every=cfg.log_every, progress=cfg.progress, desc="polish")
-    r.pop("optimizer")
-    return r
-
-
 def _multi(ctx: Any) -> Any:
     """The distributed context when it spans several processes, else ``None`` (plain single-process code)."""
     return ctx if ctx is not None and ctx.distributed else None
@@ -196,8 +179,9 @@ def distill(student: Any, teacher: Any, data: Any = None, cfg: Optional[DistillC
 def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None) -> dict:
     out = Path(out) if out is not None else None
     t_start = time.perf_counter()
-    x_base = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True).to(device)
-    x_eval = base_inputs(teacher, data, cfg.n_eval, cfg.seed, train=False).to(device)
+    src = dict(root=cfg.data_root, download=cfg.download)
+    x_base = base_inputs(teacher, data, cfg.n_train, cfg.seed, train=True, **src).to(device)
+    x_eval = base_inputs(teacher, data, cfg.n_eval, cfg.seed, train=False, **src).to(device)
     x_train = orbit_inputs(teacher, x_base.cpu(), cfg.seed).to(device) \
         if (cfg.mode == "function" and cfg.augment) else x_base
     untrained = untrained_copy(student)
@@ -209,7 +193,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         loaded = load_state(out, student)
         if loaded is not None:
             resume_meta, resume_tensors = loaded
-            progress.update({k: resume_meta[k] for k in ("done", "layers", "token") if k in resume_meta})
+            progress.update({k: resume_meta[k] for k in ("done", "layers", "token", "polish") if k in resume_meta})
             log.info("resumed from %s: layers done %s", out, progress["done"])
     for l in layers:
         if l in progress["done"]:
@@ -230,6 +214,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         progress["layers"][str(l)] = rec
         progress["done"].append(l)
         progress.pop("current", None)
+        progress.pop("polish", None)  # a newly cloned layer invalidates an earlier polish
         log.info("layer %d: rel error %.3e, equivariance error student %s (%.1fs)", l,
                  rec["feature_rel_error"], rec["equivariance_error"]["student"], rec["seconds"])
         if out is not None and _main(ctx):
@@ -237,23 +222,48 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
             _write_metrics(out, progress, cfg, t_start)
         if ctx is not None:
             ctx.barrier()
-    metrics = _metrics(progress, cfg, t_start)
     if cfg.polish_steps > 0 and cfg.mode == "function":
-        student.train()
-        metrics["polish"] = _polish(student, teacher, layers, x_train, cfg)
-        student.eval()
-        for rec in metrics["layers"]:
-            rec.update(evaluate_layer(student, teacher, untrained, rec["layer"], x_eval, cfg))
-        if out is not None and _main(ctx):
-            save_state(out, student, progress)
+        if "polish" in progress:
+            log.info("polish already done (%d steps); not polishing again", progress["polish"]["steps"])
+        else:
+            _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, progress,
+                        resume_meta, resume_tensors, ctx)
+    metrics = _metrics(progress, cfg, t_start)
     if out is not None and _main(ctx):
         write_json(out / "metrics.json", metrics)
     return metrics
 
 
+def _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, progress, resume_meta,
+                resume_tensors, ctx) -> None:
+    """Polish, re-evaluate every cloned layer, record ``progress["polish"]`` and checkpoint."""
+    if (resume_meta or {}).get("current", {}).get("phase") != POLISH_PHASE:
+        resume_meta = resume_tensors = None
+    before = {str(l): progress["layers"][str(l)]["feature_rel_error"] for l in layers}
+    student.train()
+    rec = polish(student, teacher, layers, x_train, cfg, out=out, progress=progress, resume_meta=resume_meta,
+                 resume_tensors=resume_tensors, write=_main(ctx))
+    student.eval()
+    for l in layers:
+        progress["layers"][str(l)].update(evaluate_layer(student, teacher, untrained, l, x_eval, cfg))
+    rec["feature_rel_error_before"] = before
+    rec["feature_rel_error_after"] = {str(l): progress["layers"][str(l)]["feature_rel_error"] for l in layers}
+    progress["polish"] = rec
+    progress.pop("current", None)
+    log.info("polish: %d steps, objective %.3e -> %.3e%s", rec["steps"], rec["objective_before"],
+             rec["objective_after"], " (reverted)" if rec["reverted"] else "")
+    if out is not None and _main(ctx):
+        save_state(out, student, progress)
+    if ctx is not None:
+        ctx.barrier()
+
+
 def _metrics(progress: dict, cfg: DistillConfig, t_start: float) -> dict:
     recs = [copy.deepcopy(progress["layers"][str(l)]) for l in sorted(int(k) for k in progress["layers"])]
-    return {"mode": cfg.mode, "layers": recs, "config": to_dict(cfg), "seconds": time.perf_counter() - t_start}
+    out = {"mode": cfg.mode, "layers": recs, "config": to_dict(cfg), "seconds": time.perf_counter() - t_start}
+    if "polish" in progress:
+        out["polish"] = copy.deepcopy(progress["polish"])
+    return out
 
 
 def _write_metrics(out: Path, progress: dict, cfg: DistillConfig, t_start: float) -> None:

@@ -27,9 +27,13 @@ def _check_shape(x: torch.Tensor, teacher: Any, what: str) -> torch.Tensor:
     return x
 
 
-def base_inputs(teacher: Any, data: Any, n: int, seed: int, train: bool = True) -> torch.Tensor:
+def base_inputs(teacher: Any, data: Any, n: int, seed: int, train: bool = True,
+                root: Optional[str] = None, download: bool = False) -> torch.Tensor:
     """``n`` input samples for ``teacher``: ``data`` is ``None``/``"gaussian"`` (i.i.d. N(0, 1), point clouds
-    centred), a dataset name (``"fashion-mnist"``, ``"mnist"``), a ``Dataset`` or a tensor ``(N, ...)``."""
+    centred), a dataset name (``"fashion-mnist"``, ``"mnist"``), a ``Dataset`` or a tensor ``(N, ...)``.
+
+    ``root`` and ``download`` (``DistillConfig.data_root`` / ``download``, the CLI's ``--data-root`` /
+    ``--download``) are passed to :func:`symclone.data.load_image_dataset` for a dataset name."""
     shape = tuple(teacher.feature_shapes[0])
     gen = torch.Generator().manual_seed(seed * 2 + (0 if train else 1))
     if data is None or data == "gaussian":
@@ -38,7 +42,7 @@ def base_inputs(teacher: Any, data: Any, n: int, seed: int, train: bool = True) 
             x = x - x.mean(1, keepdim=True)
         return x
     if isinstance(data, str):
-        ds = load_image_dataset(data, train=train, limit=n)
+        ds = load_image_dataset(data, train=train, root=root, limit=n, download=download)
         return _check_shape(ds.tensors[0][:n].float(), teacher, repr(data))
     if isinstance(data, torch.Tensor):
         return _check_shape(data[:n].float(), teacher, "the tensor")

@@ -22,9 +22,15 @@ CHECKPOINT_NAME = "checkpoints/last"
 
 
 def save_state(out: Path, student: torch.nn.Module, progress: dict,
-               opt: Optional[torch.optim.Optimizer] = None) -> None:
-    """Write ``out/checkpoints/last.{safetensors,json}``."""
+               opt: Optional[torch.optim.Optimizer] = None,
+               extra: Optional[dict[str, torch.Tensor]] = None) -> None:
+    """Write ``out/checkpoints/last.{safetensors,json}``; ``extra`` tensors (names outside ``student/``,
+    ``opt/``) are stored alongside and returned by :func:`load_state`."""
     tensors = {f"student/{k}": v for k, v in student.state_dict().items()}
+    for k, v in (extra or {}).items():
+        if k.startswith(("student/", "opt/", "__token__")):
+            raise ValueError(f"extra: tensor name {k!r} collides with the checkpoint's own entries")
+        tensors[k] = v.detach()
     meta = dict(progress)
     meta["token"] = int(meta.get("token", 0)) + 1
     tensors["__token__"] = torch.tensor(meta["token"])

@@ -4,7 +4,8 @@ structure (DESIGN.md §6).
 Modes (``W`` ranges over the cloned tensors declared by the model, see :mod:`._anchor`):
 
 * ``"frozen"``: cloned tensors get ``requires_grad=False`` and are left out of the optimiser, so
-  they stay bit-identical; kernels, biases and the head train. Symmetry kept by construction.
+  they stay bit-identical; kernels, biases (:class:`~.models.ClonedNet`'s per-field
+  ``field_bias``, constant over each group orbit) and the head train. Symmetry kept by construction.
 * ``"anchored"``: everything trains on ``CE + beta * sum_W d(W, W0)``, ``d`` = squared Frobenius
   distance (``anchor="l2"``, applied as a decoupled proximal step after each optimiser step, see
   :mod:`._anchor`) or the paper's KL between row-softmaxed weights (``anchor="kl"``, in the loss).
@@ -13,7 +14,9 @@ Modes (``W`` ranges over the cloned tensors declared by the model, see :mod:`._a
 Training: AdamW (``lr``, ``weight_decay``; weight decay is not applied to cloned tensors in
 ``anchored`` mode, the anchor replaces it), ExponentialLR(``gamma``) per epoch, gradient clipping.
 With ``checkpoint`` the state is saved (safetensors + JSON, atomic) after every epoch and a rerun
-resumes from the last finished epoch.
+resumes from the last finished epoch. ``FinetuneConfig.device`` / ``precision`` place the model and
+each batch and set the training forward's numerics (:func:`symclone.runtime.precision_context`; the
+cross-entropy, accuracy and the invariance check stay fp32).
 
 >>> import torch
 >>> from symclone.finetune.tasks import task_from_tensors
@@ -59,6 +62,8 @@ class FinetuneConfig:
     gradient, so dense cloned matrices drift fast unless their rate is lowered or ``beta`` is large).
     ``structure_probes``: probe kernels for the structure residual; ``n_invariance``: test inputs
     for the invariance error; ``eval_limit``: test samples per split (``None``: all).
+    ``device``: ``"cpu" | "cuda" | "cuda:<i>" | "auto"`` (a ``ctx`` passed to :func:`finetune` overrides
+    it with the rank's device); ``precision``: ``"fp32" | "bf16" | "tf32"`` for the training forward.
     """
 
     epochs: int = 10
@@ -73,8 +78,13 @@ class FinetuneConfig:
     structure_probes: int = 4
     cloned_lr_scale: float = 1.0
     progress: Optional[bool] = None
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self):
+        from ..runtime import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs, batch_size: expected positive integers, got {self.epochs}, {self.batch_size}")
         if not self.lr > 0:
@@ -86,6 +96,15 @@ class FinetuneResult:
     model: nn.Module
     metrics: dict
     history: list = field(default_factory=list)
+
+
+def _split_on(split, dev: torch.device):
+    """The training split with its base images, labels and transform parameters on ``dev`` (one copy per
+    run, so an accelerator never waits for a host-to-device batch copy); the split itself on CPU."""
+    if dev.type == "cpu":
+        return split
+    from dataclasses import replace
+    return replace(split, x=split.x.to(dev), y=split.y.to(dev), params={k: v.to(dev) for k, v in split.params.items()})
 
 
 def _optimizer(model, names_cloned, mode, cfg):
@@ -112,7 +131,7 @@ def _save(stem, model, opt, sched, penalty, epoch, history, rng):
                                       "optimizer": opt_meta})
 
 
-def _resume(stem, model, opt, sched, penalty, rng) -> tuple[int, list]:
+def _resume(stem, model, opt, sched, penalty, rng, dev) -> tuple[int, list]:
     try:
         tensors, meta = load_checkpoint(stem)
     except CheckpointError:
@@ -123,10 +142,10 @@ def _resume(stem, model, opt, sched, penalty, rng) -> tuple[int, list]:
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint: {stem} does not match this model: {err}") from None
     for k in penalty.w0:
-        penalty.w0[k] = tensors[f"w0.{k}"]
+        penalty.w0[k] = tensors[f"w0.{k}"].to(dev)
     if "optimizer" not in meta:
         raise CheckpointError(f"checkpoint: {stem}.json holds no optimiser state")
-    restore_optimizer(opt, tensors, meta["optimizer"])
+    restore_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k != "rng"}, meta["optimizer"])
     sched.load_state_dict(meta["sched"])
     rng.set_state(tensors["rng"])
     return int(meta["epoch"]), list(meta["history"])
@@ -164,13 +183,16 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     cfg = config or FinetuneConfig()
     if overrides:
         cfg = FinetuneConfig(**{**asdict(cfg), **overrides})
+    from ..runtime import precision_context, resolve_device
+    dev = ctx.device if ctx is not None else resolve_device(cfg.device)
+    model.to(dev)
     names = select_cloned(model, cloned)
     if mode in ("frozen", "anchored") and not names:
         raise ValueError(f"mode: {mode!r} needs cloned structure; the model declares none (define "
                          "cloned_parameters() or pass cloned=[name patterns])")
     x0, _ = task.train.batch(torch.arange(min(2, len(task.train))))
     with torch.no_grad():
-        out = model(x0)
+        out = model(x0.to(dev))
     if out.ndim != 2 or out.shape[1] != task.num_classes:
         raise ValueError(f"model: expected logits (B, {task.num_classes}) for task {task.name!r}, "
                          f"got shape {tuple(out.shape)}")
@@ -186,8 +208,9 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     rng = torch.Generator().manual_seed(cfg.seed)
     start, history = (0, [])
     if checkpoint is not None:
-        start, history = _resume(checkpoint, model, opt, sched, penalty, rng)
+        start, history = _resume(checkpoint, model, opt, sched, penalty, rng, dev)
     n = len(task.train)
+    train_split = _split_on(task.train, dev)
     steps = math.ceil(n / cfg.batch_size)
     dist_on = ctx is not None and ctx.distributed
     if dist_on:
@@ -200,7 +223,8 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     model.train()
     for epoch in range(start, cfg.epochs):
         perm = torch.randperm(n, generator=rng)
-        tot_ce = tot_pen = 0.0
+        # summed on the device: no host sync per step
+        tot_ce, tot_pen = (torch.zeros((), dtype=torch.float64, device=dev) for _ in range(2))
         it = range(steps)
         if show:
             from tqdm import tqdm
@@ -211,11 +235,13 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
                 idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
                 if len(idx) == 0:
                     continue
-            x, y = task.train.batch(idx)
-            ce = F.cross_entropy(fwd(x), y)
+            x, y = train_split.batch(idx.to(dev))
+            with precision_context(cfg.precision, dev):
+                logits = fwd(x)
+            ce = F.cross_entropy(logits.float(), y)
             anchored = mode == "anchored"
             # the decoupled l2 anchor acts through prox(); its value is logged once per epoch
-            pen = penalty(model) if anchored and not penalty.decoupled else torch.zeros(())
+            pen = penalty(model) if anchored and not penalty.decoupled else torch.zeros((), device=dev)
             loss = ce if (not anchored or penalty.decoupled) else ce + pen
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -224,11 +250,12 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
             opt.step()
             if anchored and penalty.decoupled:
                 penalty.prox(model, opt.param_groups[-1]["lr"])
-            tot_ce += float(ce.detach())
-            tot_pen += float(pen.detach())
+            tot_ce += ce.detach().double()
+            tot_pen += pen.detach().double()
         sched.step()
         if dist_on:
-            tot_ce = float(ctx.all_reduce_mean(torch.tensor(tot_ce)))
+            tot_ce = ctx.all_reduce_mean(tot_ce)
+        tot_ce, tot_pen = float(tot_ce), float(tot_pen)
         if mode == "anchored" and penalty.decoupled:
             with torch.no_grad():
                 tot_pen = float(penalty(model)) * steps
@@ -247,6 +274,6 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
         "cloned_tensors": len(names), "cloned_distance": penalty.distance(model),
         "structure_residual_before": residual_before, "structure_residual_after": structure_residuals(model, cfg.structure_probes),
         "n_params": count_parameters(model), "n_trainable": count_parameters(model, trainable_only=True),
-        "seconds": seconds, "epochs": cfg.epochs, "n_train": n,
+        "seconds": seconds, "epochs": cfg.epochs, "n_train": n, "device": str(dev), "precision": cfg.precision,
     })
     return FinetuneResult(model, metrics, history)

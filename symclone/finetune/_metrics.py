@@ -25,25 +25,32 @@ from .tasks import Task, TaskSplit
 __all__ = ["accuracy", "invariance_error", "evaluate", "structure_residuals"]
 
 
+def _device(model: nn.Module) -> torch.device:
+    return next((t.device for t in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split: TaskSplit, batch_size: int = 512, limit: Optional[int] = None) -> float:
-    """Top-1 accuracy of ``model`` on ``split`` (first ``limit`` samples)."""
+    """Top-1 accuracy of ``model`` on ``split`` (first ``limit`` samples; batches go to the model's device)."""
     was = model.training
     model.eval()
+    dev = _device(model)
     n = len(split) if limit is None else min(limit, len(split))
     correct = 0
     for s in range(0, n, batch_size):
         x, y = split.batch(torch.arange(s, min(s + batch_size, n)))
-        correct += int((model(x).argmax(-1) == y).sum())
+        correct += int((model(x.to(dev)).argmax(-1) == y.to(dev)).sum())
     model.train(was)
     return correct / max(n, 1)
 
 
 def invariance_error(model: nn.Module, task: Task, n_samples: int = 128, n_elements: int = 8,
                      dtype: Optional[torch.dtype] = None) -> float:
-    """Max over group elements of the relative change of the logits on ``n_samples`` test inputs."""
+    """Max over group elements of the relative change of the logits on ``n_samples`` test inputs
+    (fp32 unless ``dtype``; on the model's device)."""
     split = task.test[task.primary]
     x, _ = split.batch(torch.arange(min(n_samples, len(split))))
+    x = x.to(_device(model))
     was = model.training
     model.eval()
     try:
@@ -83,10 +90,10 @@ def structure_residuals(model: nn.Module, max_kernels: int = 4) -> Optional[list
             args = (group, tuple(net.feature_shapes[l - 1]), tuple(net.feature_shapes[l]),
                     net.reps[l - 1], net.reps[l])
             if kernels is None:
-                out.append(float(structure_residual(net.dense_matrix(l).detach(), *args)))
+                out.append(float(structure_residual(net.dense_matrix(l).detach().cpu(), *args)))
             else:
                 gen = torch.Generator().manual_seed(l)
-                probes = torch.randn(max_kernels, kernels.shape[-1], generator=gen).to(kernels.dtype)
-                vals = [float(structure_residual(net.dense_matrix(l, k), *args)) for k in probes]
+                probes = torch.randn(max_kernels, kernels.shape[-1], generator=gen).to(kernels)
+                vals = [float(structure_residual(net.dense_matrix(l, k).cpu(), *args)) for k in probes]
                 out.append(sum(vals) / len(vals))
     return out

@@ -9,7 +9,10 @@
   exactly invariant (C4 resp. T(2)).
 * :class:`ClonedNet` — a :class:`FeatureClassifier` whose feature network is a cloned student; it
   declares ``cloned_parameters()`` = every parameter of the student (block matrices ``W_b``,
-  kernel maps, dense layers), which :func:`~symclone.finetune.finetune` freezes or anchors. With
+  kernel maps, dense layers with their cloned bias vectors), which
+  :func:`~symclone.finetune.finetune` freezes or anchors. Its own ``field_bias`` — one scalar per
+  output field of the last cloned layer, added before the nonlinearity — is not cloned structure
+  and trains in every mode, so ``frozen`` trains kernels, biases and the head. With
   ``kernels (F, P)`` it applies a one-layer blocks student once per learnable kernel
   (``z_f = sum_b h_b(k_f) W_b x``, ``F`` output fields sharing the cloned ``W_b``) — the
   "GCNN-shaped network built from cloned block layers".
@@ -23,6 +26,7 @@ True
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from typing import Any, Optional, Sequence
 
@@ -33,6 +37,7 @@ __all__ = ["MLPBaseline", "CNNBaseline", "InvariantHead", "FeatureClassifier", "
            "MLP_HIDDEN", "count_parameters"]
 
 MLP_HIDDEN = (256, 256, 512, 512, 256, 128)
+log = logging.getLogger(__name__)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -163,8 +168,32 @@ class FeatureClassifier(nn.Module):
         return self.head(self.features(x))
 
 
+def _bias_layout(rep, channels: int) -> Optional[tuple[int, int]]:
+    """``(fields, channels per field)`` of a feature whose per-field constant is G-invariant:
+    ``image`` channels (T(2), C4 acting on the grid) are their own fields; ``regular`` C4 fields
+    span 4 orientation channels. ``None`` for other representations."""
+    kind = _rep_kind(rep)
+    if kind == "image":
+        return channels, 1
+    if kind == "regular" and channels % 4 == 0:
+        return channels // 4, 4
+    return None
+
+
 class ClonedNet(FeatureClassifier):
     """A cloned student + invariant head; ``cloned_parameters()`` = the student's parameters.
+
+    The last cloned layer gets an equivariant bias: with ``z`` its pre-activation, ``σ`` its
+    nonlinearity and ``b ∈ R^{fields}`` the trainable ``field_bias`` (zeros at the start, so the
+    initial network is the clone),
+
+        f = σ(z + b[field(c)])   for every output channel c and pixel,
+
+    one scalar per output field (an ``image`` channel, or the 4 orientation channels of a
+    ``regular`` C4 field), constant over the group orbit. So ``f`` stays G-equivariant whatever
+    ``b`` is, and ``frozen`` fine-tuning keeps the symmetry while the biases train. The cloned
+    bias *vectors* of the student (dense ``bias``, block biases ``c_b``) are one value per output
+    unit; letting them move freely would break the symmetry, so they stay cloned structure.
 
     Parameters
     ----------
@@ -176,10 +205,22 @@ class ClonedNet(FeatureClassifier):
         and the student's cloned layer is applied once per kernel: ``F`` output channels (``F``
         regular fields for a C4 lifting clone), all sharing the cloned blocks ``W_b``
         (``z_f = sum_b h_b(k_f) W_b x``, computed as one ``W_b x`` for all ``f``).
+    bias : add the trainable ``field_bias`` (shape ``(F, fields per kernel)`` with ``kernels``,
+        ``(fields,)`` without). Left out (``field_bias = None``) when ``False`` or when the student
+        cannot return pre-activations (``layer_forward(..., pre_activation=True)`` and
+        ``activations``) or its last feature is neither ``image`` nor ``regular``.
+
+    Examples
+    --------
+    >>> from symclone.registry import create_student, create_teacher
+    >>> t = create_teacher("gcnn_c4", fields=1, depth=1, size=8)
+    >>> net = ClonedNet(create_student("blocks", teacher=t), 20, kernels=t.sample_params(1, 3))
+    >>> tuple(net.field_bias.shape), "field_bias" in " ".join(net.cloned_parameters())
+    ((3, 1), False)
     """
 
     def __init__(self, student: nn.Module, num_classes: int, kernels: Optional[torch.Tensor] = None,
-                 pool: str = "c4", hidden: int = 64, structure_group: Any = None):
+                 pool: str = "c4", hidden: int = 64, structure_group: Any = None, bias: bool = True):
         shape = None
         if kernels is not None:
             if int(student.num_layers) != 1:
@@ -195,12 +236,39 @@ class ClonedNet(FeatureClassifier):
         self.kernels = None if kernels is None else nn.Parameter(kernels.detach().clone().float())
         #: the teacher's group (e.g. ``get_group("p4", size=28)``), for structure residuals
         self.structure_group = structure_group
+        self.field_bias: Optional[nn.Parameter] = None
+        self._per_field = 1
+        layout = _bias_layout(student.reps[-1], int(student.feature_shapes[-1][0])) if bias else None
+        pre_ok = ("pre_activation" in inspect.signature(student.layer_forward).parameters
+                  and len(getattr(student, "activations", ())) == int(student.num_layers))
+        if layout is not None and pre_ok:
+            fields, self._per_field = layout
+            shape = (kernels.shape[0], fields) if kernels is not None else (fields,)
+            self.field_bias = nn.Parameter(torch.zeros(shape))
+        elif bias:
+            log.info("ClonedNet: no field bias for this student (rep %s, pre-activations %s)",
+                     student.reps[-1], "available" if pre_ok else "unavailable")
 
     def cloned_parameters(self) -> list[str]:
         return [f"net.{n}" for n, _ in self.net.named_parameters()]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.field_bias is None:
+            if self.kernels is None:
+                return self.net.forward_features(x)[-1]
+            z = self.net.layer_forward(1, x, params=self.kernels)  # (F, B, c, H, W)
+            return z.transpose(0, 1).reshape(x.shape[0], -1, *z.shape[-2:])
+        from ..students import apply_activation
+
+        L = int(self.net.num_layers)
+        act = self.net.activations[L - 1]
+        bias = self.field_bias.repeat_interleave(self._per_field, dim=-1)   # one value per channel
         if self.kernels is None:
-            return self.net.forward_features(x)[-1]
-        z = self.net.layer_forward(1, x, params=self.kernels)  # (F, B, c, H, W)
+            h = x
+            for l in range(1, L):
+                h = self.net.layer_forward(l, h)
+            z = self.net.layer_forward(L, h, pre_activation=True)          # (B, C, H, W)
+            return apply_activation(act, z + bias.to(z.dtype)[:, None, None])
+        z = self.net.layer_forward(1, x, params=self.kernels, pre_activation=True)  # (F, B, c, H, W)
+        z = apply_activation(act, z + bias.to(z.dtype)[:, None, :, None, None])
         return z.transpose(0, 1).reshape(x.shape[0], -1, *z.shape[-2:])

@@ -9,7 +9,15 @@ Tasks:
 
 Only the sampler is trained unless ``train_student=True``. Writes
 ``<run>/symmetrize/<task>-<sampler>-k<k>.json`` and the wrapper's weights as
-``<task>-<sampler>-k<k>-weights.safetensors`` (+ ``.json``).
+``<task>-<sampler>-k<k>-weights.safetensors`` (+ ``.json``). Training checkpoints to
+``<task>-<sampler>-k<k>-checkpoint`` after every epoch; ``resume=True`` continues from it (removed
+when the run finishes).
+
+Devices and scale: ``device`` / ``precision`` of :class:`SymmetrizeRunConfig` (training forward only;
+the equivariance measurement stays in float64). Under ``torchrun --nproc_per_node N`` pass a
+:class:`symclone.distributed.DistributedContext` (the CLI does): training runs under
+``DistributedDataParallel`` with ``batch_size`` as the global batch, and only rank 0 measures and
+writes (non-main ranks return ``{"rank": r, "train": ...}``).
 """
 from __future__ import annotations
 
@@ -58,6 +66,15 @@ class SymmetrizeRunConfig:
     ks: tuple = (1, 4, 20)
     seed: int = 0
     progress: bool = True
+    device: str = "cpu"                 # cpu | cuda | cuda:<i> | auto (under torchrun: the rank's device)
+    precision: str = "fp32"             # training forward: fp32 | bf16 | tf32 (equivariance checks: float64)
+
+    def __post_init__(self):
+        from ..runtime import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes: expected a positive CPU-minute budget or None, got {self.minutes}")
 
 
 def task_of_run(arts) -> str:
@@ -90,10 +107,20 @@ def _group_of(teacher):
     return teacher.group
 
 
-def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRunConfig(), arts=None) -> dict:
-    """Wrap the run's student in :class:`Symmetrized`, train, measure, and write the metrics."""
+def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRunConfig(), arts=None,
+                   ctx=None, resume: bool = False, stop_after: Optional[int] = None) -> dict:
+    """Wrap the run's student in :class:`Symmetrized`, train, measure, and write the metrics.
+
+    ``ctx``: a :class:`~symclone.distributed.DistributedContext` for DDP training (``torchrun``);
+    ``resume``: continue from the per-epoch checkpoint (otherwise a stale one is removed first);
+    ``stop_after``: stop after that many epochs (checkpointed, nothing measured or written), as a job
+    hitting its time limit.
+    """
     from ..io import save_checkpoint, write_json
     from ..runs import load_run
+    from ..runtime import resolve_device
+    is_main = ctx is None or ctx.is_main
+    dev = ctx.device if ctx is not None else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     run_dir = Path(run_dir)
     arts = arts or load_run(run_dir)
@@ -115,8 +142,9 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
         te = nbody_tensors("test", size=cfg.n_eval)
     else:
         base = student
-        xtr, xte = _teacher_inputs(teacher, cfg.n_train, 0), _teacher_inputs(teacher, cfg.n_eval, 1)
-        with torch.no_grad():
+        xtr, xte = _teacher_inputs(teacher, cfg.n_train, 0).to(dev), _teacher_inputs(teacher, cfg.n_eval, 1).to(dev)
+        teacher.to(dev)
+        with torch.no_grad():  # targets in fp32 on the training device
             ytr = torch.cat([teacher(xtr[i:i + 256]) for i in range(0, len(xtr), 256)])
             yte = torch.cat([teacher(xte[i:i + 256]) for i in range(0, len(xte), 256)])
         n_val = max(1, len(xte) // 2)
@@ -135,15 +163,32 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
                     k_eval=cfg.k_eval or cfg.k, center=None if task == "nbody" else False, **kw)
     for p in student.parameters():
         p.requires_grad_(cfg.train_student)
+    f.to(dev)
+    te = tuple(t.to(dev) for t in te)
     ref = float(te[1].pow(2).mean())
     bare_before = evaluate_mse(base, *te)
     sym_before = evaluate_mse(f, *te)
     trainable = [p for p in f.parameters() if p.requires_grad]
     hist = {}
+    out = run_dir / "symmetrize"
+    stem = out / f"{task}-{cfg.sampler}-k{cfg.k}"
+    ckpt = str(stem) + "-checkpoint"  # no dots in the stem: checkpoint files add their own suffixes
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for suffix in (".safetensors", ".json"):
+                Path(ckpt + suffix).unlink(missing_ok=True)
+    if ctx is not None:
+        ctx.barrier()
     if trainable and (cfg.epochs > 0):
         tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, minutes=cfg.minutes,
-                           eval_every=1, seed=cfg.seed, progress=cfg.progress)
-        hist = train_regressor(f, tr, va, tcfg)
+                           eval_every=1, seed=cfg.seed, progress=cfg.progress, device=str(dev),
+                           precision=cfg.precision)
+        hist = train_regressor(f, tr, va, tcfg, checkpoint=ckpt, ctx=ctx, stop_after=stop_after)
+        if stop_after is not None and hist["epoch"] < cfg.epochs:
+            return {"stopped_after": hist["epoch"], "checkpoint": ckpt, "train": hist}
+    if not is_main:  # rank 0 measures and writes
+        return {"rank": ctx.rank, "train": hist}
     sym_after = evaluate_mse(f, *te)
     xb = te[0][:min(100, len(te[0]))]
     t_bare, t_sym = time_forward(base, xb, 3), time_forward(f, xb, 3)
@@ -157,12 +202,12 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
         "symmetrized_after_training": sym_after / norm,
         "equivariance_vs_k": eq, "seconds_per_forward": {"bare": t_bare, "symmetrized": t_sym,
                                                         "ratio": t_sym / max(t_bare, 1e-12), "batch": len(xb)},
-        "train": {k: hist.get(k) for k in ("epoch", "cpu_seconds", "best_valid", "curve")},
+        "train": {k: hist.get(k) for k in ("epoch", "cpu_seconds", "best_valid", "curve", "world_size")},
+        "device": str(dev), "world_size": 1 if ctx is None else ctx.world_size,
     }
-    out = run_dir / "symmetrize"
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{task}-{cfg.sampler}-k{cfg.k}"
     write_json(stem.with_suffix(".json"), metrics)
     save_checkpoint(str(stem) + "-weights", {k: v.contiguous() for k, v in f.state_dict().items()}, {"config": asdict(cfg)})
+    for suffix in (".safetensors", ".json"):  # finished: the per-epoch checkpoint is no longer needed
+        Path(ckpt + suffix).unlink(missing_ok=True)
     metrics["path"] = str(stem.with_suffix(".json"))
     return metrics

@@ -8,23 +8,30 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["TrainConfig", "train_regressor", "evaluate_mse", "equivariance_vs_k", "time_forward"]
+__all__ = ["TrainConfig", "train_regressor", "evaluate_mse", "equivariance_vs_k", "time_forward", "device_of",
+           "training_precision"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Settings of :func:`train_regressor`."""
+    """Settings of :func:`train_regressor`.
+
+    ``device``: ``"cpu" | "cuda" | "cuda:<i>" | "auto"`` (under DDP the process's own device is used);
+    ``precision``: numerics of the training forward, ``"fp32" | "bf16" | "tf32"``
+    (:func:`symclone.runtime.precision_context`; validation, evaluation and equivariance checks stay fp32/fp64).
+    """
 
     lr: float = 5e-4
     weight_decay: float = 1e-12
@@ -35,6 +42,16 @@ class TrainConfig:
     seed: int = 0
     progress: bool = False
     cosine: bool = True
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        from ..runtime import PRECISIONS
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
+            raise ValueError(f"batch_size, epochs, eval_every: expected >= 1, >= 0, >= 1, got "
+                             f"{self.batch_size}, {self.epochs}, {self.eval_every}")
 
 
 def _forward(model, x):
@@ -43,29 +60,113 @@ def _forward(model, x):
     return model(x), x.new_zeros(())
 
 
+class _WithAux(nn.Module):
+    """``forward(x) = (model(x), aux_loss)`` as a plain ``forward``, so ``DistributedDataParallel`` (which
+    only synchronises gradients of calls through its own ``forward``) can wrap a symmetrized model."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return _forward(self.model, x)
+
+
+@contextlib.contextmanager
+def training_precision(model: nn.Module, precision: str, device: torch.device) -> Iterator[None]:
+    """Numerics of a training forward of ``model`` (:func:`symclone.runtime.precision_context`).
+
+    For a symmetrized model (``model.model`` inside ``model.sampler``'s group averaging) only the backbone
+    ``model.model`` runs in ``precision`` and returns fp32: the sampler's frames (Gram-Schmidt,
+    determinants), the group actions and the average stay fp32 (bf16's 2⁻⁸ rounding would break the
+    orthogonality the equivariance rests on; CPU has no bf16 LU). Any other model runs wholly under it.
+
+    >>> m = nn.Linear(4, 4)
+    >>> with training_precision(m, "bf16", torch.device("cpu")):
+    ...     m(torch.randn(2, 4)).dtype
+    torch.bfloat16
+    """
+    from ..runtime import precision_context
+    inner = getattr(model, "model", None)
+    if precision == "fp32" or not (hasattr(model, "sampler") and isinstance(inner, nn.Module)):
+        with precision_context(precision, device):
+            yield
+        return
+    plain = inner.forward
+
+    def forward(*args, **kwargs):
+        with precision_context(precision, device):
+            out = plain(*args, **kwargs)
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+    inner.forward = forward  # an instance attribute: shadows the class's forward, state_dict unchanged
+    try:
+        yield
+    finally:
+        del inner.forward
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (CPU for a model with neither).
+
+    >>> device_of(nn.Linear(2, 2))
+    device(type='cpu')
+    """
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate_mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Mean squared error of ``model`` on ``(x, y)`` in eval mode."""
+    """Mean squared error of ``model`` on ``(x, y)`` in eval mode (batches moved to the model's device)."""
     was = model.training
     model.eval()
+    dev = device_of(model)
     tot = 0.0
     for i in range(0, len(x), batch_size):
-        tot += float((model(x[i:i + batch_size]) - y[i:i + batch_size]).pow(2).sum())
+        xb, yb = x[i:i + batch_size].to(dev, non_blocking=True), y[i:i + batch_size].to(dev, non_blocking=True)
+        tot += float((model(xb).float() - yb).pow(2).sum())
     model.train(was)
     return tot / y.numel()
 
 
 def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConfig = TrainConfig(),
-                    checkpoint: Optional[str] = None, on_eval: Optional[Callable] = None) -> dict:
+                    checkpoint: Optional[str] = None, on_eval: Optional[Callable] = None, ctx=None,
+                    stop_after: Optional[int] = None) -> dict:
     """Train ``model`` on ``train = (x, y)`` with MSE; keep the best weights on ``valid``.
 
     Returns a dict with ``best_valid``, ``epoch``, ``seconds`` (wall), ``cpu_seconds`` (this
     process) and the ``curve`` (``[epoch, cpu_seconds, train_loss, valid_mse]``). With ``checkpoint``
     (a path stem) the model, best weights, optimiser state and progress are saved at every evaluation
     and training resumes from them.
+
+    The model and both datasets move to ``cfg.device`` once (whole tensors: no loader between the
+    steps); the training forward runs under :func:`training_precision` (a symmetrized model: its backbone
+    only), the loss in fp32.
+
+    ``ctx``: a multi-process :class:`symclone.distributed.DistributedContext` (``torchrun``). The model
+    runs under ``DistributedDataParallel``; every rank draws the same permutation, takes its contiguous
+    shard of each global batch of ``cfg.batch_size`` (divisible by the world size), and DDP's gradient
+    average is the gradient of the global mean, so N processes follow a one-process run with the same
+    batches. Validation MSE, training loss and the CPU-time budget are averaged over ranks (every rank
+    keeps the same best weights and stops at the same epoch); ranks > 0 reseed torch's global generator
+    (``seed``, ``rank``) so stochastic samplers draw independent group elements; only rank 0 writes the
+    checkpoint, calls ``on_eval`` and shows progress; a resume loads it on every rank.
+    ``stop_after``: stop (checkpointed) after that many epochs in total, as a job hitting its time
+    limit; a rerun with the same ``cfg`` resumes the same schedule.
     """
-    from ..io import checkpoint_exists, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
-    xtr, ytr = train
+    from ..io import checkpoint_exists, flatten_optimizer, load_checkpoint, restore_optimizer
+    from ..runtime import resolve_device
+    dist_on = ctx is not None and ctx.distributed
+    is_main = ctx is None or ctx.is_main
+    dev = ctx.device if ctx is not None else resolve_device(cfg.device)
+    if ctx is not None:
+        ctx.shard_range(cfg.batch_size)  # early, clear error on an indivisible global batch
+    model.to(dev)
+    xtr, ytr = (t.to(dev, non_blocking=True) for t in train)
+    valid = tuple(t.to(dev, non_blocking=True) for t in valid)
     gen = torch.Generator()  # reseeded per epoch (seed, epoch): a resumed run sees the same batches
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "seconds": 0.0, "best_valid": float("inf"), "curve": []}
@@ -73,69 +174,103 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     if checkpoint and checkpoint_exists(checkpoint):
         tensors, meta = load_checkpoint(checkpoint)
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
         if "optimizer" in meta:  # Adam moments and step counts: the resumed run continues the same trajectory
-            restore_optimizer(opt, tensors, meta["optimizer"])
+            restore_optimizer(opt, {k: v.to(dev) for k, v in tensors.items()}, meta["optimizer"])
         state = meta["state"]
         log.info("resumed %s at epoch %d", checkpoint, state["epoch"])
+    if dist_on:
+        from ..distributed import wrap_ddp
+        if ctx.rank > 0:
+            torch.manual_seed(cfg.seed * 1_000_003 + 7919 * ctx.rank + int(state["epoch"]))
+        fwd = wrap_ddp(_WithAux(model), ctx, find_unused_parameters=True)
+    else:
+        fwd = lambda x: _forward(model, x)  # noqa: E731
     steps_per_epoch = max(1, len(xtr) // cfg.batch_size)
     budget = None if cfg.minutes is None else 60.0 * cfg.minutes
+    end = cfg.epochs if stop_after is None else min(cfg.epochs, int(stop_after))
     t0 = time.time() - state["seconds"]
     c0 = time.process_time() - state.get("cpu_seconds", 0.0)
 
+    def cpu_seconds() -> float:  # this process's CPU time; under DDP the mean over ranks (one all-reduce)
+        c = time.process_time() - c0
+        if dist_on:
+            c = float(ctx.all_reduce_mean(torch.tensor(c, dtype=torch.float64, device=dev)))
+        return c
+
     def progress() -> float:  # fraction of the budget used (epochs or CPU time)
-        p = state["epoch"] / cfg.epochs
+        p = state["epoch"] / max(cfg.epochs, 1)
         if budget:
-            p = max(p, (time.process_time() - c0) / budget)
+            p = max(p, cpu_seconds() / budget)
         return min(1.0, p)
     model.train()
     try:
         from tqdm import tqdm
-        bar = tqdm(total=cfg.epochs, initial=state["epoch"], disable=not cfg.progress, desc="train")
+        bar = tqdm(total=cfg.epochs, initial=state["epoch"], disable=not (cfg.progress and is_main), desc="train")
     except ImportError:  # pragma: no cover
         bar = None
-    while state["epoch"] < cfg.epochs:
-        perm = torch.randperm(len(xtr), generator=gen.manual_seed(cfg.seed * 1_000_003 + state["epoch"]))
-        run = 0.0
+    while state["epoch"] < end:
+        perm = torch.randperm(len(xtr), generator=gen.manual_seed(cfg.seed * 1_000_003 + state["epoch"])).to(dev)
+        run = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
         for s in range(steps_per_epoch):
             idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            if ctx is not None:  # equal contiguous shards of the global batch
+                idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
             if cfg.cosine:  # cosine decay over the budget (epochs or CPU time)
                 for grp in opt.param_groups:
                     grp["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress()))
-            pred, aux = _forward(model, xtr[idx])
-            loss = (pred - ytr[idx]).pow(2).mean()
+            with training_precision(model, cfg.precision, dev):
+                pred, aux = fwd(xtr[idx])
+            loss = (pred.float() - ytr[idx]).pow(2).mean()
             opt.zero_grad(set_to_none=True)
-            (loss + aux).backward()
+            (loss + aux.float()).backward()
             opt.step()
-            run += float(loss.detach())
+            run += loss.detach().double()
+        if dist_on:
+            run = ctx.all_reduce_mean(run)
+        run = float(run)
         state["epoch"] += 1
         if bar is not None:
             bar.update(1)
         elapsed = time.time() - t0
-        state["cpu_seconds"] = time.process_time() - c0
+        state["cpu_seconds"] = cpu_seconds()
         out_of_time = budget is not None and state["cpu_seconds"] > budget
-        if state["epoch"] % cfg.eval_every == 0 or state["epoch"] == cfg.epochs or out_of_time:
+        if state["epoch"] % cfg.eval_every == 0 or state["epoch"] in (cfg.epochs, end) or out_of_time:
             v = evaluate_mse(model, *valid)
+            if dist_on:  # the mean of the ranks' estimates: identical on every rank, so is the best-weights choice
+                v = float(ctx.all_reduce_mean(torch.tensor(v, dtype=torch.float64, device=dev)))
             state["curve"].append([state["epoch"], round(state["cpu_seconds"], 1), run / steps_per_epoch, v])
             if v < state["best_valid"]:
                 state["best_valid"] = v
                 best = {k: t.detach().clone() for k, t in model.state_dict().items()}
             state["seconds"] = elapsed
-            if on_eval:
+            if on_eval and is_main:
                 on_eval(state)
             if checkpoint:
                 tensors = {f"model.{k}": t.contiguous() for k, t in model.state_dict().items()}
                 tensors.update({f"best.{k}": t.contiguous() for k, t in best.items()})
                 opt_tensors, opt_meta = flatten_optimizer(opt)
                 tensors.update(opt_tensors)
-                save_checkpoint(checkpoint, tensors, {"state": state, "optimizer": opt_meta})
+                _save_main(ctx, checkpoint, tensors, {"state": state, "optimizer": opt_meta,
+                                                      "world_size": 1 if ctx is None else ctx.world_size})
         if out_of_time:
             break
     if bar is not None:
         bar.close()
     model.load_state_dict(best)
     state["seconds"] = time.time() - t0
+    state["world_size"] = 1 if ctx is None else ctx.world_size
     return state
+
+
+def _save_main(ctx, stem, tensors, meta) -> None:
+    """Rank 0 writes the checkpoint (atomic); under DDP every rank then waits at a barrier."""
+    if ctx is None:
+        from ..io import save_checkpoint
+        save_checkpoint(stem, tensors, meta)
+    else:
+        from ..distributed import save_checkpoint_main
+        save_checkpoint_main(ctx, stem, tensors, meta)
 
 
 @torch.no_grad()
@@ -143,8 +278,10 @@ def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: 
                       seed: int = 0, dtype: Optional[torch.dtype] = torch.float64) -> list[dict]:
     """For each ``k``: mean relative error ``‖f(g·x) − g·f(x)‖ / ‖f(x)‖`` over random ``g`` and the
     Monte-Carlo spread ``‖f(x) − f'(x)‖ / ‖f(x)‖`` (two independent evaluations), measured in
-    ``dtype`` (model and input cast temporarily; float64 by default)."""
+    ``dtype`` (model and input cast temporarily; float64 by default; ``x`` and the group elements move
+    to the model's device). Never run under a reduced precision: this is the exactness check."""
     from ..testing import cast_module
+    x = x.to(device_of(f))
     if dtype is not None:
         with cast_module(f, dtype):
             return equivariance_vs_k(f, x.to(dtype), ks, n_elements, seed, dtype=None)
@@ -152,7 +289,7 @@ def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: 
     was = f.training
     f.eval()
     gen = torch.Generator().manual_seed(seed)
-    els = G.sample(n_elements, gen)
+    els = _to_device(G.sample(n_elements, gen), x.device)
     rows = []
     for k in ks:
         errs, spreads = [], []
@@ -169,13 +306,27 @@ def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: 
     return rows
 
 
+def _to_device(el, dev: torch.device):
+    """A group element (a tensor, or nested tuples/lists of tensors for product groups) on ``dev``."""
+    if isinstance(el, torch.Tensor):
+        return el.to(dev)
+    if isinstance(el, (tuple, list)):
+        items = [_to_device(e, dev) for e in el]
+        return type(el)(*items) if hasattr(el, "_fields") else type(el)(items)
+    return el
+
+
 @torch.no_grad()
 def time_forward(f: Callable, x: torch.Tensor, repeats: int = 5) -> float:
-    """Median seconds of one forward pass of ``f`` on ``x`` (after one warm-up)."""
+    """Median seconds of one forward pass of ``f`` on ``x`` (after one warm-up; CUDA is synchronised
+    around each pass so the time is the kernels', not the launch's)."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     f(x)
     ts = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         f(x)
+        sync()
         ts.append(time.perf_counter() - t)
     return sorted(ts)[len(ts) // 2]
