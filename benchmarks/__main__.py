@@ -5,7 +5,8 @@ benchmark module present (``benchmarks/<name>.py``: clone, teachers, analysis, n
 in its own subprocess as ``python -m benchmarks.<name> [--quick] --device <device> --out
 results/suite/<name>[_quick].json`` (options a module rejects are dropped and it is rerun without them, so
 CPU-only modules still run on a GPU machine). Known result files are summarised as rows of the same table
-(n-body time-to-MSE, Reynolds cost); others get a status row. Prints one Markdown table and writes
+(n-body time-to-MSE, Reynolds cost; see ``benchmarks/_summary.py``) and every module gets a status row with
+its process's memory peak over a bare interpreter's (``benchmarks/_child.py``). Prints one Markdown table and writes
 ``results/bench_<device>[_quick].json``; on CUDA it also writes the copy meant for the repository,
 ``benchmarks/results/<device>[_quick].json`` (``cuda.json``; CPU results stay under ``results/`` only).
 ``--quick`` skips ``downstream`` (training runs), runs two of the n-body models, and stops starting
@@ -25,14 +26,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from ._util import format_table
+from ._summary import summarise
+from ._util import format_table, parse_child_peak
 
-__all__ = ["main", "discover", "run_module", "summarise", "module_command", "drop_rejected", "COMMITTED"]
+__all__ = ["main", "discover", "run_module", "summarise", "module_command", "drop_rejected", "COMMITTED",
+           "baseline_peak"]
 
 HERE = Path(__file__).resolve().parent
 OWN = {"roofline", "__main__", "__init__"}
 SLOW_IN_QUICK = {"downstream"}
-LPS_NBODY_MSE = 0.004
 
 
 #: modules known to take longest run last, so a --quick time budget cuts them rather than the cheap ones
@@ -86,22 +88,45 @@ def drop_rejected(opts: list[str], stderr: str) -> Optional[list[str]]:
     return keep if dropped else None
 
 
+def _child_env(threads: int) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(HERE.parent) + os.pathsep +
+                os.environ.get("PYTHONPATH", ""))
+
+
+def _wrapped(cmd: list) -> list:
+    """``python -m M ARGS`` run through ``benchmarks._child``, which reports the process's memory peak."""
+    return cmd[:1] + ["-m", "benchmarks._child"] + cmd[2:]
+
+
+def baseline_peak(threads: int = 1) -> Optional[int]:
+    """Peak resident bytes of a child interpreter that only imports torch and symclone (``None`` if unknown):
+    what every module's process peak contains before the module does anything."""
+    try:
+        p = subprocess.run([sys.executable, "-m", "benchmarks._child", "--baseline"], cwd=HERE.parent,
+                           env=_child_env(threads), capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return None
+    return parse_child_peak(p.stderr) if p.returncode == 0 else None
+
+
 def run_module(name: str, quick: bool, out: Path, timeout: float, threads: int,
                device: Optional[str] = None) -> dict:
-    """``python -m benchmarks.<name> [--quick] [--device D] --out OUT`` in a subprocess; returns status,
-    seconds, its JSON and output tail. Options the module does not declare are dropped and it is rerun."""
+    """``python -m benchmarks.<name> [--quick] [--device D] --out OUT`` in a subprocess (through
+    ``benchmarks._child``); returns status, seconds, the process's memory peak (``peak_bytes``), its JSON and
+    output tail. Options the module does not declare are dropped and it is rerun."""
     base, opts = module_command(name, quick, out, device)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(HERE.parent) + os.pathsep +
-               os.environ.get("PYTHONPATH", ""))
+    env = _child_env(threads)
     t0 = time.perf_counter()
     rec: dict = {"module": name, "command": " ".join(base[1:] + opts)}
     for _ in range(3):
         try:
-            p = subprocess.run(base + opts, cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=timeout)
+            p = subprocess.run(_wrapped(base + opts), cwd=HERE.parent, env=env, capture_output=True, text=True,
+                               timeout=timeout)
         except subprocess.TimeoutExpired:
             rec.update(status=f"timeout after {timeout:.0f}s", returncode=None)
             break
-        rec.update(returncode=p.returncode, stdout_tail=(p.stdout + p.stderr)[-4000:])
+        rec.update(returncode=p.returncode, stdout_tail=(p.stdout + p.stderr)[-4000:],
+                   peak_bytes=parse_child_peak(p.stderr))
         fewer = drop_rejected(opts, p.stderr) if p.returncode == 2 else None
         if fewer is not None:
             opts = fewer  # the module lacks some of the options: rerun without them
@@ -116,28 +141,6 @@ def run_module(name: str, quick: bool, out: Path, timeout: float, threads: int,
         break
     rec["seconds"] = time.perf_counter() - t0
     return rec
-
-
-def summarise(rec: dict) -> list[dict]:
-    """Rows of the suite table for one module's result (specific for nbody and analysis, else a status)."""
-    name, res = rec["module"], rec.get("result") or {}
-    rows: list[dict] = []
-    if name == "nbody" and isinstance(res.get("rows"), list):
-        for r in res["rows"]:
-            if "test_mse" in r:
-                rows.append({"bench": "n-body time-to-MSE", "case": f"{r.get('model')} ({res.get('size', '')})",
-                             "seconds": r.get("train_cpu_s"), "throughput": r["test_mse"], "unit": "test MSE",
-                             "ratio": r["test_mse"] / LPS_NBODY_MSE, "ratio_is": "MSE / LPS 0.004"})
-    if name == "analysis" and isinstance(res.get("cases"), list):
-        for c in res["cases"]:
-            if "time_ratio_vs_matmul" in c:
-                rows.append({"bench": "reynolds (analysis)", "case": f"{c['group']} {c['matrix']}",
-                             "seconds": c["seconds"], "ratio": c["time_ratio_vs_matmul"],
-                             "ratio_is": "time / W@M (n x n)", "peak_mb": c.get("peak_MB")})
-    if not rows:
-        rows.append({"bench": f"module {name}", "case": rec.get("command", ""), "seconds": rec.get("seconds"),
-                     "ratio_is": rec.get("status", "")})
-    return rows
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -156,7 +159,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--timeout", type=float, default=None,
                    help="seconds per module (default: 3600; --quick: 200 and the suite's 285 s budget)")
     p.add_argument("--results", default="results", help="folder for the JSON files")
+    p.add_argument("--nbody-target", type=float, default=None,
+                   help="validation MSE for the n-body time-to-MSE rows (default: the bare transformer's best "
+                        "in the same run)")
     args = p.parse_args(argv)
+    if args.nbody_target is not None and not (args.nbody_target > 0 and args.nbody_target != float("inf")):
+        p.error(f"--nbody-target: expected a positive finite MSE, got {args.nbody_target}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     dev = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -178,22 +186,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if (wanted is not None and name not in wanted) or name in args.skip:
             continue
         if args.quick and name in SLOW_IN_QUICK and (wanted is None or name not in wanted):
-            out["modules"][name] = {"module": name, "status": "skipped in --quick"}
+            out["modules"][name] = {"module": name, "status": "skipped in --quick",
+                                    "command": f"-m benchmarks.{name}"}
             continue
         timeout = args.timeout or (200.0 if args.quick else 3600.0)
         if args.quick and args.timeout is None:
             left = QUICK_BUDGET_S - (time.perf_counter() - t0)
             if left < 30:
-                out["modules"][name] = rec = {"module": name, "status": "skipped: --quick time budget spent",
-                                              "command": f"-m benchmarks.{name} --quick"}
-                rows += summarise(rec)
+                out["modules"][name] = {"module": name, "status": "skipped: --quick time budget spent",
+                                        "command": f"-m benchmarks.{name} --quick"}
                 continue
             timeout = min(timeout, left)
         # own folder: never overwrite the result files the modules' owners write by default
-        rec = run_module(name, args.quick, results / "suite" / f"{name}{suffix}.json", timeout, args.threads,
-                         device=str(dev))
-        out["modules"][name] = rec
-        rows += summarise(rec)
+        out["modules"][name] = run_module(name, args.quick, results / "suite" / f"{name}{suffix}.json", timeout,
+                                          args.threads, device=str(dev))
+    # what every module's process holds before it does anything (torch + symclone imported): subtracted from
+    # the modules' process peaks; measured only when a module reported one
+    base_peak = baseline_peak(args.threads) if any(r.get("peak_bytes") for r in out["modules"].values()) else None
+    out["baseline_peak_rss_mb"] = None if base_peak is None else base_peak / 2 ** 20
+    for rec in out["modules"].values():
+        rows += summarise(rec, base_peak, args.nbody_target)
     out["rows"] = rows
     out["seconds"] = time.perf_counter() - t0
     table = format_table(rows, roofline.COLUMNS)

@@ -7,16 +7,26 @@ Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the increase of
 resident set (``VmHWM`` after resetting it through ``/proc/self/clear_refs``) over the resident set
 before the call, measured with the glibc heap cache off (see ``symclone.runtime.tune_cpu_allocator``) so
 that reused free memory cannot hide an allocation; allocations below 128 KiB may still be reused unseen.
+:func:`track_peak` measures the same increase around a longer run (an n-body model's training) without
+touching the allocator, so that the timing it wraps is unchanged. A benchmark module run by the suite
+reports its whole process's peak resident set (``getrusage(RUSAGE_SELF).ru_maxrss``, with its own
+children's) through :data:`PEAK_MARK` on stderr (see ``benchmarks/_child.py``).
 """
 from __future__ import annotations
 
 import re
+import sys
 import time
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-__all__ = ["timeit", "clock_name", "peak_memory", "count_flops", "matmul_rate", "sync", "format_table", "fmt"]
+__all__ = ["timeit", "clock_name", "peak_memory", "track_peak", "process_peak_bytes", "parse_child_peak", "PEAK_MARK",
+           "count_flops", "matmul_rate", "sync", "format_table", "fmt"]
+
+#: the line a benchmark module run through ``benchmarks/_child.py`` writes last on stderr: its peak RSS in KiB
+PEAK_MARK = "SYMCLONE_BENCH_PEAK_RSS_KB="
 
 
 def sync(device: torch.device | str) -> None:
@@ -83,6 +93,30 @@ def _status_kb(field: str) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+#: the largest ``VmHWM`` (KiB) seen before :func:`_reset_hwm` reset it: :func:`process_peak_bytes` is the
+#: process's peak over its whole life even after the per-call measurements reset the high-water mark
+_HWM_KB = {"max": 0}
+
+
+def _malloc_trim() -> None:
+    """Return the C heap's free pages to the system (glibc; a no-op elsewhere)."""
+    try:
+        from symclone.runtime import _libc
+
+        lib = _libc()
+    except (ImportError, OSError):
+        return
+    if lib is not None and hasattr(lib, "malloc_trim"):
+        lib.malloc_trim(0)
+
+
+def _reset_hwm() -> None:
+    """Reset the resident-set high-water mark ``VmHWM`` (Linux; ``OSError`` elsewhere), remembering it."""
+    _HWM_KB["max"] = max(_HWM_KB["max"], _status_kb("VmHWM") or 0)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
 def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tuple[Any, Optional[int]]:
     """``(fn(), peak bytes)``: CUDA allocator peak, or the CPU resident-set peak increase (None if unknown)."""
     dev = torch.device(device)
@@ -98,8 +132,7 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tu
     tuned = cpu_allocator_tuned()
     tune_cpu_allocator(False)  # large blocks by mmap, free heap released: the resident set follows live tensors
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
+        _reset_hwm()
         base = _status_kb("VmRSS")
         out = fn()
         peak = _status_kb("VmHWM")
@@ -113,6 +146,84 @@ def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tu
     return out, max(0, peak - base) * 1024
 
 
+@contextmanager
+def track_peak(device: torch.device | str = "cpu") -> Iterator[dict]:
+    """Peak memory of the code in the ``with`` block, in ``rec["bytes"]`` on exit (``None`` if unknown).
+
+    CUDA: ``max_memory_allocated`` minus the allocation at entry (after ``reset_peak_memory_stats``). CPU
+    (Linux): the process's resident-set high-water mark ``VmHWM``, reset at entry through
+    ``/proc/self/clear_refs``, minus the resident set ``VmRSS`` at entry. Unlike :func:`peak_memory` the
+    allocator's settings are left as they are, so that what the block times runs as it would alone; free
+    heap memory is returned to the system at entry (glibc ``malloc_trim(0)``) so that an earlier block's
+    freed memory, reused unseen, does not hide this block's peak (free memory the block itself reuses is
+    not counted twice: the figure is the block's resident-set growth).
+
+    >>> with track_peak("cpu") as rec:
+    ...     x = torch.ones(4_000_000)                   # 16 MB
+    >>> rec["bytes"] is None or rec["bytes"] > 8 * 2 ** 20
+    True
+    """
+    dev = torch.device(device)
+    rec: dict = {"bytes": None}
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        base = torch.cuda.memory_allocated(dev)
+        yield rec
+        torch.cuda.synchronize(dev)
+        rec["bytes"] = int(torch.cuda.max_memory_allocated(dev) - base)
+        return
+    try:
+        _malloc_trim()
+        _reset_hwm()
+        base = _status_kb("VmRSS")
+    except OSError:
+        base = None
+    yield rec
+    peak = _status_kb("VmHWM") if base is not None else None
+    if peak is not None:
+        rec["bytes"] = max(0, peak - base) * 1024
+
+
+def process_peak_bytes() -> int:
+    """Peak resident set of this process over its life, or of any child it waited for, in bytes.
+
+    Linux: the largest ``VmHWM`` of this process (including the values :func:`peak_memory` and
+    :func:`track_peak` reset); ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used there because the kernel
+    carries the parent's resident set at ``fork`` into the child's. Children: ``RUSAGE_CHILDREN`` (KiB on
+    Linux, bytes on macOS). Elsewhere: ``ru_maxrss`` of this process.
+
+    >>> process_peak_bytes() > 2 ** 20
+    True
+    """
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * scale
+    hwm = _status_kb("VmHWM")
+    own = max(hwm, _HWM_KB["max"]) * 1024 if hwm is not None else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return int(max(own, children))
+
+
+def parse_child_peak(stderr: str) -> Optional[int]:
+    """Bytes of the last :data:`PEAK_MARK` line in a module's ``stderr`` (``None`` if it wrote none).
+
+    >>> parse_child_peak("log\\n" + PEAK_MARK + "2048\\n")
+    2097152
+    >>> parse_child_peak("Traceback ...") is None
+    True
+    """
+    found = None
+    for line in stderr.splitlines():
+        if line.startswith(PEAK_MARK):
+            try:
+                found = int(line[len(PEAK_MARK):].strip()) * 1024
+            except ValueError:
+                continue
+    return found
+
+
 def count_flops(fn: Callable[[], Any]) -> int:
     """Floating-point operations of one call (matmul/conv/einsum/bmm, forward and backward)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -124,13 +235,16 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 def matmul_rate(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, n: Optional[int] = None,
                 min_time: float = 0.5) -> dict:
-    """Measured FLOP/s of an ``n × n`` matmul (``2n³`` FLOPs) on ``device`` in ``dtype``."""
+    """Measured FLOP/s of an ``n × n`` matmul (``2n³`` FLOPs) on ``device`` in ``dtype``, and the peak memory of
+    one product (``peak_bytes``, :func:`peak_memory`: the ``n × n`` output)."""
     dev = torch.device(device)
     n = n or (8192 if dev.type == "cuda" else 1024)
     a = torch.randn(n, n, device=dev).to(dtype)
     b = torch.randn(n, n, device=dev).to(dtype)
     t = timeit(lambda: a @ b, dev, min_time=min_time)
-    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "seconds": t, "flops_per_s": 2 * n ** 3 / t}
+    _, peak = peak_memory(lambda: a @ b, dev)
+    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "seconds": t, "flops_per_s": 2 * n ** 3 / t,
+            "peak_bytes": peak}
 
 
 def fmt(x: Any) -> str:
@@ -144,8 +258,14 @@ def fmt(x: Any) -> str:
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A Markdown table of ``rows`` restricted to ``columns``."""
-    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    """A Markdown table of ``rows`` restricted to ``columns`` (``|`` inside a cell escaped as ``\\|``).
+
+    >>> print(format_table([{"a": "x|y", "b": 0.5}], ["a", "b"]))
+    | a    | b   |
+    |------|-----|
+    | x\\|y | 0.5 |
+    """
+    cells = [[fmt(r.get(c)).replace("|", "\\|") for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
     out = [line(columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]

@@ -3,7 +3,12 @@ sampler, the e3nn teacher, and a transformer cloned from the e3nn teacher then s
 
 Task (DESIGN.md §5): from frame 30 (positions, velocities, charges) predict positions at frame 40;
 3000 / 2000 / 2000 systems from ``symclone.data.nbody``. Test MSE is compared with the published
-EGNN 0.0071 and LPS 0.004. Training budgets are CPU seconds of this process (torch threads 1).
+EGNN 0.0071 and LPS 0.004, and with two baselines on the same test set (``baselines``: no motion, and
+constant-velocity extrapolation ``p + τ v`` with ``τ`` fitted by least squares on the training set).
+Training budgets are CPU seconds of this process (torch threads 1). Each model's row keeps its
+validation ``curve`` (``[epoch, cpu_seconds, train_loss, valid_mse]``, from which the suite derives the
+time to a target MSE) and ``peak_bytes``, the memory peak of building, training and testing it
+(``benchmarks._util.track_peak``: resident-set increase on CPU, allocator peak on CUDA).
 
     python -m benchmarks.nbody --quick                 # ~2 minutes, small data
     python -m benchmarks.nbody --models canonical,learned --minutes 30 --resume
@@ -26,6 +31,8 @@ from symclone.symmetrize import Symmetrized
 from symclone.symmetrize._models import PairTransformer, ParticleTransformer
 from symclone.symmetrize._run import Displacement
 from symclone.symmetrize._train import TrainConfig, equivariance_vs_k, evaluate_mse, time_forward, train_regressor
+
+from ._util import track_peak
 
 PUBLISHED = {"EGNN": 0.0071, "LPS": 0.004}
 MODELS = ("transformer", "uniform", "canonical", "learned", "e3nn", "cloned")
@@ -67,7 +74,26 @@ def build_cloned(args) -> nn.Module:
                        **({"noise": args.noise} if args.cloned_sampler == "learned" else {}))
 
 
+def extrapolation_baselines(train: tuple, test: tuple) -> dict:
+    """Test MSE of two model-free predictions of the positions at the output frame: ``static`` (``ŷ = p``) and
+    ``linear`` (``ŷ = p + τ v``, with ``τ = Σ (y − p)·v / Σ v·v`` fitted on ``train``), the MSE being the mean
+    over all coordinates as in ``evaluate_mse``."""
+    (xtr, ytr), (xte, yte) = train, test
+    p, v = xtr[..., :3].double(), xtr[..., 3:6].double()
+    tau = float(((ytr.double() - p) * v).sum() / (v * v).sum().clamp_min(1e-30))
+    pt, vt, yt = xte[..., :3].double(), xte[..., 3:6].double(), yte.double()
+    return {"static_mse": float((pt - yt).pow(2).mean()), "linear_mse": float((pt + tau * vt - yt).pow(2).mean()),
+            "linear_tau": tau}
+
+
 def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
+    with track_peak(args.device) as peak:
+        row = _run_model(name, data, args, out_dir)
+    row["peak_bytes"] = peak["bytes"]
+    return row
+
+
+def _run_model(name: str, data: dict, args, out_dir: Path) -> dict:
     torch.manual_seed(args.seed)
     t0 = time.time()
     model = build(name, args)
@@ -148,6 +174,7 @@ def main(argv=None) -> int:
         if m not in MODELS:
             p.error(f"--models: unknown model {m!r}; expected some of {MODELS}")
     data = {s: nbody_tensors(s, size=args.size) for s in ("train", "valid", "test")}
+    baselines = extrapolation_baselines(data["train"], data["test"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -163,6 +190,7 @@ def main(argv=None) -> int:
             logging.warning("model %s skipped: %s", name, err)
             rows.append({"model": name, "error": str(err)})
         result = {"task": "nbody_small frame 30 -> 40", "size": args.size, "published": PUBLISHED,
+                  "baselines": baselines,
                   "settings": {k: v for k, v in vars(args).items() if k not in ("short",)} | {"short": sorted(args.short)},
                   "rows": rows}
         from symclone.io import write_json
@@ -174,7 +202,8 @@ def main(argv=None) -> int:
             continue
         print(f"{r['model']:12s} {r['test_mse']:9.5f} {r['valid_mse']:9.5f} {r['epochs']:6d} "
               f"{r['train_cpu_s']:11.0f} {r['forward_s_per_100']:9.4f}")
-    print(f"published: EGNN {PUBLISHED['EGNN']}, LPS {PUBLISHED['LPS']}")
+    print(f"published: EGNN {PUBLISHED['EGNN']}, LPS {PUBLISHED['LPS']}; same test set: no motion "
+          f"{baselines['static_mse']:.5f}, constant velocity {baselines['linear_mse']:.5f}")
     return 0
 
 

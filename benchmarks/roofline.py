@@ -38,23 +38,24 @@ def bench_rates(dev: torch.device, quick: bool) -> tuple[list[dict], float]:
     rows = []
     fp32 = matmul_rate(dev, torch.float32, min_time=0.3 if quick else 1.0)
     rows.append(_row("matmul", f"fp32 {fp32['n']}^2", fp32["seconds"], 1.0, "reference",
-                     fp32["flops_per_s"] / 1e9, "GFLOP/s"))
+                     fp32["flops_per_s"] / 1e9, "GFLOP/s", fp32.get("peak_bytes")))
     dtypes = [("bf16", torch.bfloat16)]
     for name, dt in dtypes:
         r = matmul_rate(dev, dt, n=None if dev.type == "cuda" else 512, min_time=0.3)
         rows.append(_row("matmul", f"{name} {r['n']}^2", r["seconds"], r["flops_per_s"] / fp32["flops_per_s"],
-                         "rate / fp32 rate", r["flops_per_s"] / 1e9, "GFLOP/s"))
+                         "rate / fp32 rate", r["flops_per_s"] / 1e9, "GFLOP/s", r.get("peak_bytes")))
     if dev.type == "cuda":
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
         r = matmul_rate(dev, torch.float32, min_time=0.3)
         torch.backends.cuda.matmul.allow_tf32 = old
         rows.append(_row("matmul", f"tf32 {r['n']}^2", r["seconds"], r["flops_per_s"] / fp32["flops_per_s"],
-                         "rate / fp32 rate", r["flops_per_s"] / 1e9, "GFLOP/s"))
+                         "rate / fp32 rate", r["flops_per_s"] / 1e9, "GFLOP/s", r.get("peak_bytes")))
     x = torch.randn(16_000_000, device=dev)
     y = torch.empty_like(x)
     t = timeit(lambda: y.copy_(x), dev, min_time=0.3)
-    rows.append(_row("memory", "copy 64 MB", t, None, "", 2 * x.numel() * 4 / t / 1e9, "GB/s"))
+    _, peak = peak_memory(lambda: y.copy_(x), dev)
+    rows.append(_row("memory", "copy 64 MB", t, None, "", 2 * x.numel() * 4 / t / 1e9, "GB/s", peak))
     return rows, fp32["flops_per_s"]
 
 
@@ -193,8 +194,9 @@ def bench_gcnn_forward(dev: torch.device, rate: float, quick: bool) -> list[dict
             return g.tensor
 
         te = timeit(esc, dev, min_time=0.5)
+        _, peak_e = peak_memory(esc, dev)
         rows.append(_row("gcnn_c4 forward", f"same, escnn R2Conv modules (recompute=True)", te, te / tt,
-                         "time / symclone forward", B / te, "samples/s"))
+                         "time / symclone forward", B / te, "samples/s", peak_e))
     return rows
 
 
@@ -213,8 +215,9 @@ def bench_symmetrize(dev: torch.device, rate: float, quick: bool) -> list[dict]:
     with torch.no_grad():
         tb = timeit(lambda: mlp(x), dev, min_time=0.3)
         fb = count_flops(lambda: mlp(x))
+        _, peak_b = peak_memory(lambda: mlp(x), dev)
         rows.append(_row("symmetrize", f"bare mlp student B={x.shape[0]}", tb, tb / (fb / rate), "time / roofline floor",
-                         x.shape[0] / tb, "samples/s"))
+                         x.shape[0] / tb, "samples/s", peak_b))
         sym = Symmetrized(mlp, "c4", "image", "image", sampler="uniform").to(dev)
         fs = count_flops(lambda: sym(x))
         _, peak = peak_memory(lambda: sym(x), dev)
@@ -222,15 +225,16 @@ def bench_symmetrize(dev: torch.device, rate: float, quick: bool) -> list[dict]:
         rows.append(_row("symmetrize", "c4 uniform (Reynolds, |G|=4)", ts, ts / tb, "time / bare model",
                          x.shape[0] / ts, "samples/s", peak))
         rows.append(_row("symmetrize", "c4 uniform (Reynolds, |G|=4)", ts, ts / (fs / rate), "time / roofline floor",
-                         x.shape[0] / ts, "samples/s", flops=fs))
+                         x.shape[0] / ts, "samples/s", peak, flops=fs))
     et = create_teacher("e3nn")
     tr = create_student("transformer", teacher=et).to(dev).eval()
     xp = torch.randn(32 if quick else 128, *et.feature_shapes[0], device=dev)
     with torch.no_grad():
         tb = timeit(lambda: tr(xp), dev, min_time=0.3)
         fb = count_flops(lambda: tr(xp))
+        _, peak_b = peak_memory(lambda: tr(xp), dev)
         rows.append(_row("symmetrize", f"bare n-body transformer B={xp.shape[0]}", tb, tb / (fb / rate),
-                         "time / roofline floor", xp.shape[0] / tb, "samples/s", flops=fb))
+                         "time / roofline floor", xp.shape[0] / tb, "samples/s", peak_b, flops=fb))
         for k in ((1, 4) if quick else (1, 4, 20)):
             sym = Symmetrized(tr, et.group, et.reps[0], et.reps[-1], sampler="learned", k=k, k_eval=k).to(dev).eval()
             _, peak = peak_memory(lambda: sym(xp), dev)

@@ -12,7 +12,8 @@ from symclone.commands.bench import load_suite
 load_suite()  # puts the checkout's benchmarks/ on sys.path when it is not importable from the cwd
 from benchmarks import roofline  # noqa: E402
 from benchmarks.__main__ import discover, summarise  # noqa: E402
-from benchmarks._util import count_flops, format_table, peak_memory, timeit  # noqa: E402
+from benchmarks._summary import time_to_target  # noqa: E402
+from benchmarks._util import count_flops, format_table, parse_child_peak, peak_memory, timeit, track_peak  # noqa: E402
 
 
 def test_count_flops_and_timeit():
@@ -30,6 +31,15 @@ def test_peak_memory_sees_a_large_temporary():
     assert out == 16_000_000.0
     if peak is not None:  # Linux: the resident-set peak
         assert 20 * 2 ** 20 < peak < 400 * 2 ** 20
+    with track_peak("cpu") as rec:  # the allocator left as it is: a fresh 64 MB block is still seen
+        x = torch.ones(16_000_000)
+        x += 1
+    if rec["bytes"] is not None:
+        assert 48 * 2 ** 20 < rec["bytes"] < 400 * 2 ** 20
+    with track_peak("cpu") as small:  # control: a tiny block does not show as tens of MB
+        torch.ones(10).sum()
+    if small["bytes"] is not None:
+        assert small["bytes"] < 16 * 2 ** 20
 
 
 @pytest.mark.parametrize("name,kw", [("cnn", {"paper_layer": True, "size": 10}),
@@ -83,17 +93,84 @@ def test_make_optimizer_fused_equals_unfused():
     assert make_optimizer([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], "sgd", 0.1, 0.0)
 
 
-def test_summarise_nbody_and_unknown_and_table():
-    rec = {"module": "nbody", "result": {"size": "small", "rows": [{"model": "learned", "test_mse": 0.008,
-                                                                     "train_cpu_s": 12.0}, {"model": "x",
-                                                                                            "error": "e"}]}}
-    rows = summarise(rec)
-    assert len(rows) == 1 and rows[0]["ratio"] == pytest.approx(2.0)
+def _nbody_result(curve_learned, baselines=True):
+    res = {"size": "small", "published": {"LPS": 0.004},
+           "rows": [{"model": "transformer", "test_mse": 0.04, "valid_mse": 0.039, "train_cpu_s": 8.0,
+                     "peak_bytes": 3 * 2 ** 20, "curve": [[5, 1.0, 0.2, 0.09], [10, 2.5, 0.1, 0.039],
+                                                          [15, 4.0, 0.05, 0.045]]},
+                    {"model": "learned", "test_mse": 0.03, "train_cpu_s": 12.0, "peak_bytes": 5 * 2 ** 20,
+                     "curve": curve_learned},
+                    {"model": "x", "error": "e"}]}
+    if baselines:
+        res["baselines"] = {"static_mse": 0.5, "linear_mse": 0.06, "linear_tau": 0.1}
+    return res
+
+
+def test_summarise_nbody_time_to_target_and_peaks():
+    """Time-to-target from the recorded curve (first valid MSE <= the bare transformer's best), its ratio to
+    the bare model's time, test MSE over the same run's extrapolation baseline, and every row's peak."""
+    rec = {"module": "nbody", "status": "ok", "seconds": 30.0,
+           "command": "-m benchmarks.nbody --quick --device cpu --out r.json",
+           "peak_bytes": 900 * 2 ** 20,
+           "result": _nbody_result([[5, 3.0, 0.2, 0.05], [10, 6.0, 0.1, 0.038], [15, 9.0, 0.1, 0.030]])}
+    rows = summarise(rec, baseline_bytes=400 * 2 ** 20)
+    ttt = {r["model"]: r for r in rows if r["bench"] == "n-body time-to-MSE"}
+    assert ttt["transformer"]["target_mse"] == pytest.approx(0.039)  # the bare model's best, not its last
+    assert ttt["transformer"]["seconds"] == 2.5 and ttt["transformer"]["ratio"] == pytest.approx(1.0)
+    assert ttt["learned"]["seconds"] == 6.0 and ttt["learned"]["ratio"] == pytest.approx(6.0 / 2.5)
+    assert ttt["learned"]["reached"] and ttt["learned"]["peak_mb"] == pytest.approx(5.0)
+    mse = {r["case"]: r for r in rows if r["bench"] == "n-body test MSE"}
+    assert mse["learned (small)"]["ratio"] == pytest.approx(0.03 / 0.06)  # vs constant velocity, same run
+    assert mse["learned (small)"]["peak_mb"] == pytest.approx(5.0)
+    assert mse["const-velocity extrapolation (small)"]["ratio"] == pytest.approx(0.06 / 0.5)
+    mod = rows[-1]
+    assert mod["bench"] == "module nbody" and mod["peak_mb"] == pytest.approx(500.0)
+    assert mod["peak_rss_mb"] == pytest.approx(900.0) and mod["case"] == "-m benchmarks.nbody --quick"
+    # a model that never reaches the target: its whole training time, flagged as a lower bound
+    slow = summarise({"module": "nbody", "result": _nbody_result([[5, 3.0, 0.2, 0.08], [10, 7.0, 0.1, 0.05]],
+                                                                 baselines=False)})
+    r = next(r for r in slow if r.get("model") == "learned" and r["bench"] == "n-body time-to-MSE")
+    assert not r["reached"] and r["seconds"] == 12.0 and r["ratio"] == pytest.approx(12.0 / 2.5)
+    assert "lower bound" in r["ratio_is"] and "not reached" in r["case"]
+    r = next(r for r in slow if r.get("model") == "learned" and r["bench"] == "n-body test MSE")
+    assert r["ratio"] == pytest.approx(0.03 / 0.04)  # no baseline recorded: vs the bare model's test MSE
+    # an explicit target (e.g. EGNN's 0.0071): nobody reaches it
+    given = [r for r in summarise(rec, nbody_target=0.0071) if r["bench"] == "n-body time-to-MSE"]
+    assert all(not r["reached"] and r["target_is"] == "given" for r in given)
+    with pytest.raises(ValueError, match="target"):
+        time_to_target([[5, 1.0, 0.1, 0.1]], 0.0)
+
+
+def test_summarise_unknown_module_and_table():
     rows2 = summarise({"module": "clone", "status": "exit 1", "seconds": 3.0, "command": "-m benchmarks.clone"})
-    assert rows2[0]["ratio_is"] == "exit 1"
+    assert rows2[0]["ratio_is"] == "exit 1" and rows2[0]["peak_mb"] is None
+    rows = summarise({"module": "nbody", "result": _nbody_result([[5, 3.0, 0.2, 0.05]])}, 1)
     table = format_table(rows + rows2, roofline.COLUMNS)
-    assert table.count("\n") == 3 and "n-body time-to-MSE" in table
+    assert table.count("\n") == len(rows) + 2 and "n-body time-to-MSE" in table
+    assert "peak_mb" in table.splitlines()[0]
     assert "roofline" not in discover() and "__main__" not in discover()
+
+
+def test_child_wrapper_reports_the_module_peak(tmp_path):
+    """A module run through benchmarks._child keeps its exit status and reports its process peak: 192 MB
+    more for a module that fills 192 MB than for one that allocates nothing (control)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from benchmarks.__main__ import HERE, _child_env
+
+    env = _child_env(1)
+    env["PYTHONPATH"] = str(tmp_path) + ":" + env["PYTHONPATH"]
+    peaks = {}
+    for mb in (0, 192):
+        (tmp_path / f"alloc{mb}.py").write_text(f"import sys\nb = b'x' * ({mb} * 2 ** 20)\nsys.exit(3)\n")
+        p = subprocess.run([sys.executable, "-m", "benchmarks._child", f"alloc{mb}"], cwd=Path(HERE).parent,
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 3, p.stderr  # the module's own exit status
+        peaks[mb] = parse_child_peak(p.stderr)
+    if sys.platform.startswith("linux"):
+        assert 180 * 2 ** 20 < peaks[192] - peaks[0] < 260 * 2 ** 20
 
 
 def test_bench_cli_rates_only(tmp_path, capsys):
@@ -112,3 +189,24 @@ def test_rates_row_is_measured():
     assert rate > 1e8  # > 0.1 GFLOP/s: a real measurement, not a constant
     assert rows[0]["throughput"] == pytest.approx(rate / 1e9)
     assert rows[1]["ratio"] == pytest.approx(rows[1]["throughput"] / rows[0]["throughput"])
+
+
+@pytest.mark.parametrize("module", ["benchmarks._summary", "benchmarks._util"])
+def test_benchmark_helper_doctests(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module))
+    assert res.attempted > 0 and res.failed == 0
+
+
+def test_nbody_extrapolation_baselines_recover_the_step():
+    """Positions moved by exactly 0.5 v: the fitted constant-velocity baseline is exact, no-motion is not."""
+    from benchmarks.nbody import extrapolation_baselines
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 5, 7, generator=g)
+    y = x[..., :3] + 0.5 * x[..., 3:6]
+    b = extrapolation_baselines((x[:30], y[:30]), (x[30:], y[30:]))
+    assert b["linear_tau"] == pytest.approx(0.5) and b["linear_mse"] < 1e-10
+    assert b["static_mse"] == pytest.approx(float((0.5 * x[30:, :, 3:6]).pow(2).mean()), rel=1e-5)
