@@ -4,8 +4,8 @@ For every (task, model, mode, beta) row: test accuracy (per split), invariance e
 logits on the test set, structure residual of the cloned layers before/after, drift of the cloned
 tensors from W0, parameters, wall-clock. Plus a sample-complexity sweep on c4-generalisation.
 
-    python -m benchmarks.downstream --quick          # measured: rows sum to 14.1 min (training 12.8 +
-                                                     # building 1.4) on a shared 2-core CPU, 1 thread
+    python -m benchmarks.downstream --quick          # measured: 5.6 min wall, 1 thread (14 min on a
+                                                     # heavily shared 2-core CPU)
     python -m benchmarks.downstream                  # full size (60k training images, 10 epochs; not run here)
 
 For the 20-class breaking tasks each row also records ``accuracy_mod10``: the accuracy of the
@@ -188,7 +188,7 @@ def _summary(size_name: str, size: dict, args, rows: list, seconds: float, sessi
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="quick size (rows sum to about 14 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="quick size (measured 5.6 min wall on 1 thread; 14 min on a busy 2-core CPU)")
     p.add_argument("--out", default="results/downstream.json")
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     p.add_argument("--data-root", default=None)
