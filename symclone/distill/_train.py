@@ -17,7 +17,10 @@ import math
 import time
 from typing import Any, Callable, Optional
 
+
 import torch
+
+from ..schedules import cosine_lr
 
 __all__ = ["optimize", "make_optimizer", "fused_adamw_supported", "cosine_lr"]
 
@@ -54,13 +57,6 @@ def make_optimizer(params: list[torch.nn.Parameter], kind: str, lr: float, weigh
         except (RuntimeError, TypeError, ValueError):  # pragma: no cover - a build without the kernel
             pass
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def cosine_lr(base: float, step: int, total: int) -> float:
-    """Cosine decay from ``base`` to ``0.01 · base`` over ``total`` steps."""
-    if total <= 1:
-        return base
-    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
 
 
 def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Tensor], steps: int, lr: float,

@@ -15,7 +15,6 @@ weights, ``θ̄ ← ema · θ̄ + (1 − ema) · θ`` after every optimiser step
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ..io import CheckpointError, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from ..schedules import cosine_lr
 from ._batch import to_dense
 from ._embed import ModelConfig, build_model, prepare_inputs
 from ._io import load_exp
@@ -135,7 +135,7 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
         gen = torch.Generator().manual_seed(cfg.seed + 1 + 1000 * epoch)
         if cfg.cosine:
             for grp in opt.param_groups:
-                grp["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+                grp["lr"] = cosine_lr(cfg.lr, epoch, cfg.epochs, floor=0.0)
         model.train()
         perm = tr[torch.randperm(len(tr))]
         total = 0.0

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
+
+from ..schedules import cosine_lr
 
 __all__ = ["TrainConfig", "train_regressor", "evaluate_mse", "equivariance_vs_k", "time_forward", "device_of",
            "training_precision"]
@@ -218,7 +219,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
                 idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
             if cfg.cosine:  # cosine decay over the budget (epochs or CPU time)
                 for grp in opt.param_groups:
-                    grp["lr"] = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress()))
+                    grp["lr"] = cosine_lr(cfg.lr, progress(), 1.0, floor=0.0)
             with training_precision(model, cfg.precision, dev):
                 pred, aux = fwd(xtr[idx])
             loss = (pred.float() - ytr[idx]).pow(2).mean()
