@@ -25,6 +25,11 @@ def test_learned_classify_runs_and_resume_equals_uninterrupted(tmp_path):
     assert full["epochs_run"] == 2 and full["k_train"] == 2
     for key in ("test_acc", "test_acc_relabeled", "val_acc", "train_acc"):
         assert 0.0 <= full[key] <= 1.0
+    _, meta = load_checkpoint(tmp_path / "a" / "classify_learned")
+    best = meta["history"][full["best_epoch"]]
+    assert best["val_acc"] == full["val_acc"] and full["val_nll"] == pytest.approx(best["val_nll"], abs=1e-5)
+    # the selected epoch: best validation accuracy, ties broken by the lower validation loss
+    assert all((h["val_acc"], -h["val_nll"]) <= (best["val_acc"], -best["val_nll"]) for h in meta["history"])
     exp_classify("learned", _cfg(epochs=1), out=tmp_path / "b", progress=False, limit=12)
     resumed = exp_classify("learned", _cfg(), out=tmp_path / "b", resume=True, progress=False, limit=12)
     a, b = _weights(tmp_path / "a" / "classify_learned"), _weights(tmp_path / "b" / "classify_learned")

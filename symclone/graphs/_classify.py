@@ -4,7 +4,7 @@ The split is drawn at the level of the 600 pairs (seeded): 400 / 100 / 100 pairs
 a pair in the same part, so the test set holds pairs never seen in training. Training: Adam,
 cross entropy (+ the sampler's auxiliary entropy loss for ``learned``), cosine learning-rate decay over
 ``epochs`` (``cosine``, off by default), ``k_train`` samples per
-graph in training (4: CPU budget; LPS uses 10) and ``k`` (10) in evaluation; the model with the best validation accuracy is tested, on the test
+graph in training (4: CPU budget; LPS uses 10) and ``k`` (10) in evaluation; the model with the best validation accuracy (ties: the lower validation cross entropy) is tested, on the test
 graphs as stored and on a random relabelling of them (`test_acc_relabeled`: a non-invariant
 model that exploits the node order of the files drops to chance there). A CPU-time
 budget ``max_seconds`` (process time) stops training early (reported). The state (weights, optimizer, history)
@@ -15,6 +15,7 @@ weights, ``θ̄ ← ema · θ̄ + (1 − ema) · θ`` after every optimiser step
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,15 +71,21 @@ def exp_split(num_pairs: int = 600, seed: int = 0, sizes=(400, 100, 100)) -> tup
 
 
 @torch.no_grad()
-def _accuracy(name, model, x, y, batch, gen) -> float:
+def _evaluate(name, model, x, y, batch, gen) -> tuple[float, float]:
+    """``(accuracy, mean cross entropy)`` of the (symmetrized) logits on ``x``."""
     model.eval()
     f = model.model if name == "canonical" else model
-    correct = 0
+    correct, nll = 0, 0.0
     for s in range(0, len(x), batch):
-        xb = x[s:s + batch]
+        xb, yb = x[s:s + batch], y[s:s + batch]
         out = f(xb, generator=gen) if name in ("uniform", "learned") else f(xb)
-        correct += int((out.argmax(-1) == y[s:s + batch]).sum())
-    return correct / len(x)
+        correct += int((out.argmax(-1) == yb).sum())
+        nll += float(F.cross_entropy(out.float(), yb, reduction="sum"))
+    return correct / len(x), nll / len(x)
+
+
+def _accuracy(name, model, x, y, batch, gen) -> float:
+    return _evaluate(name, model, x, y, batch, gen)[0]
 
 
 def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, out: Optional[Path] = None,
@@ -109,7 +116,7 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     evaluated = model if ema is None else ema.module
     hist: list[dict] = []
-    best = {"val": -1.0, "state": None, "epoch": -1}
+    best = {"val": -1.0, "nll": math.inf, "state": None, "epoch": -1}
     stem = None if out is None else Path(out) / f"classify_{name}"
     seconds = 0.0  # CPU seconds of this process (the machine is shared: wall time is not comparable)
     if resume and stem is not None:
@@ -122,6 +129,7 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
             best["state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
             hist, best["val"], best["epoch"], seconds = meta["history"], meta["best_val"], meta["best_epoch"], \
                 meta["seconds"]
+            best["nll"] = float(meta.get("best_val_nll", math.inf))
         except CheckpointError:
             pass
     stopped = False
@@ -152,11 +160,12 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
             if ema is not None:
                 ema.update_parameters(model)
             total += float(loss.detach()) * len(idx)
-        val = _accuracy(name, evaluated, x[va], y[va], 256, gen)
+        val, val_nll = _evaluate(name, evaluated, x[va], y[va], 256, gen)
         seconds += time.process_time() - t0
-        hist.append({"epoch": epoch, "loss": total / len(tr), "val_acc": val, "seconds": seconds})
-        if val > best["val"]:
-            best = {"val": val, "state": copy.deepcopy(evaluated.state_dict()), "epoch": epoch}
+        hist.append({"epoch": epoch, "loss": total / len(tr), "val_acc": val, "val_nll": val_nll,
+                     "seconds": seconds})
+        if (val, -val_nll) > (best["val"], -best["nll"]):   # accuracy first, ties: lower validation loss
+            best = {"val": val, "nll": val_nll, "state": copy.deepcopy(evaluated.state_dict()), "epoch": epoch}
         if stem is not None:
             _save(stem, model, opt, best, hist, seconds, ema)
     if best["state"] is not None:
@@ -166,7 +175,7 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
     x_te_relabeled = prepare_inputs(name, relabel(to_dense([graphs[i] for i in te], 64), 777))
     res = {"model": name, "test_acc": _accuracy(name, model, x[te], y[te], 256, gen),
            "test_acc_relabeled": _accuracy(name, model, x_te_relabeled, y[te], 256, gen),
-           "val_acc": best["val"], "best_epoch": best["epoch"], "epochs_run": len(hist),
+           "val_acc": best["val"], "val_nll": round(best["nll"], 5), "best_epoch": best["epoch"], "epochs_run": len(hist),
            "train_acc": _accuracy(name, model, x[tr], y[tr], 256, gen),
            "stopped_by_time_budget": stopped, "k": cfg.model.k,
            "k_train": cfg.k_train}
@@ -183,5 +192,5 @@ def _save(stem: Path, model, opt, best, hist, seconds, ema=None) -> None:
     opt_tensors, opt_meta = flatten_optimizer(opt)
     tensors |= opt_tensors
     meta = {"optimizer": opt_meta, "history": hist,
-            "best_val": best["val"], "best_epoch": best["epoch"], "seconds": seconds}
+            "best_val": best["val"], "best_val_nll": best["nll"], "best_epoch": best["epoch"], "seconds": seconds}
     save_checkpoint(stem, {k: v.contiguous() for k, v in tensors.items()}, meta)
