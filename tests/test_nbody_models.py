@@ -76,3 +76,22 @@ def test_train_regressor_resume_continues_the_same_trajectory(tmp_path):
     st2 = train_regressor(fresh(), (x, y), (x[:10], y[:10]), TrainConfig(epochs=2, **cfg), checkpoint=stem + "_noopt")
     assert st2["epoch"] == 2
     assert st2["curve"][-1][3] != pytest.approx(st["curve"][-1][3], rel=1e-6)
+
+
+def test_train_regressor_reports_why_it_stopped_and_a_spent_budget_stays_spent(tmp_path):
+    """stop_after, epochs and CPU budget are told apart (``symclone symmetrize --stop-after`` relies on it),
+    and resuming a run whose budget is spent trains no further epoch."""
+    torch.manual_seed(0)
+    x, y = torch.randn(20, 5, 7), torch.randn(20, 5, 3)
+    cfg = dict(lr=1e-2, batch_size=10, eval_every=1)
+    model = PairTransformer(dim=8, depth=1, heads=2)
+    done = train_regressor(model, (x, y), (x, y), TrainConfig(epochs=1, **cfg))
+    assert done["stopped_by"] == "epochs"
+    part = train_regressor(model, (x, y), (x, y), TrainConfig(epochs=3, **cfg), stop_after=1)
+    assert part["stopped_by"] == "stop_after" and part["epoch"] == 1
+    stem = str(tmp_path / "ck")
+    tiny = TrainConfig(epochs=50, minutes=1e-9, **cfg)          # budget spent after the first epoch
+    first = train_regressor(model, (x, y), (x, y), tiny, checkpoint=stem, stop_after=10)
+    assert first["stopped_by"] == "budget" and first["epoch"] == 1
+    again = train_regressor(model, (x, y), (x, y), tiny, checkpoint=stem, stop_after=10)
+    assert again["stopped_by"] == "budget" and again["epoch"] == 1   # no extra epoch on resume

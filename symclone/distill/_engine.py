@@ -244,8 +244,9 @@ def _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, 
     rec = polish(student, teacher, layers, x_train, cfg, out=out, progress=progress, resume_meta=resume_meta,
                  resume_tensors=resume_tensors, write=_main(ctx))
     student.eval()
-    for l in layers:
-        progress["layers"][str(l)].update(evaluate_layer(student, teacher, untrained, l, x_eval, cfg))
+    if not rec["reverted"]:  # a rolled-back polish restored the evaluated parameters bit for bit
+        for l in layers:
+            progress["layers"][str(l)].update(evaluate_layer(student, teacher, untrained, l, x_eval, cfg))
     rec["feature_rel_error_before"] = before
     rec["feature_rel_error_after"] = {str(l): progress["layers"][str(l)]["feature_rel_error"] for l in layers}
     progress["polish"] = rec

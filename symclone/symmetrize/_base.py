@@ -19,7 +19,22 @@ from torch import nn
 
 from ..groups import Group, get_group
 
-__all__ = ["GroupSample", "Sampler", "repeat_batch"]
+__all__ = ["GroupSample", "Sampler", "repeat_batch", "element_to"]
+
+
+def element_to(el: Any, device: torch.device) -> Any:
+    """A group element (a tensor, or nested tuples / named tuples / lists of tensors for product
+    groups) moved to ``device``.
+
+    >>> element_to((torch.zeros(2), [torch.ones(1)]), torch.device("cpu"))
+    (tensor([0., 0.]), [tensor([1.])])
+    """
+    if isinstance(el, torch.Tensor):
+        return el.to(device)
+    if isinstance(el, (tuple, list)):
+        items = [element_to(e, device) for e in el]
+        return type(el)(*items) if hasattr(el, "_fields") else type(el)(items)
+    return el
 
 
 def repeat_batch(x: torch.Tensor, k: int) -> torch.Tensor:

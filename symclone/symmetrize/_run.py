@@ -185,7 +185,7 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
                            eval_every=1, seed=cfg.seed, progress=cfg.progress, device=str(dev),
                            precision=cfg.precision)
         hist = train_regressor(f, tr, va, tcfg, checkpoint=ckpt, ctx=ctx, stop_after=stop_after)
-        if stop_after is not None and hist["epoch"] < cfg.epochs:
+        if hist.get("stopped_by") == "stop_after":
             return {"stopped_after": hist["epoch"], "checkpoint": ckpt, "train": hist}
     if not is_main:  # rank 0 measures and writes
         return {"rank": ctx.rank, "train": hist}

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..schedules import cosine_lr
+from ._base import element_to
 
 __all__ = ["TrainConfig", "train_regressor", "evaluate_mse", "equivariance_vs_k", "time_forward", "device_of",
            "training_precision"]
@@ -177,7 +178,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
         if "optimizer" in meta:  # Adam moments and step counts: the resumed run continues the same trajectory
-            restore_optimizer(opt, {k: v.to(dev) for k, v in tensors.items()}, meta["optimizer"])
+            restore_optimizer(opt, tensors, meta["optimizer"])  # load_state_dict moves state to the params
         state = meta["state"]
         log.info("resumed %s at epoch %d", checkpoint, state["epoch"])
     if dist_on:
@@ -199,10 +200,10 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             c = float(ctx.all_reduce_mean(torch.tensor(c, dtype=torch.float64, device=dev)))
         return c
 
-    def progress() -> float:  # fraction of the budget used (epochs or CPU time)
-        p = state["epoch"] / max(cfg.epochs, 1)
-        if budget:
-            p = max(p, cpu_seconds() / budget)
+    def progress(step: int, cpu_at_epoch_start: float) -> float:  # fraction of the budget used
+        p = (state["epoch"] + step / steps_per_epoch) / max(cfg.epochs, 1)
+        if budget:  # CPU time is reduced across ranks once per epoch, not per step
+            p = max(p, cpu_at_epoch_start / budget)
         return min(1.0, p)
     model.train()
     try:
@@ -210,16 +211,21 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
         bar = tqdm(total=cfg.epochs, initial=state["epoch"], disable=not (cfg.progress and is_main), desc="train")
     except ImportError:  # pragma: no cover
         bar = None
+    state["stopped_by"] = None
     while state["epoch"] < end:
+        cpu_start = cpu_seconds() if (budget is not None or cfg.cosine) else 0.0
+        if budget is not None and state["epoch"] > 0 and cpu_start > budget:   # a resumed run, budget spent
+            state["stopped_by"] = "budget"
+            break
         perm = torch.randperm(len(xtr), generator=gen.manual_seed(cfg.seed * 1_000_003 + state["epoch"])).to(dev)
         run = torch.zeros((), dtype=torch.float64, device=dev)  # summed on the device: no sync per step
         for s in range(steps_per_epoch):
             idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             if ctx is not None:  # equal contiguous shards of the global batch
-                idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
+                idx = ctx.shard(idx)
             if cfg.cosine:  # cosine decay over the budget (epochs or CPU time)
                 for grp in opt.param_groups:
-                    grp["lr"] = cosine_lr(cfg.lr, progress(), 1.0, floor=0.0)
+                    grp["lr"] = cosine_lr(cfg.lr, progress(s, cpu_start), 1.0, floor=0.0)
             with training_precision(model, cfg.precision, dev):
                 pred, aux = fwd(xtr[idx])
             loss = (pred.float() - ytr[idx]).pow(2).mean()
@@ -255,7 +261,10 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
                 _save_main(ctx, checkpoint, tensors, {"state": state, "optimizer": opt_meta,
                                                       "world_size": 1 if ctx is None else ctx.world_size})
         if out_of_time:
+            state["stopped_by"] = "budget"
             break
+    if state["stopped_by"] is None:
+        state["stopped_by"] = "epochs" if state["epoch"] >= cfg.epochs else "stop_after"
     if bar is not None:
         bar.close()
     model.load_state_dict(best)
@@ -290,7 +299,7 @@ def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: 
     was = f.training
     f.eval()
     gen = torch.Generator().manual_seed(seed)
-    els = _to_device(G.sample(n_elements, gen), x.device)
+    els = element_to(G.sample(n_elements, gen), x.device)
     rows = []
     for k in ks:
         errs, spreads = [], []
@@ -305,16 +314,6 @@ def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: 
                      "mc_spread": sum(spreads) / len(spreads)})
     f.train(was)
     return rows
-
-
-def _to_device(el, dev: torch.device):
-    """A group element (a tensor, or nested tuples/lists of tensors for product groups) on ``dev``."""
-    if isinstance(el, torch.Tensor):
-        return el.to(dev)
-    if isinstance(el, (tuple, list)):
-        items = [_to_device(e, dev) for e in el]
-        return type(el)(*items) if hasattr(el, "_fields") else type(el)(items)
-    return el
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from typing import Iterator, Optional
 import torch
 
 from ..groups import Group
-from ._base import GroupSample, Sampler
+from ._base import GroupSample, Sampler, element_to
 
 __all__ = ["UniformSampler"]
 
@@ -51,7 +51,7 @@ class UniformSampler(Sampler):
 
     def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
         g = self.group.sample(k * x.shape[0], generator)
-        return GroupSample(g=_to_device(g, x.device), k=k)
+        return GroupSample(g=element_to(g, x.device), k=k)
 
     def chunks(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> Iterator[GroupSample]:
         if not self.enumerate:
@@ -65,13 +65,7 @@ class UniformSampler(Sampler):
             c = len(idx)
             # sample-major layout: element i of the chunk for every input b at i*B + b
             g = _take(els, idx.repeat_interleave(B))
-            yield GroupSample(g=_to_device(g, x.device), k=c, weight=float(c))
+            yield GroupSample(g=element_to(g, x.device), k=c, weight=float(c))
 
     def extra_repr(self) -> str:
         return f"group={self.group.name}, enumerate={self.enumerate}, chunk_size={self.chunk_size}"
-
-
-def _to_device(g, device):
-    if isinstance(g, tuple):
-        return tuple(t.to(device) for t in g)
-    return g.to(device)
