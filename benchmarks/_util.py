@@ -118,32 +118,25 @@ def _reset_hwm() -> None:
 
 
 def peak_memory(fn: Callable[[], Any], device: torch.device | str = "cpu") -> tuple[Any, Optional[int]]:
-    """``(fn(), peak bytes)``: CUDA allocator peak, or the CPU resident-set peak increase (None if unknown)."""
+    """``(fn(), peak bytes)``: :func:`track_peak` around one call (CUDA allocator peak, or the CPU resident-set
+    peak increase; None if unknown). On CPU the glibc heap cache is off during the call (large blocks by
+    ``mmap``, free heap released) so that the resident set follows live tensors, and restored afterwards."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(dev)
-        base = torch.cuda.memory_allocated(dev)
-        out = fn()
-        torch.cuda.synchronize()
-        return out, int(torch.cuda.max_memory_allocated(dev) - base)
+        with track_peak(dev) as rec:
+            out = fn()
+        return out, rec["bytes"]
     from symclone.runtime import cpu_allocator_tuned, tune_cpu_allocator
 
     tuned = cpu_allocator_tuned()
-    tune_cpu_allocator(False)  # large blocks by mmap, free heap released: the resident set follows live tensors
+    tune_cpu_allocator(False)
     try:
-        _reset_hwm()
-        base = _status_kb("VmRSS")
-        out = fn()
-        peak = _status_kb("VmHWM")
-    except OSError:
-        return fn(), None
+        with track_peak(dev) as rec:
+            out = fn()
     finally:
         if tuned:
             tune_cpu_allocator(True)
-    if base is None or peak is None:
-        return out, None
-    return out, max(0, peak - base) * 1024
+    return out, rec["bytes"]
 
 
 @contextmanager
@@ -152,8 +145,8 @@ def track_peak(device: torch.device | str = "cpu") -> Iterator[dict]:
 
     CUDA: ``max_memory_allocated`` minus the allocation at entry (after ``reset_peak_memory_stats``). CPU
     (Linux): the process's resident-set high-water mark ``VmHWM``, reset at entry through
-    ``/proc/self/clear_refs``, minus the resident set ``VmRSS`` at entry. Unlike :func:`peak_memory` the
-    allocator's settings are left as they are, so that what the block times runs as it would alone; free
+    ``/proc/self/clear_refs``, minus the resident set ``VmRSS`` at entry. Unlike :func:`peak_memory` (this
+    block with the heap cache off) the allocator's settings are left as they are, so that what the block times runs as it would alone; free
     heap memory is returned to the system at entry (glibc ``malloc_trim(0)``) so that an earlier block's
     freed memory, reused unseen, does not hide this block's peak (free memory the block itself reuses is
     not counted twice: the figure is the block's resident-set growth).

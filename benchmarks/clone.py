@@ -13,30 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
 from symclone.distill import DistillConfig, distill
 from symclone.registry import create_student, create_teacher
+from symclone.runtime import device_of
+
+from ._util import count_flops, matmul_rate
 
 TARGET = 1e-3
-
-
-def matmul_rate(n: int = 1024, reps: int = 5, device: str = "cpu") -> float:
-    """Measured fp32 GEMM rate in FLOP/s on ``device`` (best of ``reps``; CUDA synchronised)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    sync = torch.cuda.synchronize if a.is_cuda else (lambda: None)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        a @ b
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best
 
 
 def _row(name, rec, seconds, flops_per_sample, samples, rate, reached):
@@ -49,28 +36,20 @@ def _row(name, rec, seconds, flops_per_sample, samples, rate, reached):
             "untrained_equivariance_error": eq.get("untrained")}
 
 
-def _forward_flops(fn, *args) -> float:
-    """FLOPs of one call (``torch.utils.flop_counter``: matmuls, convs and attention)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:  # with grad: the training (non-fast-path) kernels
-        fn(*args)
-    return float(counter.get_total_flops())
-
-
-def function_mode(size: int, max_steps: int, rate: float) -> list[dict]:
+def function_mode(size: int, max_steps: int, rate: float, device: str = "cpu") -> list[dict]:
     t = create_teacher("cnn", channels=1, depth=1, kernel_size=3, padding="circular", bias=False, size=size)
     d = size * size
     rows = []
     s = create_student("mlp", teacher=t)
     n = 2 * max(1024, 2 * d)
-    rec = distill(s, t, "gaussian", DistillConfig(n_train=n // 2, n_eval=128, progress=False))["layers"][0]
+    rec = distill(s, t, "gaussian", DistillConfig(n_train=n // 2, n_eval=128, progress=False,
+                                                      device=device))["layers"][0]
     rows.append(_row("function: closed form (ridge, Cholesky)", rec, rec["seconds"], 2 * (d + 1) ** 2 + 2 * (d + 1) * d,
                      n, rate, rec["feature_rel_error"] <= TARGET))
     s = create_student("mlp", teacher=t)
     bs = 128
     cfg = DistillConfig(solver="adam", lr=1e-2, steps=max_steps, batch_size=bs, n_train=n // 2, n_eval=128,
-                        stop_rel_error=TARGET / 2, progress=False, log_every=50)
+                        stop_rel_error=TARGET / 2, progress=False, log_every=50, device=device)
     rec = distill(s, t, "gaussian", cfg)["layers"][0]
     rows.append(_row("function: Adam (lr 1e-2, batch 128)", rec, rec["seconds"], 6 * d * d, rec["steps"] * bs, rate,
                      rec["feature_rel_error"] <= TARGET))
@@ -84,20 +63,22 @@ def _family_closed_form_flops(n: int, I: int, O: int, P: int, B: int) -> float:
     return P * d * 2 * 9 * O + 2 * n * d * d + 2 * P * O * d * d + B * O * d * d
 
 
-def family_mode(size: int, max_steps: int, rate: float) -> list[dict]:
+def family_mode(size: int, max_steps: int, rate: float, device: str = "cpu") -> list[dict]:
     t = create_teacher("cnn", channels=1, depth=1, kernel_size=3, padding="valid", bias=False, size=size)
     I, O = size * size, (size - 2) ** 2
     rows = []
     for B in (9, 7):
         s = create_student("blocks", teacher=t, blocks=B)
-        rec = distill(s, t, "gaussian", DistillConfig(mode="family", n_train=2048, n_eval=128, progress=False))["layers"][0]
+        rec = distill(s, t, "gaussian", DistillConfig(mode="family", n_train=2048, n_eval=128, progress=False,
+                                                          device=device))["layers"][0]
         rows.append(_row(f"family: closed form (SVD), B={B}", rec, rec["seconds"],
                          _family_closed_form_flops(2048, I, O, 9, B) / (9 * (I + 1)), 9 * (I + 1), rate,
                          rec["feature_rel_error"] <= TARGET))
     K, N = 16, 32
     s = create_student("blocks", teacher=t, blocks=9)
     cfg = DistillConfig(mode="family", solver="adam", lr=1e-2, grad_clip=1.0, steps=max_steps, batch_size=N,
-                        kernels_per_step=K, n_eval=128, stop_rel_error=TARGET / 2, progress=False, log_every=50)
+                        kernels_per_step=K, n_eval=128, stop_rel_error=TARGET / 2, progress=False, log_every=50,
+                        device=device)
     rec = distill(s, t, "gaussian", cfg)["layers"][0]
     per_pair = 3 * (2 * 9 * O * I / K + 2 * 9 * O)  # student fwd+bwd per (kernel, image) pair
     rows.append(_row(f"family: paper recipe (AdamW 1e-2, clip 1, {K} kernels x {N} images), B=9", rec,
@@ -105,19 +86,21 @@ def family_mode(size: int, max_steps: int, rate: float) -> list[dict]:
     return rows
 
 
-def transformer_mode(size: int, fields: int, steps: int, rate: float, patch: int, dim: int) -> list[dict]:
+def transformer_mode(size: int, fields: int, steps: int, rate: float, patch: int, dim: int,
+                     device: str = "cpu") -> list[dict]:
     """Acceptance 4: a ``transformer`` student clones layers 1-2 of ``gcnn_c4`` (function mode, Adam,
     orbit inputs). One row: seconds for both layers, the last layer's errors, and per-layer detail."""
     t = create_teacher("gcnn_c4", fields=fields, depth=2, size=size)
     s = create_student("transformer", teacher=t, dim=dim, depth=1, heads=4, patch=patch)
     bs = 32
     cfg = DistillConfig(solver="adam", lr=3e-3, steps=steps, batch_size=bs, n_train=1024, n_eval=64,
-                        progress=False, log_every=50)
+                        progress=False, log_every=50, device=device)
     m = distill(s, t, "gaussian", cfg)
-    x = torch.randn(1, *t.feature_shapes[0], device=next(s.parameters()).device)
+    x = torch.randn(1, *t.feature_shapes[0], device=device_of(s))
     with torch.no_grad():
         hs = t.forward_features(x)
-    flops = [3 * _forward_flops(s.layer_forward, l, h) for l, h in zip((1, 2), [x] + hs[:1])]  # fwd + bwd
+    # FLOPs of one forward with grad (the training kernels), x 3 for forward + backward
+    flops = [3 * count_flops(lambda: s.layer_forward(l, h)) for l, h in zip((1, 2), [x] + hs[:1])]
     per_layer = [{"layer": r["layer"], "seconds": r["seconds"], "feature_rel_error": r["feature_rel_error"],
                   "equivariance_error": r["equivariance_error"]["student"],
                   "untrained_equivariance_error": r["equivariance_error"]["untrained"],
@@ -142,22 +125,18 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch default; 1 is robust on a shared machine)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto: where teachers, students and the matmul rate run")
     args = p.parse_args(argv)
-    global DistillConfig  # every DistillConfig of this run trains on --device (the row functions stay as they are)
-    from functools import partial
-
     from symclone.runtime import resolve_device
 
-    device = str(resolve_device(args.device))
-    DistillConfig = partial(DistillConfig, device=device)
+    device = str(resolve_device(args.device))  # teachers, students and the matmul rate all run here
     if args.threads:
         torch.set_num_threads(args.threads)
     size_f, size_p, steps = (16, 12, 600) if args.quick else (28, 28, 2000)
-    rate = matmul_rate(device=device)
+    rate = matmul_rate(device)["flops_per_s"]
     # transformer row (acceptance 4): 28x28 gcnn_c4 with 1 field (4 channels), 49 tokens of 4x4 (+halo); a
     # token's read-out (4 ch x 4 x 4 = 64 values) fits dim 64 (with 4 fields, 256 values, layer 2 plateaus at 0.27)
     size_t, fields_t, steps_t, patch_t, dim_t = (8, 1, 400, 2, 32) if args.quick else (28, 1, 1500, 4, 64)
-    fn_rows, fam_rows = function_mode(size_f, steps, rate), family_mode(size_p, steps, rate)
-    tr_rows = transformer_mode(size_t, fields_t, steps_t, rate, patch_t, dim_t)
+    fn_rows, fam_rows = function_mode(size_f, steps, rate, device), family_mode(size_p, steps, rate, device)
+    tr_rows = transformer_mode(size_t, fields_t, steps_t, rate, patch_t, dim_t, device)
     rows = fn_rows + fam_rows + tr_rows
     res = {"matmul_gflops": rate / 1e9, "threads": torch.get_num_threads(), "target_rel_error": TARGET, "device": device,
            "function_size": size_f, "family_size": size_p, "transformer_size": size_t, "rows": rows}

@@ -32,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from symclone.finetune import FinetuneConfig, finetune, make_task
+from symclone.finetune import FinetuneConfig, accuracy, finetune, make_task
 from symclone.finetune.zoo import build_model
 from symclone.io import atomic_write_text, read_json, write_json
 
@@ -124,9 +124,9 @@ class StudentCache(dict):
         save_student(value[1], self._stem(key))
 
 
-@torch.no_grad()
 def mod10_accuracy(model: torch.nn.Module, split, limit: Optional[int] = None, batch_size: int = 512) -> float:
-    """Accuracy of ``argmax(logits) % 10`` against ``label % 10`` on ``split`` (first ``limit`` samples).
+    """Accuracy of ``argmax(logits) % 10`` against ``label % 10`` on ``split`` (first ``limit`` samples;
+    :func:`symclone.finetune.accuracy` with ``fold=10``).
 
     On a 20-class breaking task (labels ``y`` / ``y + 10``) this is the 10-class accuracy with the
     symmetry-breaking bit ignored; an invariant model reaches at most about half of it on the
@@ -141,19 +141,7 @@ def mod10_accuracy(model: torch.nn.Module, split, limit: Optional[int] = None, b
     >>> mod10_accuracy(m, t.test["test"])
     1.0
     """
-    was = model.training
-    model.eval()
-    try:
-        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-        n = len(split) if limit is None else min(limit, len(split))
-        correct = 0
-        for s in range(0, n, batch_size):
-            x, y = split.batch(torch.arange(s, min(s + batch_size, n)))
-            pred = model(x.to(dev)).argmax(-1).cpu()
-            correct += int((pred % 10 == y % 10).sum())
-    finally:
-        model.train(was)
-    return correct / max(n, 1)
+    return accuracy(model, split, batch_size=batch_size, limit=limit, fold=10)
 
 
 def run_row(r: dict, size: dict, tasks: dict, cache: StudentCache, args) -> dict:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_checkpoint",
-           "load_checkpoint", "checkpoint_exists", "CheckpointError", "update_json", "flatten_optimizer",
+           "load_checkpoint", "checkpoint_exists", "remove_checkpoint", "CheckpointError", "update_json", "flatten_optimizer",
            "restore_optimizer"]
 
 
@@ -92,6 +92,21 @@ def save_checkpoint(stem: str | os.PathLike, tensors: Mapping[str, torch.Tensor]
 def checkpoint_exists(stem: str | os.PathLike) -> bool:
     stem = Path(stem)
     return stem.with_suffix(".safetensors").exists() and stem.with_suffix(".json").exists()
+
+
+def remove_checkpoint(stem: str | os.PathLike) -> None:
+    """Delete ``<stem>.safetensors`` and ``<stem>.json`` where they exist (a missing file is no error).
+
+    >>> import tempfile, os
+    >>> stem = os.path.join(tempfile.mkdtemp(), "ck")
+    >>> save_checkpoint(stem, {"w": torch.ones(1)})
+    >>> remove_checkpoint(stem); checkpoint_exists(stem), os.listdir(os.path.dirname(stem))
+    (False, [])
+    >>> remove_checkpoint(stem)   # already gone: nothing to do
+    """
+    stem = Path(stem)
+    for suffix in (".safetensors", ".json"):
+        stem.with_suffix(suffix).unlink(missing_ok=True)
 
 
 def load_checkpoint(stem: str | os.PathLike, map_location: str = "cpu"

@@ -53,7 +53,7 @@ def run(args) -> int:
     from ..config import apply_overrides, to_dict
     from ..finetune import ClonedNet, FinetuneConfig, finetune, make_task
     from ..finetune.zoo import teacher_spec
-    from ..io import save_checkpoint, write_json
+    from ..io import remove_checkpoint, save_checkpoint, write_json
     from ..runs import load_run
 
     run_dir = Path(args.run_dir)
@@ -85,8 +85,7 @@ def run(args) -> int:
     if ctx is not None:
         configure_rank_logging(ctx)
     if not args.resume and (ctx is None or ctx.is_main):
-        for suffix in (".safetensors", ".json"):
-            Path(ckpt + suffix).unlink(missing_ok=True)
+        remove_checkpoint(ckpt)
     if ctx is not None:
         ctx.barrier()
     try:
@@ -101,8 +100,7 @@ def run(args) -> int:
     write_json(str(stem) + ".json", {"run": str(run_dir), "task": task.describe(), "config": to_dict(cfg),
                                      "metrics": m, "history": res.history})
     save_checkpoint(str(stem) + "-model", res.model.state_dict(), {"task": args.task, "mode": args.mode})
-    for suffix in (".safetensors", ".json"):  # finished: the per-epoch checkpoint is no longer needed
-        Path(ckpt + suffix).unlink(missing_ok=True)
+    remove_checkpoint(ckpt)  # finished: the per-epoch checkpoint is no longer needed
     accs = ", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
     print(f"{args.task} {args.mode}: accuracy {accs}; invariance error {m['invariance_error']:.3g}; "
           f"cloned drift {m['cloned_distance']:.3g}; {m['seconds']:.1f} s -> {stem}.json")

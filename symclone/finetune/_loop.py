@@ -145,7 +145,7 @@ def _resume(stem, model, opt, sched, penalty, rng, dev) -> tuple[int, list]:
         penalty.w0[k] = tensors[f"w0.{k}"].to(dev)
     if "optimizer" not in meta:
         raise CheckpointError(f"checkpoint: {stem}.json holds no optimiser state")
-    restore_optimizer(opt, {k: v.to(dev) for k, v in tensors.items() if k != "rng"}, meta["optimizer"])
+    restore_optimizer(opt, tensors, meta["optimizer"])  # load_state_dict moves the state to each parameter's device
     sched.load_state_dict(meta["sched"])
     rng.set_state(tensors["rng"])
     return int(meta["epoch"]), list(meta["history"])

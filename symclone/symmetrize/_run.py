@@ -116,7 +116,7 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     ``stop_after``: stop after that many epochs (checkpointed, nothing measured or written), as a job
     hitting its time limit.
     """
-    from ..io import save_checkpoint, write_json
+    from ..io import remove_checkpoint, save_checkpoint, write_json
     from ..runs import load_run
     from ..runtime import resolve_device
     is_main = ctx is None or ctx.is_main
@@ -176,8 +176,7 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            for suffix in (".safetensors", ".json"):
-                Path(ckpt + suffix).unlink(missing_ok=True)
+            remove_checkpoint(ckpt)
     if ctx is not None:
         ctx.barrier()
     if trainable and (cfg.epochs > 0):
@@ -207,7 +206,6 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     }
     write_json(stem.with_suffix(".json"), metrics)
     save_checkpoint(str(stem) + "-weights", {k: v.contiguous() for k, v in f.state_dict().items()}, {"config": asdict(cfg)})
-    for suffix in (".safetensors", ".json"):  # finished: the per-epoch checkpoint is no longer needed
-        Path(ckpt + suffix).unlink(missing_ok=True)
+    remove_checkpoint(ckpt)  # finished: the per-epoch checkpoint is no longer needed
     metrics["path"] = str(stem.with_suffix(".json"))
     return metrics

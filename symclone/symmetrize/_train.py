@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from ..runtime import device_of
 from ..schedules import cosine_lr
 from ._base import element_to
 
@@ -105,19 +106,6 @@ def training_precision(model: nn.Module, precision: str, device: torch.device) -
         yield
     finally:
         del inner.forward
-
-
-def device_of(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter or buffer (CPU for a model with neither).
-
-    >>> device_of(nn.Linear(2, 2))
-    device(type='cpu')
-    """
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
