@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = ["resolve_device", "precision_context", "make_loader", "PRECISIONS", "DEVICES", "seed_worker",
-           "add_runtime_arguments", "tune_cpu_allocator", "cpu_allocator_tuned", "device_of"]
+           "add_runtime_arguments", "tune_cpu_allocator", "cpu_allocator_tuned", "device_of", "check_precision"]
 
 PRECISIONS = ("fp32", "bf16", "tf32")
 DEVICES = ("cpu", "cuda", "auto")
@@ -84,6 +84,17 @@ def device_of(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` itself if it is one of :data:`PRECISIONS`, else a ``ValueError`` naming it.
+
+    >>> check_precision("bf16")
+    'bf16'
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
 @contextlib.contextmanager
 def precision_context(precision: str = "fp32", device: str | torch.device = "cpu") -> Iterator[None]:
     """Numerics for a *training* forward pass (see the module docstring; never wrap equivariance checks).
@@ -92,8 +103,7 @@ def precision_context(precision: str = "fp32", device: str | torch.device = "cpu
     CUDA). ``tf32``: on CUDA sets ``torch.backends.cuda.matmul.allow_tf32`` and
     ``torch.backends.cudnn.allow_tf32`` for the duration (restored afterwards); on CPU it is fp32.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
     dev = torch.device(device) if not isinstance(device, torch.device) else device
     if precision == "fp32":
         yield

@@ -94,8 +94,8 @@ class DistillConfig:
             raise ValueError(f"mode: expected 'function' or 'family', got {self.mode!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {self.solver!r}")
-        if self.precision not in ("fp32", "bf16", "tf32"):
-            raise ValueError(f"precision: expected 'fp32', 'bf16' or 'tf32', got {self.precision!r}")
+        from ..runtime import check_precision
+        check_precision(self.precision)
         if self.target not in ("auto", "pre", "post"):
             raise ValueError(f"target: expected 'auto', 'pre' or 'post', got {self.target!r}")
         for name in ("steps", "batch_size", "kernels_per_step", "n_train", "n_eval", "eval_kernels",

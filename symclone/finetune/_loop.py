@@ -82,9 +82,8 @@ class FinetuneConfig:
     precision: str = "fp32"
 
     def __post_init__(self):
-        from ..runtime import PRECISIONS
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        from ..runtime import check_precision
+        check_precision(self.precision)
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs, batch_size: expected positive integers, got {self.epochs}, {self.batch_size}")
         if not self.lr > 0:

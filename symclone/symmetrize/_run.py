@@ -70,9 +70,8 @@ class SymmetrizeRunConfig:
     precision: str = "fp32"             # training forward: fp32 | bf16 | tf32 (equivariance checks: float64)
 
     def __post_init__(self):
-        from ..runtime import PRECISIONS
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        from ..runtime import check_precision
+        check_precision(self.precision)
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes: expected a positive CPU-minute budget or None, got {self.minutes}")
 

@@ -49,9 +49,8 @@ class TrainConfig:
     precision: str = "fp32"
 
     def __post_init__(self):
-        from ..runtime import PRECISIONS
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        from ..runtime import check_precision
+        check_precision(self.precision)
         if self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
             raise ValueError(f"batch_size, epochs, eval_every: expected >= 1, >= 0, >= 1, got "
                              f"{self.batch_size}, {self.epochs}, {self.eval_every}")
