@@ -1,11 +1,31 @@
 """Cloning jobs shared by tests/test_distributed.py and tests/ddp_worker.py (same seeds on both sides)."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from symclone.distill import DistillConfig, build_pair
 
 JOBS = ("family", "function")
+
+#: Both sides train in float64: a 2-process run sums its gradients in another order than one process, and
+#: in float32 Adam turns that rounding (~1e-8 on gradients whose true value is ~0, as large as Adam's eps)
+#: into 1e-5 relative weight differences whose size depends on the CPU. In float64 the same rounding is
+#: ~1e-17, far below eps, so the runs agree to ~1e-12 on any CPU while a real difference (the control:
+#: one shard alone) stays at ~1e-1.
+DDP_EQUAL_TOL = 1e-9
+
+
+@contextlib.contextmanager
+def float64_default():
+    """Build and train in float64 inside the block (escnn modules must be built outside it)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 def build(name: str, batch_size: int = 8):

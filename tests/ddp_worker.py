@@ -1,7 +1,7 @@
 """Worker for tests/test_distributed.py, launched by ``torchrun --nproc_per_node 2`` (gloo on CPU).
 
 Runs the same cloning jobs as the test's single-process reference and, on rank 0, writes the trained
-students' tensors to ``OUT/<job>.safetensors``. Jobs: family cloning (blocks student, 6 Adam steps),
+students' tensors to ``OUT/<job>.safetensors``. Everything trains in float64 (see ``_ddp_jobs.DDP_EQUAL_TOL``). Jobs: family cloning (blocks student, 6 Adam steps),
 the same run interrupted after 3 steps and resumed from its rank-0 checkpoint, and function cloning
 (mlp student, 6 SGD steps), and 2 epochs of training a C4-symmetrized classifier with ``ddp_fit``
 (interrupted after epoch 1 and resumed), ``symclone symmetrize`` on a tiny cloned run (in one go, and
@@ -21,13 +21,14 @@ from symclone.ddp_fit import ddp_fit
 from symclone.distributed import DistributedContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, build, build_finetune, build_symmetrized  # noqa: E402
+from _ddp_jobs import (CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, build, build_finetune,  # noqa: E402
+                       build_symmetrized, float64_default)
 
 
 def main(out: str) -> None:
     torch.set_num_threads(1)
     out = Path(out)
-    with DistributedContext.from_env(device="cpu") as ctx:
+    with DistributedContext.from_env(device="cpu") as ctx, float64_default():
         assert ctx.world_size == 2 and ctx.backend == "gloo"
         results = {}
         for name in JOBS:
