@@ -13,7 +13,7 @@ from symclone.io import CheckpointError
 from symclone.registry import create_student, create_teacher
 from symclone.runs import load_run
 
-from _distill_helpers import _one_thread, fast  # noqa: E402,F401  (autouse fixture)
+from _distill_helpers import fast  # noqa: E402
 
 
 # ---- function cloning ----------------------------------------------------------------------------

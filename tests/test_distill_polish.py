@@ -8,7 +8,7 @@ import torch
 from symclone.distill import distill
 from symclone.registry import create_student, create_teacher
 
-from _distill_helpers import _one_thread, fast  # noqa: E402,F401  (autouse fixture)
+from _distill_helpers import fast  # noqa: E402
 
 
 def _polish_cfg(**kw):

@@ -10,16 +10,6 @@ from symclone.testing import equivariance_error
 STUDENTS = ["mlp", "transformer", "blocks"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster than two on a shared machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-
 @pytest.fixture(scope="module")
 def cnn():
     return create_teacher("cnn", channels=2, depth=2, size=6)

@@ -7,29 +7,25 @@ import pytest
 import torch
 
 from symclone.cli import main
-from symclone.data import DatasetMissingError
 from symclone.io import read_json
 from symclone.teachers import load_teacher
 from symclone.teachers.training import TeacherTrainConfig, train_teacher
 
 
-def _fmnist_available() -> bool:
-    try:
-        from symclone.data import find_fashion_mnist
-        find_fashion_mnist()
-        return True
-    except (DatasetMissingError, FileNotFoundError, ValueError):
-        return False
-
-
-needs_fmnist = pytest.mark.skipif(not _fmnist_available(), reason="Fashion-MNIST IDX files not installed")
 TINY = dict(fields=1, depth=1, kernel_size=3)
 
 
-@needs_fmnist
+def _idx_root(tmp_path, n: int) -> str:
+    """A Fashion-MNIST-format folder of ``n`` random images written by the test: no installed dataset needed."""
+    from _idx import write_idx_dataset
+    root = tmp_path / "fm"
+    write_idx_dataset(root, n=n, size=28)
+    return str(root)
+
+
 def test_train_gcnn_resume_is_exact_and_invariant(tmp_path):
     base = dict(teacher="gcnn_c4", task="fashion-mnist", teacher_kwargs=TINY, batch_size=32, train_limit=96,
-                test_limit=40, checkpoint_every=2, progress=False)
+                test_limit=40, checkpoint_every=2, progress=False, data_root=_idx_root(tmp_path, 96))
     full = train_teacher(TeacherTrainConfig(epochs=2, **base), tmp_path / "full")
     train_teacher(TeacherTrainConfig(epochs=1, **base), tmp_path / "split")
     with pytest.raises(ValueError, match="resume"):
@@ -48,10 +44,10 @@ def test_train_gcnn_resume_is_exact_and_invariant(tmp_path):
     assert m["n_train"] == 96 and len(m["loss_curve"]) == 6
 
 
-@needs_fmnist
 def test_cli_train_teacher_cnn(tmp_path, capsys):
     out = tmp_path / "cnn"
     rc = main(["train-teacher", "--teacher", "cnn", "--out", str(out), "--train-limit", "64", "--test-limit", "16",
+               "--data-root", _idx_root(tmp_path, 64),
                "--teacher-kwargs", json.dumps(dict(channels=2, depth=1, kernel_size=3)), "--no-progress",
                "--train.weight_decay=0"])
     assert rc == 0 and "upright test accuracy" in capsys.readouterr().out
