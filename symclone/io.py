@@ -1,5 +1,15 @@
 """Atomic files and safe checkpoints (safetensors + JSON; never pickle).
 
+Crash safety. Every file is written to a temporary sibling and moved into place with ``os.replace``,
+so a reader sees the old file or the new one, never a partial one. A checkpoint is **one** file:
+``<stem>.safetensors`` carries the tensors *and* the JSON metadata (in the safetensors header), so a
+SIGKILL at any instant leaves either the previous complete checkpoint or the new complete one.
+``<stem>.json`` is written afterwards as a human-readable copy; loading never depends on it.
+
+Temporary files are named ``.<name>.<pid>.<random>.tmp``; each write first removes the temporaries in
+its folder whose writing process no longer exists (left by a killed run). Files get the permissions
+the umask allows (``0o666 & ~umask``), like any file a program creates with ``open``.
+
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
 >>> save_checkpoint(os.path.join(d, "ck"), {"w": torch.ones(2)}, {"step": 3})
@@ -10,28 +20,96 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
+log = logging.getLogger(__name__)
+
+#: the safetensors header key that carries a checkpoint's JSON metadata
+META_KEY = "symclone.meta"
+_TMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "read_json", "save_checkpoint",
            "load_checkpoint", "checkpoint_exists", "remove_checkpoint", "CheckpointError", "update_json", "flatten_optimizer",
-           "restore_optimizer"]
+           "restore_optimizer", "remove_stale_temporaries"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt or does not match the model."""
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its file
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of :func:`atomic_write_bytes` in ``folder`` whose writer has exited.
+
+    A write in progress (its process alive) is never touched. Returns the removed paths.
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp()); (d / ".x.json.999999999.ab.tmp").write_text("partial")
+    7
+    >>> [p.name for p in remove_stale_temporaries(d)], os.listdir(d)
+    (['.x.json.999999999.ab.tmp'], [])
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        m = _TMP_RE.match(entry.name)
+        if m and entry.is_file(follow_symlinks=False) and not _pid_alive(int(m.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except FileNotFoundError:
+                pass
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted write in %s", len(removed), folder)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file + ``os.replace`` (never a partial file)."""
+    """Write ``data`` to ``path`` via a temporary file + ``os.replace`` (never a partial file).
+
+    The file gets mode ``0o666 & ~umask``; stale temporaries of killed writers in the same folder are
+    removed first (:func:`remove_stale_temporaries`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -80,18 +158,40 @@ def update_json(path: str | os.PathLike, updates: Mapping[str, Any]) -> dict:
 
 def save_checkpoint(stem: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
                     meta: Optional[Mapping[str, Any]] = None) -> None:
-    """Write ``<stem>.safetensors`` (tensors) and ``<stem>.json`` (metadata), both atomically."""
+    """Write ``<stem>.safetensors``: the tensors and ``meta`` (JSON in its header), in one atomic
+    replace; then ``<stem>.json``, a readable copy of ``meta`` that loading does not need.
+
+    A kill at any instant leaves the previous checkpoint or this one, complete.
+    """
     from safetensors.torch import save
 
     stem = Path(stem)
+    meta = dict(meta or {})
+    text = json.dumps(meta, default=_jsonable)
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write_bytes(stem.with_suffix(".safetensors"), save(flat))
-    write_json(stem.with_suffix(".json"), dict(meta or {}))
+    atomic_write_bytes(stem.with_suffix(".safetensors"), save(flat, metadata={META_KEY: text}))
+    write_json(stem.with_suffix(".json"), json.loads(text))
 
 
 def checkpoint_exists(stem: str | os.PathLike) -> bool:
-    stem = Path(stem)
-    return stem.with_suffix(".safetensors").exists() and stem.with_suffix(".json").exists()
+    """Whether ``<stem>.safetensors`` exists (it holds the whole checkpoint)."""
+    return Path(stem).with_suffix(".safetensors").exists()
+
+
+def _header_meta(data: bytes, path: Path) -> Optional[dict]:
+    """The JSON metadata of a safetensors file's header, ``None`` if it carries none (an old checkpoint)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    text = (header.get("__metadata__") or {}).get(META_KEY)
+    if text is None:
+        return None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"checkpoint: {path}'s metadata is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint: {path}'s metadata is not a JSON object")
+    return meta
 
 
 def remove_checkpoint(stem: str | os.PathLike) -> None:
@@ -111,19 +211,23 @@ def remove_checkpoint(stem: str | os.PathLike) -> None:
 
 def load_checkpoint(stem: str | os.PathLike, map_location: str = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Load a checkpoint written by :func:`save_checkpoint`; raise :class:`CheckpointError` if it
-    is missing or corrupt."""
+    """Load a checkpoint written by :func:`save_checkpoint`: ``(tensors, meta)``, the metadata from the
+    safetensors header (``<stem>.json`` only for checkpoints that predate it); raise
+    :class:`CheckpointError` if it is missing or corrupt."""
     from safetensors.torch import load
 
     stem = Path(stem)
     st = stem.with_suffix(".safetensors")
     if not st.exists():
         raise CheckpointError(f"checkpoint: {st} does not exist")
+    data = st.read_bytes()
     try:
-        tensors = load(st.read_bytes())
+        tensors = load(data)
     except Exception as err:  # safetensors raises its own error types
         raise CheckpointError(f"checkpoint: {st} is corrupt or not a safetensors file ({err})") from None
-    meta = read_json(stem.with_suffix(".json")) if stem.with_suffix(".json").exists() else {}
+    meta = _header_meta(data, st)
+    if meta is None:  # written before the metadata moved into the header
+        meta = read_json(stem.with_suffix(".json")) if stem.with_suffix(".json").exists() else {}
     return {k: v.to(map_location) for k, v in tensors.items()}, meta
 
 

@@ -179,7 +179,7 @@ def _save_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer, step
 def _read_state(path: Path, teacher: nn.Module, cfg: TeacherTrainConfig) -> tuple[dict, dict]:
     """Load and validate ``<path>.safetensors|json`` against ``teacher`` and ``cfg`` (nothing is modified)."""
     tensors, meta = load_checkpoint(path)   # CheckpointError naming the file if missing or corrupt
-    meta_file = f"{path}.json"
+    meta_file = f"{path}.safetensors"   # the checkpoint's metadata lives in its header
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "optimizer" not in meta:
         raise CheckpointError(f"resume: {meta_file} is not a training state written by train-teacher (no step or "
                               "optimiser state); use a new --out directory")

@@ -99,11 +99,12 @@ def test_save_load_roundtrip_and_errors(name, cnn, tmp_path):
 
 def test_mismatched_checkpoint_raises(cnn, tmp_path):
     save_student(create_student("mlp", teacher=cnn), tmp_path / "a")
-    import json
-    meta = json.loads((tmp_path / "a.json").read_text())
-    meta["kwargs"]["feature_shapes"][1] = [3, 6, 6]
-    meta["kwargs"]["feature_shapes"][2] = [3, 6, 6]
-    (tmp_path / "a.json").write_text(json.dumps(meta))
+    from _ckpt import edit_meta
+
+    def wider(meta):  # the metadata lives in the safetensors header
+        meta["kwargs"]["feature_shapes"][1] = [3, 6, 6]
+        meta["kwargs"]["feature_shapes"][2] = [3, 6, 6]
+    edit_meta(tmp_path / "a", wider)
     with pytest.raises(CheckpointError, match="does not match"):
         load_student(tmp_path / "a")
 

@@ -122,24 +122,31 @@ def test_resume_rejects_corrupt_or_mismatched_state_and_writes_nothing(tmp_path)
             train_teacher(cfg or _tiny_run(tmp_path, epochs=2), out, resume=True)
         assert _snapshot(out) == before          # nothing overwritten, nothing added
 
-    state_json, state_st = out / "train_state.json", out / "train_state.safetensors"
-    expect(r"train_state\.json is not valid JSON", mutate=lambda: state_json.write_text('{"step": 2, "opt'))
-    expect(r"train_state\.json is not a training state", mutate=lambda: state_json.write_text("[1, 2]"))
+    from _ckpt import edit_meta, set_meta
+    stem, state_st = out / "train_state", out / "train_state.safetensors"
+    expect(r"train_state\.safetensors's metadata is not valid JSON", mutate=lambda: set_meta(stem, '{"step": 2, "opt'))
+    expect(r"train_state\.safetensors's metadata is not a JSON object", mutate=lambda: set_meta(stem, [1, 2]))
+    expect(r"train_state\.safetensors is not a training state", mutate=lambda: set_meta(stem, {"epoch": 1}))
     expect(r"train_state\.safetensors is corrupt",
            mutate=lambda: state_st.write_bytes(good["train_state.safetensors"][:50]))
     expect(r"incomplete.*train_state\.safetensors is missing", mutate=state_st.unlink)
-    expect(r"train_state\.json was written for teacher",
+    expect(r"train_state\.safetensors was written for teacher",
            cfg=_tiny_run(tmp_path, epochs=2, teacher_kwargs=dict(CNN_TINY, channels=3)))
-    expect(r"train_state\.json was written with a different training config \(batch_size: saved 4, now 2",
+    expect(r"train_state\.safetensors was written with a different training config \(batch_size: saved 4, now 2",
            cfg=_tiny_run(tmp_path, epochs=2, batch_size=2))
     expect(r"optimizer_lr", cfg=_tiny_run(tmp_path, epochs=2, optimizer_lr=1e-2))
-    expect(r"past the 2 steps", mutate=lambda: state_json.write_text(
-        json.dumps({**json.loads(good["train_state.json"]), "step": 5})), cfg=_tiny_run(tmp_path))
+    expect(r"past the 2 steps", mutate=lambda: edit_meta(stem, lambda m: m.update(step=5)), cfg=_tiny_run(tmp_path))
+    # the readable copy train_state.json is not what resume reads: a stale or garbled copy changes nothing
+    expect(r"train_state\.safetensors was written with a different training config",
+           mutate=lambda: (out / "train_state.json").write_text("not json"), cfg=_tiny_run(tmp_path, epochs=2, batch_size=2))
     # tensors renamed in a valid safetensors file: the file is named, the teacher is not half-loaded
     from safetensors.torch import load, save
     t = load(good["train_state.safetensors"])
+    from symclone.io import load_checkpoint
+    meta_text = json.dumps(load_checkpoint(stem)[1])
     expect(r"train_state\.safetensors.*does not match the teacher",
-           mutate=lambda: state_st.write_bytes(save({k.replace("teacher.", "teacher.x"): v for k, v in t.items()})))
+           mutate=lambda: state_st.write_bytes(save({k.replace("teacher.", "teacher.x"): v for k, v in t.items()},
+                                                    metadata={"symclone.meta": meta_text})))
     # the untouched state still resumes
     for name, data in good.items():
         (out / name).write_bytes(data)
@@ -153,9 +160,10 @@ def test_cli_resume_with_corrupt_state_names_the_file(tmp_path, capsys):
     args = ["train-teacher", "--teacher", "cnn", "--out", str(out), "--data-root", str(tmp_path / "fm"),
             "--batch-size", "4", "--teacher-kwargs", json.dumps(CNN_TINY), "--no-progress"]
     assert main(args) == 0
-    (out / "train_state.json").write_text("not json")
+    from _ckpt import set_meta
+    set_meta(out / "train_state", "not json")
     before = _snapshot(out)
     capsys.readouterr()
     assert main(args + ["--resume", "--epochs", "2"]) == 2
-    assert "train_state.json is not valid JSON" in capsys.readouterr().err
+    assert "train_state.safetensors's metadata is not valid JSON" in capsys.readouterr().err
     assert _snapshot(out) == before

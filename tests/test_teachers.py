@@ -155,13 +155,11 @@ def test_checkpoint_corrupt_and_mismatched(tmp_path):
     save_teacher(t, stem)
     st, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     before = (st.read_bytes(), js.read_text())
-    # mismatched config: more channels than the stored tensors
-    meta = json.loads(js.read_text())
-    meta["config"]["kwargs"]["channels"] = 5
-    js.write_text(json.dumps(meta))
+    # mismatched config: more channels than the stored tensors (the metadata lives in the safetensors header)
+    from _ckpt import edit_meta
+    edit_meta(stem, lambda m: m["config"]["kwargs"].update(channels=5))
     with pytest.raises(CheckpointError, match="shape"):
         load_teacher(stem)
-    js.write_text(before[1])
     st.write_bytes(before[0][:50])
     with pytest.raises(CheckpointError, match="corrupt"):
         load_teacher(stem)
