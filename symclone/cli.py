@@ -2,6 +2,11 @@
 
 Every module in ``symclone/commands/`` that defines ``register(subparsers)`` adds one sub-command
 (``register`` sets ``func`` via ``parser.set_defaults(func=...)``; ``func(args) -> int``).
+
+Exit status: 0 on success; 2 for a user error (a ``ValueError`` — bad option, value, shape, dataset or
+checkpoint — or an ``OSError`` such as a missing or unwritable path), printed as one line
+``symclone COMMAND: error: ...`` on stderr; 130 when interrupted. Any other exception is a bug in symclone
+and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="symclone", description="Symmetry cloning toolkit.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("--version", action="version", version=f"symclone {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -29,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(mod, "register"):
             mod.register(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("symclone")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -48,8 +63,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.overrides = [e[2:] for e in extra]
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"symclone {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # user errors: one line, no traceback
+        msg = " ".join(str(err).split()) or type(err).__name__
+        print(f"symclone {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"symclone {args.command}: interrupted (rerun with --resume to continue)", file=sys.stderr)

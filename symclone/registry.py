@@ -50,7 +50,12 @@ class Registry:
         return self._entries[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:
-        return self.get(name)(**kwargs)
+        """Build ``name`` with ``kwargs``; an unknown keyword is a ``ValueError`` naming the valid ones."""
+        from .validation import accepted_keywords, check_keywords
+
+        ctor = self.get(name)
+        check_keywords(kwargs, accepted_keywords(ctor), f"{self.kind} {name}")
+        return ctor(**kwargs)
 
 
 TEACHERS = Registry("teacher", "symclone.teachers")

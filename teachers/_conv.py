@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from symclone.groups import Group, Rep, parse_rep
 from symclone.layered import LayeredModule
 
-__all__ = ["ConvTeacher", "conv2d_padded", "unrolled_conv_matrix", "check_size", "check_padding", "reps_of",
+__all__ = ["ConvTeacher", "conv2d_padded", "unrolled_conv_matrix", "check_size", "check_padding", "check_widths", "reps_of",
            "PADDINGS"]
 
 PADDINGS = ("circular", "valid")
@@ -234,14 +234,32 @@ class ConvTeacher(LayeredModule):
 
 def check_size(size: int | Sequence[int], square: bool, name: str) -> tuple[int, int]:
     """Validate an image size argument."""
-    if isinstance(size, int):
+    import numbers
+
+    def _is_int(v) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if _is_int(size):
         size = (size, size)
+    if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(_is_int(s) and s >= 1 for s in size):
+        raise ValueError(f"size: expected a positive int or (H, W) of positive ints, got {size!r}")
     size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size: expected a positive int or (H, W), got {size}")
     if square and size[0] != size[1]:
         raise ValueError(f"size: teacher {name!r} rotates by 90 degrees and needs square images, got {size}")
     return size
+
+
+def check_widths(widths: int | Sequence[int], depth: int, name: str) -> list[int]:
+    """Per-layer widths from one int (repeated ``depth`` times) or a sequence of positive ints."""
+    from symclone.validation import check_int
+
+    check_int(depth, "depth", minimum=1)
+    if isinstance(widths, (list, tuple)):
+        out = [check_int(w, name, minimum=1) for w in widths]
+        if not out:
+            raise ValueError(f"{name}: expected at least one layer, got {widths!r}")
+        return out
+    return [check_int(widths, name, minimum=1)] * depth
 
 
 def check_padding(padding: str, kernel_size: int) -> str:

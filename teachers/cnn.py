@@ -26,7 +26,7 @@ import torch.nn as nn
 from symclone.groups import get_group
 from symclone.registry import register_teacher
 
-from ._conv import ConvTeacher, check_padding, check_size, reps_of
+from ._conv import ConvTeacher, check_padding, check_size, check_widths, reps_of
 
 __all__ = ["CNNTeacher"]
 
@@ -56,6 +56,11 @@ class CNNTeacher(ConvTeacher):
                  in_channels: int = 1, init_std: Optional[float] = 1.0, num_classes: Optional[int] = None,
                  paper_layer: bool = False, seed: int = 0):
         super().__init__()
+        from symclone.validation import check_int
+        chans = check_widths(channels, depth, "channels")
+        check_int(kernel_size, "kernel_size", minimum=1)
+        check_int(in_channels, "in_channels", minimum=1)
+        H, W = check_size(size, square=False, name="cnn")
         self.config = {"name": "cnn", "kwargs": dict(
             channels=list(channels) if not isinstance(channels, int) else channels, depth=depth,
             kernel_size=kernel_size, padding=padding, bias=bias,
@@ -63,14 +68,8 @@ class CNNTeacher(ConvTeacher):
             init_std=init_std, num_classes=num_classes, paper_layer=paper_layer, seed=seed)}
         if paper_layer:
             channels, depth, kernel_size, padding, bias, in_channels = [1], 1, 3, "valid", False, 1
-        chans = [int(channels)] * int(depth) if isinstance(channels, int) else [int(c) for c in channels]
-        if not chans or min(chans) < 1 or in_channels < 1:
-            raise ValueError(f"channels: expected positive channel counts and depth >= 1, got {channels!r}, "
-                             f"depth={depth}")
-        if kernel_size < 1:
-            raise ValueError(f"kernel_size: expected a positive int, got {kernel_size}")
+            chans = [1]
         self.padding = check_padding(padding, kernel_size)
-        H, W = check_size(size, square=False, name="cnn")
         self.init_std = init_std
         self.bias = bias
         gen = torch.Generator().manual_seed(seed)

@@ -39,7 +39,7 @@ from symclone.dtypes import default_dtype
 from symclone.groups import get_group
 from symclone.registry import register_teacher
 
-from ._conv import ConvTeacher, check_size, reps_of
+from ._conv import ConvTeacher, check_size, check_widths, reps_of
 
 __all__ = ["GCNNC4Teacher"]
 
@@ -73,16 +73,16 @@ class GCNNC4Teacher(ConvTeacher):
         from escnn import gspaces
         from escnn import nn as enn
 
+        from symclone.validation import check_int
+        nf = check_widths(fields, depth, "fields")
+        check_int(in_channels, "in_channels", minimum=1)
+        if check_int(kernel_size, "kernel_size", minimum=1) % 2 == 0:
+            raise ValueError(f"kernel_size: circular ('same') padding needs an odd kernel size, got {kernel_size}")
+        N, _ = check_size(size, square=True, name="gcnn_c4")
         self.config = {"name": "gcnn_c4", "kwargs": dict(
             fields=list(fields) if not isinstance(fields, int) else fields, depth=depth,
             kernel_size=kernel_size, size=size if isinstance(size, int) else list(size),
             in_channels=in_channels, bias=bias, init_std=init_std, num_classes=num_classes, seed=seed)}
-        nf = [int(fields)] * int(depth) if isinstance(fields, int) else [int(f) for f in fields]
-        if not nf or min(nf) < 1 or in_channels < 1:
-            raise ValueError(f"fields: expected positive field counts and depth >= 1, got {fields!r}, depth={depth}")
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size: circular ('same') padding needs an odd kernel size, got {kernel_size}")
-        N, _ = check_size(size, square=True, name="gcnn_c4")
         self.bias, self.init_std = bias, init_std
         self.gspace = gspaces.rot2dOnR2(N=4)
         types = [enn.FieldType(self.gspace, [self.gspace.trivial_repr] * in_channels)]

@@ -81,6 +81,23 @@ class TeacherTrainConfig:
     progress: bool = True
     data_root: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        from symclone.runtime import check_precision
+        from symclone.validation import check_choice, check_float, check_int
+
+        check_choice(self.task, "task", TASKS)
+        check_int(self.epochs, "epochs", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_float(self.optimizer_lr, "optimizer_lr (--lr)", positive=True)
+        check_float(self.weight_decay, "weight_decay", minimum=0.0)
+        check_int(self.train_limit, "train_limit", minimum=1, allow_none=True)
+        check_int(self.test_limit, "test_limit", minimum=1, allow_none=True)
+        check_int(self.checkpoint_every, "checkpoint_every", minimum=1)
+        check_int(self.seed, "seed", minimum=0)
+        check_precision(self.precision)
+        if not isinstance(self.teacher_kwargs, dict):
+            raise ValueError(f"teacher_kwargs: expected a dict of teacher options, got {self.teacher_kwargs!r}")
+
 
 #: config fields that must equal the saved state's on resume (they fix the optimisation trajectory)
 RESUME_FIXED = ("teacher", "task", "teacher_kwargs", "batch_size", "optimizer_lr", "weight_decay", "train_limit",

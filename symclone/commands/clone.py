@@ -66,7 +66,9 @@ def run(args) -> int:
 
     from symclone.config import apply_overrides
     from symclone.distill import DistillConfig, build_pair, clone_run
+    from symclone.validation import check_out_dir
 
+    check_out_dir(args.out)
     teacher_kw, student_kw, cfg_over = split_overrides(list(getattr(args, "overrides", []) or []))
     if args.paper_layer:
         teacher_kw["paper_layer"] = True

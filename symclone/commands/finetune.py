@@ -56,6 +56,12 @@ def run(args) -> int:
     from ..io import remove_checkpoint, save_checkpoint, write_json
     from ..runs import load_run
 
+    from ..validation import check_float, check_int
+
+    check_int(args.n_train, "--n-train", minimum=1, allow_none=True)
+    check_int(args.n_test, "--n-test", minimum=1, allow_none=True)
+    check_int(args.kernels, "--kernels", minimum=0)
+    check_float(args.beta, "--beta", minimum=0.0)
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: {run_dir} is not a directory (expected runs/NAME from 'symclone clone')")

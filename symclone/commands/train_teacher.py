@@ -47,6 +47,9 @@ def run(args) -> int:
 
     from ..config import apply_overrides
     from ..teachers.training import TeacherTrainConfig, train_teacher
+    from ..validation import check_out_dir
+
+    check_out_dir(args.out)
 
     try:
         kwargs = json.loads(args.teacher_kwargs)

@@ -83,11 +83,19 @@ class FinetuneConfig:
 
     def __post_init__(self):
         from ..runtime import check_precision
+        from ..validation import check_float, check_int
         check_precision(self.precision)
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs, batch_size: expected positive integers, got {self.epochs}, {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        check_int(self.epochs, "epochs", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_float(self.lr, "lr", positive=True)
+        check_float(self.weight_decay, "weight_decay", minimum=0.0)
+        check_float(self.gamma, "gamma", positive=True)
+        check_float(self.grad_clip, "grad_clip", minimum=0.0)
+        check_float(self.cloned_lr_scale, "cloned_lr_scale", minimum=0.0)
+        check_int(self.seed, "seed", minimum=0)
+        check_int(self.eval_limit, "eval_limit", minimum=1, allow_none=True)
+        check_int(self.n_invariance, "n_invariance", minimum=1)
+        check_int(self.structure_probes, "structure_probes", minimum=1)
 
 
 @dataclass
