@@ -1,6 +1,9 @@
 """Groups and representations (DESIGN.md §2).
 
 ``get_group(name, **kw)`` builds a group; ``group.act(g, x, rep)`` applies an element.
+Elements passed to ``act``/``compose``/``inverse`` are validated (``group.validate(g)``); hot loops
+that produce elements themselves can skip the value checks with ``validate=False`` or
+``with unchecked():``.
 
 >>> G = get_group("c4"); x = torch.randn(1, 8, 6, 6)
 >>> y = G.act(G.elements()[1], x, "regular")
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import Group, check_tensor
+from ._base import Group, check_tensor, orthogonality_tol, unchecked, validation_enabled
 from ._planar import C4, P4, SO2, T2, roll_batched, rot90_batched, rotate_shift
 from ._product import DirectProduct
 from ._reps import REP_KINDS, Rep, RepLike, parse_rep
@@ -19,7 +22,8 @@ from ._spatial import O3, SO3, Sn, random_rotation
 
 __all__ = ["Group", "get_group", "list_groups", "Rep", "RepLike", "parse_rep", "REP_KINDS",
            "T2", "C4", "P4", "SO2", "SO3", "O3", "Sn", "DirectProduct", "check_tensor",
-           "roll_batched", "rot90_batched", "rotate_shift", "random_rotation"]
+           "roll_batched", "rot90_batched", "rotate_shift", "random_rotation",
+           "unchecked", "validation_enabled", "orthogonality_tol"]
 
 _FACTORIES = {"t2": T2, "c4": C4, "p4": P4, "so2": SO2, "so3": SO3, "o3": O3, "sn": Sn}
 _SIZE_KW = {"t2": "size", "p4": "size", "sn": "n"}
@@ -36,8 +40,15 @@ def get_group(name: str | Group, size=None, n: int | None = None) -> Group:
     Parameters
     ----------
     name : ``"t2" | "c4" | "p4" | "so2" | "so3" | "o3" | "sn"`` or a product ``"sn x o3"``.
-    size : grid size ``H`` or ``(H, W)`` for ``t2``/``p4`` (needed to sample/list elements).
-    n : number of objects for ``sn``.
+    size : grid size ``H`` or ``(H, W)`` (positive ints) for ``t2``/``p4`` (needed to sample/list
+        elements and to range-check shifts); ignored by the other groups.
+    n : number of objects for ``sn`` (a positive int); ignored by the other groups.
+
+    Raises
+    ------
+    ValueError
+        for an unknown name, or a ``size``/``n`` that is not a positive int (pair), naming the
+        argument and the group.
 
     >>> get_group("p4", size=28).order
     3136

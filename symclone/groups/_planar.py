@@ -15,26 +15,36 @@ Conventions (checked against ``torch.rot90``/``torch.roll`` and escnn in the tes
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ._base import Group
+from ._base import Group, positive_int
 from ._reps import Rep
 
 __all__ = ["T2", "C4", "P4", "SO2", "roll_batched", "rot90_batched", "rotate_shift"]
 
 
-def _size2(size) -> Optional[tuple[int, int]]:
+def _size2(size: Any, group: str) -> Optional[tuple[int, int]]:
+    """``None``, a positive int ``N`` (-> ``(N, N)``) or a pair ``(H, W)`` of positive ints."""
     if size is None:
         return None
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size: expected an int or (H, W) with positive entries, got {size}")
-    return size
+    expect = f"size: group {group!r} expects a positive int N or a pair (H, W) of positive ints"
+    if isinstance(size, torch.Tensor) and size.ndim == 1:
+        size = size.tolist()
+    if isinstance(size, (tuple, list, torch.Size)):
+        if len(size) != 2:
+            raise ValueError(f"{expect}, got {len(size)} entries {tuple(size)}")
+        try:
+            return tuple(positive_int(s, "size", group) for s in size)  # type: ignore[return-value]
+        except ValueError:
+            raise ValueError(f"{expect}, got {tuple(size)}") from None
+    try:
+        n = positive_int(size, "size", group)
+    except ValueError:
+        raise ValueError(f"{expect}, got {size!r}") from None
+    return (n, n)
 
 
 def roll_batched(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -115,12 +125,29 @@ class T2(Group):
     element_ndim = 1
     supported_reps = ("image", "regular")
 
-    def __init__(self, size=None):
-        self.size = _size2(size)
+    def __init__(self, size: Any = None):
+        self.size = _size2(size, self.name)
 
     @property
     def order(self):
         return None if self.size is None else self.size[0] * self.size[1]
+
+    @property
+    def element_form(self) -> str:
+        rng = ("integers" if self.size is None
+               else f"integers with 0 <= dy <= {self.size[0] - 1}, 0 <= dx <= {self.size[1] - 1}")
+        return f"shifts (dy, dx), {rng}, of shape (2,) or a batch (B, 2)"
+
+    def _check_dtype(self, g, name):
+        self._require_integer(g, name)
+
+    def _check_shape(self, g, name):
+        if g.shape[-1] != 2:
+            raise self._error(name, f"shape {tuple(g.shape)}")
+
+    def _check_values(self, g, name):
+        if self.size is not None:
+            self._check_int_columns(g, name, [("dy", self.size[0]), ("dx", self.size[1])])
 
     @property
     def is_finite(self) -> bool:
@@ -140,11 +167,11 @@ class T2(Group):
     def identity(self):
         return torch.zeros(2, dtype=torch.long)
 
-    def compose(self, a, b):
-        return self._mod(torch.as_tensor(a) + torch.as_tensor(b))
+    def _compose(self, a, b):
+        return self._mod(a + b)
 
-    def inverse(self, a):
-        return self._mod(-torch.as_tensor(a))
+    def _inverse(self, a):
+        return self._mod(-a)
 
     def sample(self, n, generator=None):
         H, W = self._need_size()
@@ -180,6 +207,8 @@ class C4(Group):
     element_ndim = 0
     supported_reps = ("image", "regular")
 
+    element_form = "integers 0..3 of shape () or a batch (B,)"
+
     @property
     def order(self):
         return 4
@@ -188,11 +217,17 @@ class C4(Group):
     def identity(self):
         return torch.tensor(0)
 
-    def compose(self, a, b):
-        return (torch.as_tensor(a) + torch.as_tensor(b)) % 4
+    def _check_dtype(self, g, name):
+        self._require_integer(g, name)
 
-    def inverse(self, a):
-        return (-torch.as_tensor(a)) % 4
+    def _check_values(self, g, name):
+        self._check_int_columns(g, name, [("k", 4)])
+
+    def _compose(self, a, b):
+        return (a + b) % 4
+
+    def _inverse(self, a):
+        return (-a) % 4
 
     def sample(self, n, generator=None):
         return torch.randint(0, 4, (n,), generator=generator)
@@ -221,15 +256,31 @@ class P4(Group):
     element_ndim = 1
     supported_reps = ("image", "regular")
 
-    def __init__(self, size=None):
-        size = _size2(size)
+    def __init__(self, size: Any = None):
+        size = _size2(size, self.name)
         if size is not None and size[0] != size[1]:
-            raise ValueError(f"size: p4 needs a square grid, got {size}")
+            raise ValueError(f"size: group 'p4' needs a square grid, got {size}")
         self.size = size
 
     @property
     def order(self):
         return None if self.size is None else 4 * self.size[0] * self.size[1]
+
+    @property
+    def element_form(self) -> str:
+        shifts = "integer shifts dy, dx" if self.size is None else f"0 <= dy, dx <= {self.size[0] - 1}"
+        return f"integer triples (k, dy, dx) with 0 <= k <= 3 and {shifts}, of shape (3,) or a batch (B, 3)"
+
+    def _check_dtype(self, g, name):
+        self._require_integer(g, name)
+
+    def _check_shape(self, g, name):
+        if g.shape[-1] != 3:
+            raise self._error(name, f"shape {tuple(g.shape)}")
+
+    def _check_values(self, g, name):
+        N = None if self.size is None else self.size[0]
+        self._check_int_columns(g, name, [("k", 4), ("dy", N), ("dx", N)])
 
     @property
     def is_finite(self) -> bool:
@@ -242,14 +293,12 @@ class P4(Group):
     def identity(self):
         return torch.zeros(3, dtype=torch.long)
 
-    def compose(self, a, b):
-        a, b = torch.as_tensor(a), torch.as_tensor(b)
+    def _compose(self, a, b):
         k = (a[..., 0] + b[..., 0]) % 4
         t = self._mod(a[..., 1:] + rotate_shift(a[..., 0], b[..., 1:]))
         return torch.cat([k[..., None], t], dim=-1)
 
-    def inverse(self, a):
-        a = torch.as_tensor(a)
+    def _inverse(self, a):
         k = (-a[..., 0]) % 4
         t = self._mod(-rotate_shift(k, a[..., 1:]))
         return torch.cat([k[..., None], t], dim=-1)
@@ -295,15 +344,27 @@ class SO2(Group):
     element_ndim = 0
     supported_reps = ("image", "points")
 
+    #: integers are rejected so that a c4 index ``k`` is never silently read as ``k`` radians
+    element_form = "finite angles in radians (floating point) of shape () or a batch (B,)"
+
     @property
     def identity(self):
         return torch.tensor(0.0)
 
-    def compose(self, a, b):
-        return torch.remainder(torch.as_tensor(a) + torch.as_tensor(b), 2 * math.pi)
+    def _check_dtype(self, g, name):
+        self._require_float(g, name)
 
-    def inverse(self, a):
-        return torch.remainder(-torch.as_tensor(a), 2 * math.pi)
+    def _check_values(self, g, name):
+        finite = torch.isfinite(g)
+        if not bool(finite.all()):
+            i = int((~finite).reshape(-1).nonzero()[0])
+            raise self._error(name, f"{self._where(g, i)}angle {float(g.reshape(-1)[i])}")
+
+    def _compose(self, a, b):
+        return torch.remainder(a + b, 2 * math.pi)
+
+    def _inverse(self, a):
+        return torch.remainder(-a, 2 * math.pi)
 
     def equal(self, a, b, atol=1e-6):
         d = torch.remainder(torch.as_tensor(a) - torch.as_tensor(b) + math.pi, 2 * math.pi) - math.pi

@@ -1,9 +1,11 @@
 """Direct products of groups, e.g. ``sn x o3`` for n-body systems."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from ._base import Group, check_tensor
+from ._base import _VALIDATE, Group, check_tensor
 from ._reps import parse_rep
 
 __all__ = ["DirectProduct"]
@@ -20,11 +22,21 @@ class DirectProduct(Group):
     >>> y = G.act(g, x, "points")
     >>> torch.allclose(G.act(G.inverse(g), y, "points"), x)
     True
+
+    Elements are validated factor by factor:
+
+    >>> G.act((torch.tensor([0, 0, 1, 2]), torch.eye(3)), x[:1], "points")
+    Traceback (most recent call last):
+    ...
+    ValueError: g[0] (the sn factor of sn x o3): sn elements are ...; got [0, 0, 1, 2] (not a permutation of 0..3)
     """
 
     def __init__(self, *factors: Group):
         if len(factors) < 2:
             raise ValueError("factors: a direct product needs at least two groups")
+        for i, f in enumerate(factors):
+            if not isinstance(f, Group):
+                raise ValueError(f"factors: factor {i} is a {type(f).__name__}, expected a Group")
         self.factors = tuple(factors)
         self.name = " x ".join(f.name for f in factors)
         self.supported_reps = tuple(sorted({r for f in factors for r in f.supported_reps}))
@@ -43,11 +55,35 @@ class DirectProduct(Group):
     def identity(self):
         return tuple(f.identity for f in self.factors)
 
-    def compose(self, a, b):
-        return tuple(f.compose(x, y) for f, x, y in zip(self.factors, a, b))
+    @property
+    def element_form(self) -> str:
+        return f"tuples ({', '.join(f.name + ' element' for f in self.factors)})"
 
-    def inverse(self, a):
-        return tuple(f.inverse(x) for f, x in zip(self.factors, a))
+    def _factor_name(self, name: str, i: int) -> str:
+        return f"{name}[{i}] (the {self.factors[i].name} factor of {self.name})"
+
+    def _check_form(self, g: Any, name: str) -> tuple:
+        if not isinstance(g, (tuple, list)) or len(g) != len(self.factors):
+            what = f"a {type(g).__name__} of length {len(g)}" if isinstance(g, (tuple, list)) \
+                else f"a {type(g).__name__}"
+            raise self._error(name, what)
+        out = tuple(f._check_form(gi, self._factor_name(name, i))
+                    for i, (f, gi) in enumerate(zip(self.factors, g)))
+        sizes = [f.batch_size(gi) for f, gi in zip(self.factors, out)]
+        if len(set(sizes)) > 1:
+            shown = ", ".join("single" if b is None else f"batch of {b}" for b in sizes)
+            raise self._error(name, f"factors with different batch sizes ({shown})")
+        return out
+
+    def _check_values(self, g: tuple, name: str) -> None:
+        for i, (f, gi) in enumerate(zip(self.factors, g)):
+            f._check_values(gi, self._factor_name(name, i))
+
+    def _compose(self, a, b):
+        return tuple(f._compose(x, y) for f, x, y in zip(self.factors, a, b))
+
+    def _inverse(self, a):
+        return tuple(f._inverse(x) for f, x in zip(self.factors, a))
 
     def sample(self, n, generator=None):
         return tuple(f.sample(n, generator) for f in self.factors)
@@ -67,18 +103,19 @@ class DirectProduct(Group):
     def index(self, g, i):
         return tuple(x[i] for x in g)
 
-    def act(self, g, x, rep="points"):
+    def act(self, g, x, rep="points", *, validate: bool = True):
+        """Apply every factor of ``g`` that acts on ``rep`` (see :meth:`Group.act`); all factors
+        are validated, including those acting trivially on ``rep``."""
         rep = parse_rep(rep)
         if not self.acts_on(rep):
             raise ValueError(f"rep: group {self.name!r} does not act on rep {rep}; "
                              f"supported: {('trivial',) + self.supported_reps}")
         x = check_tensor(x, rep)
-        if not isinstance(g, (tuple, list)) or len(g) != len(self.factors):
-            raise ValueError(f"g: an element of {self.name!r} is a tuple of {len(self.factors)} "
-                             f"factor elements, got {type(g).__name__}")
+        g = self._element(g, "g", validate and _VALIDATE.get())
         for f, gi in zip(self.factors, g):
-            if f.acts_on(rep):
-                x = f.act(gi, x, rep)
+            if f.acts_on(rep) and rep.kind != "trivial":
+                gi = f._check_batch(gi, x)
+                x = f._act(gi, x, rep)
         return x
 
     def _act(self, g, x, rep):  # pragma: no cover - act is overridden

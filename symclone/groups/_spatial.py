@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from ..dtypes import default_dtype
-from ._base import Group
+from ._base import Group, describe, orthogonality_tol, positive_int
 
 __all__ = ["SO3", "O3", "Sn", "random_rotation"]
 
@@ -51,12 +51,26 @@ def _d_from_matrix(irreps, Q: torch.Tensor) -> torch.Tensor:
         return irreps.D_from_matrix(Q)
 
 
+def _det3(Q: torch.Tensor) -> torch.Tensor:
+    """Determinant of ``(..., 3, 3)`` matrices as a triple product (cheaper than an LU)."""
+    return (Q[..., 0, :] * torch.linalg.cross(Q[..., 1, :], Q[..., 2, :], dim=-1)).sum(-1)
+
+
 class SO3(Group):
     """Proper 3D rotations.
+
+    Parameters
+    ----------
+    tol : bound on ``max |QᵀQ - I|`` when validating elements; default by dtype
+        (:func:`~symclone.groups.orthogonality_tol`: 1e-4 for float32, 1e-10 for float64).
 
     >>> g = SO3(); Q = g.sample(1)[0]; x = torch.randn(2, 5, 3, dtype=torch.float64)
     >>> torch.allclose(g.act(Q, x, "points"), x @ Q.T)
     True
+    >>> g.act(torch.diag(torch.tensor([1., 1., -1.])), x.float(), "points")
+    Traceback (most recent call last):
+    ...
+    ValueError: g: so3 elements are rotation matrices (orthogonal, det +1), ...; got det = -1 (a reflection; ...)
     """
 
     name = "so3"
@@ -64,24 +78,63 @@ class SO3(Group):
     supported_reps = ("points", "irreps")
     _proper = True
 
+    def __init__(self, tol: Optional[float] = None):
+        if tol is not None and not (isinstance(tol, (int, float)) and 0 < tol < 1):
+            raise ValueError(f"tol: group {self.name!r} expects an orthogonality tolerance in (0, 1), got {tol!r}")
+        self.tol = None if tol is None else float(tol)
+
     @property
     def identity(self):
         return torch.eye(3, dtype=torch.float64)
 
-    def compose(self, a, b):
-        return torch.as_tensor(a) @ torch.as_tensor(b)
+    @property
+    def element_form(self) -> str:
+        kind = "rotation matrices (orthogonal, det +1)" if self._proper else "orthogonal matrices (det ±1)"
+        return f"{kind}, floating point, of shape (3, 3) or a batch (B, 3, 3)"
 
-    def inverse(self, a):
-        return torch.as_tensor(a).transpose(-1, -2)
+    def _check_dtype(self, g, name):
+        self._require_float(g, name)
+
+    def _check_shape(self, g, name):
+        if tuple(g.shape[-2:]) != (3, 3):
+            raise self._error(name, f"shape {tuple(g.shape)}")
+
+    def _check_values(self, g, name):
+        if g.numel() == 0:
+            return
+        tol = self.tol if self.tol is not None else orthogonality_tol(g.dtype)
+        Q = g.reshape(-1, 3, 3)
+        if Q.dtype in (torch.float16, torch.bfloat16):  # not every device has half bmm
+            Q = Q.float()
+        eye = torch.eye(3, dtype=Q.dtype, device=Q.device)
+        # fast path: 2 scalars, one host sync; NaN/inf make err NaN, which fails ``<=``
+        err = torch.baddbmm(-eye, Q.transpose(-1, -2), Q).abs()
+        det = _det3(Q) if self._proper else None
+        if det is None:
+            worst_err, worst_det = err.max().item(), 1.0
+        else:
+            worst_err, worst_det = torch.stack([err.max(), det.min()]).tolist()
+        if not worst_err <= tol:
+            per = err.amax(dim=(-2, -1))
+            i = int((~(per <= tol)).nonzero()[0])
+            raise self._error(name, f"{self._where(g, i)}max |QᵀQ - I| = {float(per[i]):.3g} > tol "
+                                    f"{tol:.0e} for {str(g.dtype).replace('torch.', '')} (not orthogonal)")
+        if det is not None and worst_det < 0:
+            i = int((det < 0).nonzero()[0])
+            raise self._error(name, f"{self._where(g, i)}det = {float(det[i]):.3g} "
+                                    "(a reflection; use o3 for improper rotations)")
+
+    def _compose(self, a, b):
+        if a.dtype != b.dtype:
+            dt = torch.promote_types(a.dtype, b.dtype)
+            a, b = a.to(dt), b.to(dt)
+        return a @ b
+
+    def _inverse(self, a):
+        return a.transpose(-1, -2)
 
     def sample(self, n, generator=None):
         return random_rotation(n, generator)
-
-    def _check_element(self, g, x):
-        g = super()._check_element(g, x)
-        if tuple(g.shape[-2:]) != (3, 3):
-            raise ValueError(f"g: {self.name} elements are 3x3 matrices, got shape {tuple(g.shape)}")
-        return g
 
     def _act(self, g, x, rep):
         g = g.to(x.dtype)
@@ -102,9 +155,15 @@ class SO3(Group):
 
 
 class O3(SO3):
-    """3D rotations with reflections (parity acts on e3nn irreps by their ``p``)."""
+    """3D rotations with reflections (parity acts on e3nn irreps by their ``p``).
+
+    >>> O3().act(-torch.eye(3), torch.ones(1, 2, 3), "points")
+    tensor([[[-1., -1., -1.],
+             [-1., -1., -1.]]])
+    """
 
     name = "o3"
+    _proper = False
 
     def sample(self, n, generator=None):
         q = random_rotation(n, generator)
@@ -125,9 +184,7 @@ class Sn(Group):
     supported_reps = ("set", "points", "irreps", "graph")
 
     def __init__(self, n: Optional[int] = None):
-        if n is not None and int(n) < 1:
-            raise ValueError(f"n: expected a positive number of objects, got {n}")
-        self.n = None if n is None else int(n)
+        self.n = None if n is None else positive_int(n, "n", self.name)
 
     @property
     def order(self):
@@ -146,12 +203,41 @@ class Sn(Group):
     def identity(self):
         return torch.arange(self._need_n())
 
-    def compose(self, a, b):
-        a, b = torch.as_tensor(a), torch.as_tensor(b)
-        return torch.gather(a, -1, b)
+    @property
+    def element_form(self) -> str:
+        if self.n is None:
+            return "permutations of 0..n-1 (integers) of shape (n,) or a batch (B, n)"
+        return (f"permutations of 0..{self.n - 1} (integers) of shape ({self.n},) "
+                f"or a batch (B, {self.n})")
 
-    def inverse(self, a):
-        return torch.argsort(torch.as_tensor(a), dim=-1)
+    def _check_dtype(self, g, name):
+        self._require_integer(g, name)
+
+    def _check_shape(self, g, name):
+        if g.shape[-1] < 1 or (self.n is not None and g.shape[-1] != self.n):
+            raise self._error(name, f"shape {tuple(g.shape)}")
+
+    def _check_values(self, g, name):
+        n = g.shape[-1]
+        rows = g.reshape(-1, n)
+        if rows.shape[0] == 0:
+            return
+        bad = (rows.sort(dim=-1).values != torch.arange(n, device=g.device)).any(-1)   # (B,)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            what = f"{rows[i].tolist()}" if n <= 16 else describe(rows[i])
+            where = f"element {i} of the batch = " if g.ndim > 1 else ""
+            raise self._error(name, f"{where}{what} (not a permutation of 0..{n - 1})")
+
+    def _compose(self, a, b):
+        if a.ndim < b.ndim:
+            a = a.expand_as(b)
+        elif b.ndim < a.ndim:
+            b = b.expand_as(a)
+        return torch.gather(a, -1, b.to(a.device, torch.long))
+
+    def _inverse(self, a):
+        return torch.argsort(a, dim=-1)
 
     def sample(self, n, generator=None):
         m = self._need_n()
