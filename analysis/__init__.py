@@ -5,7 +5,8 @@
   through ``group.act``).
 * :func:`recover_kernel`, :func:`orientation_agreement` — filter banks from dense matrices.
 * :func:`toeplitz_report` — residual, kernel agreement, footprint energy, IPR (also on the data support).
-* :func:`equivariance_error` (re-export of the shared checker) and :func:`lie_derivative`.
+* :func:`equivariance_error` (re-export of the shared checker), :func:`lie_derivative` and
+  :func:`relative_lie_derivative` (forward-mode AD, MATH attention backend, or float64 finite differences).
 * :func:`analyze_run` — figures, ``report.md`` and structure metrics for a clone run.
 * ``symclone.analysis.plots`` — matplotlib figures (imported lazily).
 
@@ -17,11 +18,11 @@ True
 from symclone.testing import equivariance_error
 
 from ._kernels import fit_kernel_matrix, orientation_agreement, recover_kernel
-from ._lie import lie_derivative, lie_generator
+from ._lie import lie_derivative, lie_generator, relative_lie_derivative
 from ._reynolds import project, structure_residual
 from ._run import analyze_models, analyze_run
 from ._toeplitz import ipr, kernel_similarity, toeplitz_report
 
 __all__ = ["structure_residual", "project", "recover_kernel", "orientation_agreement", "fit_kernel_matrix",
            "toeplitz_report", "ipr", "kernel_similarity", "equivariance_error", "lie_derivative",
-           "lie_generator", "analyze_run", "analyze_models"]
+           "lie_generator", "relative_lie_derivative", "analyze_run", "analyze_models"]

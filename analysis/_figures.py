@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-__all__ = ["transformed_inputs", "feature_rows", "make_figures"]
+__all__ = ["transformed_inputs", "feature_rows", "make_figures", "curve_data"]
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,49 @@ def feature_rows(models: Mapping[str, Any], inputs: list[tuple[str, torch.Tensor
     return rows
 
 
-def _curves(metrics: Mapping) -> tuple[dict, dict, dict]:
-    losses, steps, eq = {}, {}, {}
+def _xy(curve: Sequence) -> tuple[list[float], list[float]]:
+    """Steps and values of a recorded curve: ``[[step, value], ...]`` or ``[value, ...]``."""
+    if curve and isinstance(curve[0], (list, tuple)):
+        return [float(c[0]) for c in curve], [float(c[1]) for c in curve]
+    return [float(i) for i in range(len(curve))], [float(c) for c in curve]
+
+
+def curve_data(metrics: Mapping) -> dict:
+    """Keyword arguments of :func:`plots.curves_figure` from a run's ``metrics.json``.
+
+    Loss / equivariance curves of layers trained for two or more logged steps; every layer's final
+    relative error (``feature_rel_error``, labelled with its solver) and final equivariance errors
+    (teacher / student / untrained, under the run's group ``equivariance_error["group"]``) as bars.
+    A closed-form layer logs a single point, so it has a bar and no curve.
+
+    >>> d = curve_data({"layers": [{"layer": 1, "solver": "closed_form", "feature_rel_error": 1e-7,
+    ...                             "loss_curve": [[0, 1e-7]],
+    ...                             "equivariance_error": {"student": 2e-7, "group": "p4"}}]})
+    >>> d["losses"], d["final_errors"], d["equivariance"]
+    ({}, {'L1 (closed form)': 1e-07}, {'L1 student': 2e-07})
+    """
+    losses, steps, finals, eq, eq_steps = {}, {}, {}, {}, {}
     for entry in metrics.get("layers", []) or []:
         l = entry.get("layer", "?")
-        curve = entry.get("loss_curve") or []
-        if curve and isinstance(curve[0], (list, tuple)):
-            steps[f"layer {l}"] = [float(c[0]) for c in curve]
-            curve = [c[1] for c in curve]
-        if curve:
-            losses[f"layer {l}"] = [float(c) for c in curve]
-        ee = entry.get("equivariance_error") or {}
-        for who, v in ee.items():
-            if isinstance(v, dict):  # per group
+        xs, ys = _xy(entry.get("loss_curve") or [])
+        if len(ys) >= 2:
+            losses[f"layer {l}"], steps[f"layer {l}"] = ys, xs
+        final = entry.get("feature_rel_error", ys[-1] if ys else None)
+        if isinstance(final, (int, float)):
+            solver = str(entry.get("solver") or "").replace("_", " ")
+            finals[f"L{l}" + (f" ({solver})" if solver else "")] = float(final)
+        for key in ("equivariance_curve", "eq_curve"):
+            if isinstance(entry.get(key), list) and len(entry[key]) >= 2:
+                eq_steps[f"L{l} student (monitor)"], eq[f"L{l} student (monitor)"] = _xy(entry[key])
+                break
+        for who, v in (entry.get("equivariance_error") or {}).items():
+            if isinstance(v, Mapping):  # per group
                 for g, e in v.items():
                     if isinstance(e, (int, float)):
                         eq[f"L{l} {who} ({g})"] = float(e)
-            elif isinstance(v, (int, float, list)):
-                eq[f"L{l} {who}"] = v
-        for key in ("equivariance_curve", "eq_curve"):
-            if isinstance(entry.get(key), list):
-                eq[f"L{l} student"] = [float(e[1] if isinstance(e, (list, tuple)) else e) for e in entry[key]]
-    return losses, steps, eq
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                eq[f"L{l} {who}"] = float(v)
+    return {"losses": losses, "steps": steps, "final_errors": finals, "equivariance": eq, "eq_steps": eq_steps}
 
 
 def make_figures(out: Path, layers: list[tuple[dict, dict]], models: Mapping[str, Any], teacher: Any,
@@ -90,10 +111,12 @@ def make_figures(out: Path, layers: list[tuple[dict, dict]], models: Mapping[str
         l = entry["layer"]
         if "W" in t:
             keep(f"matrix_layer{l}", plots.plot_matrix_vs_toeplitz(
-                t["W"], t.get("W_teacher"), out / f"matrix_layer{l}", title=f"layer {l}: learned vs teacher"))
+                t["W"], t.get("W_teacher"), out / f"matrix_layer{l}", title=f"layer {l}: learned vs teacher",
+                col_weight=t.get("support_columns")))
         if "blocks" in t:
-            keep(f"blocks_layer{l}", plots.plot_blocks(t["blocks"], out / f"blocks_layer{l}",
-                                                       title=f"layer {l}: learned blocks W_b (zoom)"))
+            keep(f"blocks_layer{l}", plots.plot_blocks(
+                t["blocks"], out / f"blocks_layer{l}",
+                title=f"layer {l}: learned blocks W_b (zoom where each is largest)"))
         if "kernel" in t:
             keep(f"kernels_layer{l}", plots.plot_kernels(t["kernel"], t.get("teacher_kernel"),
                                                          out / f"kernels_layer{l}",
@@ -107,7 +130,7 @@ def make_figures(out: Path, layers: list[tuple[dict, dict]], models: Mapping[str
             keep("features", plots.plot_feature_grid(inputs, rows, out / "features", regular=reps[l] == "regular",
                                                      title=f"feature {l} for transformed inputs"))
     if metrics:
-        losses, steps, eq = _curves(metrics)
-        if losses or eq:
-            keep("curves", plots.plot_curves(losses, out / "curves", equivariance=eq, steps=steps))
+        data = curve_data(metrics)
+        if data["losses"] or data["final_errors"] or data["equivariance"]:
+            keep("curves", plots.plot_curves(stem=out / "curves", **data))
     return figs

@@ -15,13 +15,15 @@ from typing import Any, Mapping
 __all__ = ["render_report", "fmt"]
 
 _CAPTIONS = {
-    "matrix": "Learned dense matrix beside the teacher's unrolled (Toeplitz) matrix; bottom: zoomed window "
-              "(box). A cloned convolution shows the same banded diagonals.",
-    "blocks": "Learned blocks W_b (zoomed into the band): each should be a combination of shift matrices.",
+    "matrix": "Learned dense matrix beside the teacher's unrolled (Toeplitz) matrix and |W − W_T|; bottom: "
+              "the same window of each (box), where the teacher's matrix (on the data support) is largest. "
+              "A cloned convolution shows the same banded diagonals.",
+    "blocks": "Learned blocks W_b, each zoomed where it is largest: each should be a combination of shift matrices.",
     "kernels": "Filters recovered from the learned matrix (mean along each diagonal) vs the teacher's.",
     "features": "Feature maps for an input and its transforms (C4: max over the 4 orientations of field 0). "
                 "An equivariant model's maps move with the input.",
-    "curves": "Training loss per layer, and equivariance error (final values or curves).",
+    "curves": "Loss and equivariance error vs step for trained layers; final relative error and final "
+              "equivariance error per layer as bars (closed-form layers have no curve).",
 }
 
 
@@ -54,6 +56,27 @@ def _ee(entry: Mapping | None, who: str) -> Any:
         vals = [x for x in v.values() if isinstance(x, (int, float))]
         return max(vals) if vals else None
     return v
+
+
+def _lie_line(s: Mapping) -> str:
+    """One bullet: the layer's Lie derivatives with the method used, and any that were not computed.
+
+    >>> line = _lie_line({"layer": 1, "lie_derivative": {"student": 0.25}, "lie_derivative_method": {"student": "jvp"},
+    ...                   "lie_derivative_skipped": {"x": "ValueError: no"}})
+    >>> line.split(": ", 1)[1]
+    'student 0.250 [jvp]; not computed: x (ValueError: no)'
+    """
+    methods, regions = s.get("lie_derivative_method") or {}, s.get("lie_derivative_region") or {}
+    parts = []
+    for k, v in (s.get("lie_derivative") or {}).items():
+        how = ", ".join(m for m in (methods.get(k), regions.get(k) if regions.get(k) != "full" else None) if m)
+        parts.append(f"{k} {fmt(v)}" + (f" [{how}]" if how else ""))
+    gen = s.get("lie_derivative_generator", "translation_x")
+    text = f"- layer {s['layer']} Lie derivative ‖L f‖/‖f‖ ({gen}, pre-activation): " + ", ".join(parts)
+    skipped = s.get("lie_derivative_skipped") or {}
+    if skipped:
+        text += ("; " if parts else "") + "not computed: " + ", ".join(f"{k} ({v})" for k, v in skipped.items())
+    return text
 
 
 def render_report(name: str, config: Mapping, metrics: Mapping, structure: Mapping,
@@ -90,9 +113,8 @@ def render_report(name: str, config: Mapping, metrics: Mapping, structure: Mappi
                _get(t, "support", "kernel_rel_error")]
         lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
     notes = [f"- layer {s['layer']}: {s['note']}" for s in structure.get("layers", []) if s.get("note")]
-    lie = [f"- layer {s['layer']} Lie derivative ‖L f‖/‖f‖ (translation_x, pre-activation): "
-           + ", ".join(f"{k} {fmt(v)}" for k, v in s["lie_derivative"].items())
-           for s in structure.get("layers", []) if s.get("lie_derivative")]
+    lie = [_lie_line(s) for s in structure.get("layers", [])
+           if s.get("lie_derivative") or s.get("lie_derivative_skipped")]
     if notes or lie:
         lines += [""] + notes + lie
     if structure.get("support_source"):

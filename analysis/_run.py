@@ -16,6 +16,7 @@ True
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -25,11 +26,11 @@ import torch
 from symclone.io import atomic_write_text, update_json
 
 from ._figures import make_figures
-from ._lie import lie_derivative
+from ._lie import relative_lie_derivative
 from ._report import render_report
 from ._structure import layer_structure
 
-__all__ = ["analyze_models", "analyze_run", "data_support", "student_label"]
+__all__ = ["analyze_models", "analyze_run", "data_support", "student_label", "model_lie_derivative"]
 
 log = logging.getLogger(__name__)
 
@@ -85,23 +86,69 @@ def _layers(teacher: Any, config: Mapping, metrics: Mapping) -> list[int]:
     return sorted(set(layers)) or list(range(1, int(teacher.num_layers) + 1))
 
 
+#: generator of the run analysis's Lie derivative (every image teacher here is translation equivariant)
+LIE_GENERATOR = "translation_x"
+
+
+def _model_dtype(m: Any, default: torch.dtype) -> torch.dtype:
+    return next((p.dtype for p in m.parameters()), default) if hasattr(m, "parameters") else default
+
+
+def model_lie_derivative(model: Any, x: torch.Tensor, generator: str = LIE_GENERATOR, layer: int = 1) -> dict:
+    """Relative Lie derivative ``‖L f‖/‖f‖`` of ``model``'s layer-``layer`` pre-activation at ``x (C, H, W)``.
+
+    Pre-activations, because central differences do not commute with a pointwise ReLU: even an exactly
+    equivariant net has a non-zero discrete Lie derivative after the nonlinearity. Forward-mode AD
+    first (retried with the MATH attention backend, e.g. for transformers); if that is impossible,
+    a central finite difference on a float64 copy of the model.
+
+    Returns
+    -------
+    ``{"value", "method", "region"}`` of :func:`relative_lie_derivative`, plus ``"jvp_error"`` when
+    the finite difference replaced a failed jvp.
+    """
+    xb = x[None].to(_model_dtype(model, x.dtype))
+    try:
+        return relative_lie_derivative(lambda h: model.layer_forward(layer, h, pre_activation=True), generator, xb,
+                                       method="jvp")
+    except NotImplementedError as err:
+        jvp_error = str(err)
+    log.info("Lie derivative: forward-mode AD unavailable (%s); central finite difference in float64", jvp_error)
+    m64 = copy.deepcopy(model).double() if hasattr(model, "double") else model
+    res = relative_lie_derivative(lambda h: m64.layer_forward(layer, h, pre_activation=True), generator,
+                                  x[None].double(), method="fd")
+    res["jvp_error"] = jvp_error
+    return res
+
+
 def _lie(models: Mapping[str, Any], x: torch.Tensor) -> dict:
-    out = {}
+    """Layer-1 Lie derivatives of ``models`` at ``x`` for the structure metrics: ``lie_derivative``
+    (name → ‖L f‖/‖f‖), ``lie_derivative_method`` (name → how), ``lie_derivative_generator``, and when
+    they apply ``lie_derivative_region`` (measured on the output's interior), ``lie_derivative_jvp_error``
+    (why a finite difference was used) and ``lie_derivative_skipped`` (name → reason; also logged as a
+    warning) for models whose Lie derivative could not be computed at all."""
+    values, methods, regions, skipped, jvp_errors = {}, {}, {}, {}, {}
     for name, m in models.items():
         try:
-            # pre-activations: central differences do not commute with a pointwise ReLU, so even an
-            # exactly equivariant net has a non-zero discrete Lie derivative after the nonlinearity
-            f = (lambda h, m=m: m.layer_forward(1, h, pre_activation=True))
-            dtype = next((p.dtype for p in m.parameters()), x.dtype) if hasattr(m, "parameters") else x.dtype
-            xb = x[None].to(dtype)
-            with torch.no_grad():
-                fx = f(xb)
-            if fx.shape[-2:] != xb.shape[-2:]:
-                return {}  # circular differences need equal grids (valid convs shrink them)
-            L = lie_derivative(f, "translation_x", xb).detach()
-            out[name] = float(L.norm() / fx.norm())
-        except Exception as err:  # forward-mode AD may be unsupported by a third-party module
-            log.info("lie derivative of %s skipped: %s", name, err)
+            r = model_lie_derivative(m, x)
+        except Exception as err:  # a metric must never take the analysis down, but it must say why
+            reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+            log.warning("Lie derivative of %s not computed: %s", name, reason)
+            skipped[name] = reason
+            continue
+        values[name], methods[name], regions[name] = r["value"], r["method"], r["region"]
+        if "jvp_error" in r:
+            jvp_errors[name] = r["jvp_error"].splitlines()[0]
+    out: dict = {"lie_derivative_generator": LIE_GENERATOR}
+    if values:
+        out["lie_derivative"] = values
+        out["lie_derivative_method"] = methods
+        if any(v != "full" for v in regions.values()):
+            out["lie_derivative_region"] = regions
+        if jvp_errors:  # why the finite difference was used
+            out["lie_derivative_jvp_error"] = jvp_errors
+    if skipped:
+        out["lie_derivative_skipped"] = skipped
     return out
 
 
@@ -152,10 +199,12 @@ def analyze_models(teacher: Any, student: Any, out_dir: str | Path, metrics: Opt
         models["untrained MLP"] = create_student("mlp", teacher=teacher, seed=1)
     except Exception as err:  # the registry or the teacher may not support it
         log.info("no untrained MLP baseline: %s", err)
-    if x is not None and hasattr(teacher, "forward_features") and results:
-        lie = _lie({"teacher": teacher, "student": student}, x)
-        if lie:
-            results[0][0]["lie_derivative"] = lie
+    first = next((e for e, _ in results if e.get("layer") == 1), None)
+    if x is not None and hasattr(teacher, "forward_features") and first is not None:
+        lie_models = {"teacher": teacher, "student": student}
+        if "untrained MLP" in models:
+            lie_models["untrained MLP"] = models["untrained MLP"]
+        first.update(_lie(lie_models, x))
     structure["layers"] = [e for e, _ in results]
     figures = make_figures(out_dir / "figures", results, models, teacher, metrics, x) if plots else {}
     return {"structure": structure, "figures": figures}

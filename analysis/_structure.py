@@ -87,7 +87,8 @@ def _residuals(W: torch.Tensor, teacher: Any, in_shape, out_shape, in_rep, out_r
 def layer_structure(teacher: Any, student: Any, l: int, support: Optional[torch.Tensor] = None
                     ) -> tuple[dict, dict]:
     """Structure metrics of student layer ``l`` (JSON-able dict) and the tensors for the figures
-    (``W``, ``W_teacher``, ``kernel``, ``teacher_kernel``, ``blocks``)."""
+    (``W``, ``W_teacher``, ``kernel``, ``teacher_kernel``, ``blocks``, ``support_columns``: the data
+    support as a column mask, when it matches the layer's input)."""
     in_shape, out_shape = tuple(teacher.feature_shapes[l - 1]), tuple(teacher.feature_shapes[l])
     in_rep, out_rep = parse_rep(str(teacher.reps[l - 1])), parse_rep(str(teacher.reps[l]))
     entry: dict = {"layer": l, "in_shape": list(in_shape), "out_shape": list(out_shape),
@@ -99,6 +100,9 @@ def layer_structure(teacher: Any, student: Any, l: int, support: Optional[torch.
         return entry, tensors
     W = W.double()
     tensors["W"] = W
+    if support is not None and l == 1 and in_rep.kind in ("image", "regular") \
+            and tuple(support.shape[-2:]) == in_shape[1:]:
+        tensors["support_columns"] = support.bool().expand(*in_shape).reshape(-1)  # steers the figure's zoom
     Wt = teacher_matrix(teacher, l)
     if Wt is not None:
         Wt = Wt.double()

@@ -7,6 +7,7 @@ tensors from W0, parameters, wall-clock. Plus a sample-complexity sweep on c4-ge
     python -m benchmarks.downstream --quick          # measured: 7 min wall, 1 thread (14 min on a
                                                      # heavily shared 2-core CPU)
     python -m benchmarks.downstream                  # full size (60k training images, 10 epochs; not run here)
+    python -m benchmarks.downstream --plots-only     # redraw the figures from results/downstream.json
 
 For the 20-class breaking tasks each row also records ``accuracy_mod10``: the accuracy of the
 predicted class modulo 10 against ``label % 10`` on the same test split, i.e. the 10-class skill
@@ -187,8 +188,17 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="keep finished rows of --out and run the rest")
     p.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--plots-only", action="store_true",
+                   help="run nothing: redraw the figures next to --out from the rows already in it")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.plots_only:
+        out = Path(args.out)
+        if not out.exists():
+            p.error(f"--plots-only: {out} does not exist")
+        for path in plots(read_json(out), out.parent):
+            print(f"wrote {path}")
+        return 0
     torch.set_num_threads(args.threads)
     size_name = "quick" if args.quick else "full"
     size = SIZES[size_name]
