@@ -51,5 +51,5 @@ class OrbitDataset(Dataset):
         x = self._x(i)
         gen = torch.Generator().manual_seed(self.seed * 7_919 + i)
         g = self.group.index(self.group.sample(1, gen), 0)
-        gx = self.group.act(g, x.unsqueeze(0), self.rep)[0]
+        gx = self.group.act(g, x.unsqueeze(0), self.rep, validate=False)[0]  # g comes from group.sample
         return x, g, gx
