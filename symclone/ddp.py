@@ -93,7 +93,7 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
     ``stop_at``: stop after that many steps (checkpoint written, schedule still that of ``steps``), as a
     job that hits its time limit would; rerun with ``resume=True`` to finish.
     """
-    from tqdm.auto import tqdm
+    from symclone.progress import progress_bar
 
     ctx = ctx or _SINGLE
     params = list(params)
@@ -112,8 +112,9 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
     t0 = time.perf_counter()
     rel = float("nan")
     end = steps if stop_at is None else min(steps, max(int(stop_at), start))
-    bar = tqdm(range(start, end), desc=desc, disable=not (progress and ctx.is_main), leave=False)
-    for step in bar:
+    bar = progress_bar(end - start, desc, enabled=progress and ctx.is_main)
+    for step in range(start, end):
+        bar.update(1)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(lr, step, steps)
         opt.zero_grad(set_to_none=True)
@@ -129,7 +130,7 @@ def ddp_optimize(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.
                 raise FloatingPointError(f"{desc}: loss became {value} at step {step}; lower the lr")
             rel = max(value, 0.0) ** 0.5
             curve.append([step, rel])
-            bar.set_postfix(rel_err=f"{rel:.2e}")
+            bar.update(0, rel_err=rel)
         if stem is not None and checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < end:
             tensors, ometa = _state_tensors(params, opt)
             save_checkpoint_main(ctx, stem, tensors, {"step": step + 1, "loss_curve": curve, "optimizer": ometa,

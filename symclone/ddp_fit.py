@@ -87,7 +87,7 @@ def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, An
     ``stop_after``: stop after that many epochs in total (checkpointed), as a job hitting its time limit.
     ``ddp_kwargs``: extra ``DistributedDataParallel`` arguments (e.g. ``find_unused_parameters=True``).
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     ctx = ctx or DistributedContext()
     if epochs < 1 or batch_size < 1:
@@ -105,13 +105,14 @@ def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, An
     start, history = (_load(stem, model, opt, sched, dev) if (resume and stem is not None) else (0, []))
     ddp_model = wrap_ddp(model, ctx, **(ddp_kwargs or {}))
     end = epochs if stop_after is None else min(epochs, max(start, int(stop_after)))
+    bar = progress_bar((end - start) * len(loader), "fit", enabled=progress and ctx.is_main)
     for epoch in range(start, end):
         t0 = time.perf_counter()
         loader.sampler.set_epoch(epoch)
         model.train()
         total, count = torch.zeros((), device=dev), 0
-        for batch in tqdm(loader, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                          disable=not (progress and ctx.is_main)):
+        for batch in loader:
+            bar.update(1, epoch=epoch + 1)
             batch = _to(batch, dev)
             opt.zero_grad(set_to_none=True)
             with precision_context(precision, dev):
@@ -130,4 +131,5 @@ def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, An
         log.info("epoch %d: loss %.4g", epoch + 1, mean)
         if stem is not None:
             _save(ctx, stem, model, opt, sched, epoch + 1, history)
+    bar.close()
     return {"history": history, "world_size": ctx.world_size, "epochs_done": end, "resumed_from": start}

@@ -255,9 +255,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
                                   f"epochs={cfg.epochs}; pass at least as many epochs as were trained")
         log.info("resumed from step %d", step)
     t0 = time.time()
-    from tqdm.auto import tqdm
+    from symclone.progress import progress_bar
 
-    bar = tqdm(total=total, initial=step, disable=None if cfg.progress else True, desc=f"train {cfg.teacher}")
+    bar = progress_bar(total, f"train {cfg.teacher}", enabled=cfg.progress, initial=step)
     teacher.train()
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)
@@ -270,8 +270,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         opt.step()
         step += 1
         curve.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{curve[-1]:.4f}")
+        bar.update(1, loss=curve[-1])
         if step % cfg.checkpoint_every == 0 or step == total:
             _save_state(state_path, teacher, opt, step, epoch, curve, cfg)
     bar.close()

@@ -62,8 +62,6 @@ def split_overrides(overrides: list[str]) -> tuple[dict, dict, list[str]]:
 
 
 def run(args) -> int:
-    import sys
-
     from symclone.config import apply_overrides
     from symclone.distill import DistillConfig, build_pair, clone_run
     from symclone.validation import check_out_dir
@@ -76,7 +74,7 @@ def run(args) -> int:
     from symclone.runtime import resolve_device, tune_cpu_allocator
 
     cfg = DistillConfig(mode=args.mode, device=args.device, blocks=args.blocks,
-                        progress=not args.no_progress and sys.stderr.isatty(),
+                        progress=not args.no_progress,
                         data_root=getattr(args, "data_root", None), download=getattr(args, "download", False))
     if args.precision:
         cfg_over = [f"precision={args.precision}"] + cfg_over

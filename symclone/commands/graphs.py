@@ -9,7 +9,6 @@ Examples::
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 __all__ = ["register", "run"]
@@ -54,7 +53,7 @@ def run(args) -> int:
         raise ValueError(f"--seeds: expected >= 1, got {args.seeds}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress and sys.stderr.isatty()
+    progress = not args.no_progress  # a bar on a terminal, log lines otherwise (symclone.progress)
     overrides = list(getattr(args, "overrides", []) or [])
     rows: list[dict] = []
     if args.protocol == "exp-classify":

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -225,18 +223,18 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
         fwd = wrap_ddp(model, ctx, find_unused_parameters=True)  # e.g. a student's unused stored kernels
     else:
         fwd = model
-    show = cfg.progress if cfg.progress is not None else sys.stderr.isatty()
+    from ..progress import progress_bar
+
+    bar = progress_bar((cfg.epochs - start) * steps, f"finetune {mode}",
+                       enabled=cfg.progress is not False and (ctx is None or ctx.is_main))
     t0 = time.perf_counter()
     model.train()
     for epoch in range(start, cfg.epochs):
         perm = torch.randperm(n, generator=rng)
         # summed on the device: no host sync per step
         tot_ce, tot_pen = (torch.zeros((), dtype=torch.float64, device=dev) for _ in range(2))
-        it = range(steps)
-        if show:
-            from tqdm import tqdm
-            it = tqdm(it, desc=f"finetune {mode} epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for s in it:
+        for s in range(steps):
+            bar.update(1, epoch=epoch + 1)
             idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             if dist_on:  # equal shards: DDP's gradient average is then the global batch mean
                 idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
@@ -272,6 +270,7 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
             _save(checkpoint, model, opt, sched, penalty, epoch + 1, history, rng)
         if dist_on:
             ctx.barrier()
+    bar.close()
     seconds = time.perf_counter() - t0
     model.eval()
     metrics = evaluate(model, task, limit=cfg.eval_limit, n_invariance=cfg.n_invariance)

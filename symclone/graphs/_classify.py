@@ -24,8 +24,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
+from ..progress import track
 from ..io import CheckpointError, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
 from ..schedules import cosine_lr
 from ._batch import to_dense
@@ -133,7 +133,7 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
         except CheckpointError:
             pass
     stopped = False
-    for epoch in tqdm(range(len(hist), cfg.epochs), desc=f"classify:{name}", disable=not progress, leave=False):
+    for epoch in track(range(len(hist), cfg.epochs), f"classify:{name}", enabled=progress):
         if seconds > cfg.max_seconds:
             stopped = True
             break

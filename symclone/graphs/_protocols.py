@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
-from tqdm.auto import tqdm
 
+from ..progress import track
 from ..io import read_json, write_json
 from ._batch import to_dense
 from ._embed import ModelConfig, build_model, embed, prepare_inputs
@@ -95,7 +95,7 @@ def separation_protocol(name: str, x: torch.Tensor, pairs: Optional[torch.Tensor
     copy_sep = torch.tensor(st.get("copy_sep", [False] * len(x)))
     dsum = {k: torch.tensor(v, dtype=torch.float64) for k, v in st.get("dsum", {}).items()}
     t_run = float(st.get("seconds", 0.0))
-    for seed in tqdm(range(done, cfg.seeds), desc=f"{tag}:{name}", disable=not progress, leave=False):
+    for seed in track(range(done, cfg.seeds), f"{tag}:{name}", enabled=progress):
         t1 = time.process_time()
         model = build_model(name, n_max, d, cfg.model, seed)
         gen = torch.Generator().manual_seed(10_000 + seed)
