@@ -21,10 +21,17 @@ from typing import Optional, Sequence
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``symclone clone: error: argument --mode: ...``), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
 
-    parser = argparse.ArgumentParser(prog="symclone", description="Symmetry cloning toolkit.")
+    parser = _Parser(prog="symclone", description="Symmetry cloning toolkit.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
     parser.add_argument("--version", action="version", version=f"symclone {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
