@@ -33,8 +33,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .distributed import DistributedContext, save_checkpoint_main, wrap_ddp
+from .distributed import DistributedContext, wrap_ddp
 from .runtime import make_loader, precision_context
+from .trainer import TrainingCheckpoint
 
 __all__ = ["ddp_fit"]
 
@@ -47,33 +48,6 @@ def _to(batch: Any, dev: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(_to(b, dev) for b in batch)
     return batch
-
-
-def _save(ctx, stem, model, opt, sched, epoch, history) -> None:
-    from symclone.io import flatten_optimizer
-
-    tensors, ometa = flatten_optimizer(opt)
-    tensors.update({f"model/{k}": v for k, v in model.state_dict().items()})
-    save_checkpoint_main(ctx, stem, tensors, {"epoch": epoch, "history": history, "optimizer": ometa,
-                                              "scheduler": sched.state_dict(), "world_size": ctx.world_size})
-
-
-def _load(stem, model, opt, sched, dev) -> tuple[int, list]:
-    from symclone.io import restore_optimizer
-    from symclone.io import CheckpointError, checkpoint_exists, load_checkpoint
-
-    if not checkpoint_exists(stem):
-        return 0, []
-    tensors, meta = load_checkpoint(stem)
-    sd = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint: {stem} does not match this model: {err}") from None
-    restore_optimizer(opt, {k: v.to(dev) for k, v in tensors.items()}, meta["optimizer"])
-    sched.load_state_dict(meta["scheduler"])
-    log.info("resumed %s after epoch %d", stem, meta["epoch"])
-    return int(meta["epoch"]), list(meta.get("history", []))
 
 
 def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any], torch.Tensor], epochs: int,
@@ -101,8 +75,9 @@ def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, An
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-    stem = Path(checkpoint) if checkpoint is not None else None
-    start, history = (_load(stem, model, opt, sched, dev) if (resume and stem is not None) else (0, []))
+    state = TrainingCheckpoint(checkpoint, ctx) if checkpoint is not None else None
+    restored = state.load({"model": model}, opt, sched) if (resume and state is not None) else None
+    start, history = (int(restored[0]["epoch"]), list(restored[0]["history"])) if restored else (0, [])
     ddp_model = wrap_ddp(model, ctx, **(ddp_kwargs or {}))
     end = epochs if stop_after is None else min(epochs, max(start, int(stop_after)))
     bar = progress_bar((end - start) * len(loader), "fit", enabled=progress and ctx.is_main)
@@ -129,7 +104,8 @@ def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, An
             raise FloatingPointError(f"loss became {mean} in epoch {epoch + 1}; lower the lr")
         history.append({"epoch": epoch + 1, "loss": mean, "seconds": time.perf_counter() - t0})
         log.info("epoch %d: loss %.4g", epoch + 1, mean)
-        if stem is not None:
-            _save(ctx, stem, model, opt, sched, epoch + 1, history)
+        if state is not None:
+            state.save({"epoch": epoch + 1, "history": history, "world_size": ctx.world_size}, {"model": model},
+                       opt, sched)
     bar.close()
     return {"history": history, "world_size": ctx.world_size, "epochs_done": end, "resumed_from": start}

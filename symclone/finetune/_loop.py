@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import CheckpointError, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from ..io import CheckpointError
+from ..trainer import TrainingCheckpoint
 from ._anchor import ANCHORS, AnchorPenalty, ClonedSpec, select_cloned
 from ._metrics import evaluate, structure_residuals
 from .models import count_parameters
@@ -126,34 +127,8 @@ def _optimizer(model, names_cloned, mode, cfg):
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def _save(stem, model, opt, sched, penalty, epoch, history, rng):
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"w0.{k}": v.contiguous() for k, v in penalty.w0.items()})
-    opt_tensors, opt_meta = flatten_optimizer(opt)
-    tensors.update(opt_tensors)
-    tensors["rng"] = rng.get_state()
-    save_checkpoint(stem, tensors, {"epoch": epoch, "history": history, "sched": sched.state_dict(),
-                                      "optimizer": opt_meta})
-
-
-def _resume(stem, model, opt, sched, penalty, rng, dev) -> tuple[int, list]:
-    try:
-        tensors, meta = load_checkpoint(stem)
-    except CheckpointError:
-        return 0, []
-    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint: {stem} does not match this model: {err}") from None
-    for k in penalty.w0:
-        penalty.w0[k] = tensors[f"w0.{k}"].to(dev)
-    if "optimizer" not in meta:
-        raise CheckpointError(f"checkpoint: {stem}.json holds no optimiser state")
-    restore_optimizer(opt, tensors, meta["optimizer"])  # load_state_dict moves the state to each parameter's device
-    sched.load_state_dict(meta["sched"])
-    rng.set_state(tensors["rng"])
-    return int(meta["epoch"]), list(meta["history"])
+def _anchor_tensors(penalty) -> dict[str, torch.Tensor]:
+    return {f"w0.{k}": v for k, v in penalty.w0.items()}
 
 
 def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float = 1e-3, anchor: str = "l2",
@@ -212,8 +187,15 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.gamma)
     rng = torch.Generator().manual_seed(cfg.seed)
     start, history = (0, [])
-    if checkpoint is not None:
-        start, history = _resume(checkpoint, model, opt, sched, penalty, rng, dev)
+    state = TrainingCheckpoint(checkpoint, ctx) if checkpoint is not None else None
+    restored = state.load({"model": model}, opt, sched, {"data": rng}) if state is not None else None
+    if restored is not None:
+        meta, extra = restored
+        for k in penalty.w0:
+            if f"w0.{k}" not in extra:
+                raise CheckpointError(f"checkpoint: {state.path} holds no anchor for {k}")
+            penalty.w0[k] = extra[f"w0.{k}"].to(dev)
+        start, history = int(meta["epoch"]), list(meta["history"])
     n = len(task.train)
     train_split = _split_on(task.train, dev)
     steps = math.ceil(n / cfg.batch_size)
@@ -266,10 +248,9 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
                 tot_pen = float(penalty(model)) * steps
         history.append({"epoch": epoch + 1, "ce": tot_ce / steps, "anchor": tot_pen / steps})
         log.info("epoch %d: ce %.4f anchor %.4g", epoch + 1, tot_ce / steps, tot_pen / steps)
-        if checkpoint is not None and (ctx is None or ctx.is_main):
-            _save(checkpoint, model, opt, sched, penalty, epoch + 1, history, rng)
-        if dist_on:
-            ctx.barrier()
+        if state is not None:  # rank 0 writes, every rank waits
+            state.save({"epoch": epoch + 1, "history": history}, {"model": model}, opt, sched, {"data": rng},
+                       _anchor_tensors(penalty))
     bar.close()
     seconds = time.perf_counter() - t0
     model.eval()
