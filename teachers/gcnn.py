@@ -170,6 +170,17 @@ class GCNNC4Teacher(ConvTeacher):
             self._cache[l] = hit
         return hit[1]
 
+    def train(self, mode: bool = True) -> "GCNNC4Teacher":
+        """Set the mode; the escnn convs stay in training mode: ``R2Conv.eval()`` caches its filter as a
+        buffer carrying the weights' autograd graph, which ``copy.deepcopy`` / ``AveragedModel`` reject.
+        The forward expands filters itself (``_cached_kernel``), so the convs' mode changes nothing else."""
+        if not isinstance(mode, bool):
+            raise ValueError(f"mode: expected a bool, got {mode!r}")
+        self.training = mode
+        for name, child in self.named_children():
+            child.train(True if name == "convs" else mode)
+        return self
+
     def _apply(self, fn, *args, **kwargs):  # .double(), .to(device): drop cached filters
         self._cache = {}
         return super()._apply(fn, *args, **kwargs)

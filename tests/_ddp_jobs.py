@@ -103,12 +103,12 @@ def build_finetune():
 #: 2 epochs of 4 global batches of 8, epochs only (no CPU-time budget, which differs between runs). Not a
 #: learned/canonical sampler: their frame networks' gradients carry rounding noise that depends on the batch
 #: split (measured 2e-4 relative, and the score bias's true gradient is 0), which Adam amplifies.
-SYM_ARGS = ["--sampler", "uniform", "--k", "4", "--train-student", "--epochs", "2", "--minutes", "0",
+SYM_ARGS = ["--sampler", "uniform", "--k", "all", "--train-student", "--epochs", "2", "--minutes", "0",
             "--batch-size", "8", "--n-train", "32", "--n-eval", "16", "--lr", "1e-2", "--no-progress",
             "--device", "cpu"]
-SYM_WEIGHTS = "symmetrize/teacher-uniform-k4-weights.safetensors"
-SYM_METRICS = "symmetrize/teacher-uniform-k4.json"
-SYM_CHECKPOINT = "symmetrize/teacher-uniform-k4-checkpoint.json"
+SYM_WEIGHTS = "symmetrize/teacher-uniform-kall-weights.safetensors"
+SYM_METRICS = "symmetrize/teacher-uniform-kall.json"
+SYM_CHECKPOINT = "symmetrize/teacher-uniform-kall-checkpoint.json"
 
 
 def make_sym_run(path) -> None:

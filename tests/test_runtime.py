@@ -122,15 +122,15 @@ def test_symmetrize_run_bf16_keeps_the_float64_equivariance_check(tmp_path):
     with pytest.raises(ValueError, match="precision"):
         SymmetrizeRunConfig(precision="half")
     make_sym_run(tmp_path / "run")
-    cfg = SymmetrizeRunConfig(sampler="uniform", k=4, train_student=True, epochs=2, minutes=None, batch_size=8,
+    cfg = SymmetrizeRunConfig(sampler="uniform", k="all", train_student=True, epochs=2, minutes=None, batch_size=8,
                               n_train=32, n_eval=16, lr=1e-2, progress=False, device="cpu", precision="bf16",
-                              ks=(1,))
+                              ks=("all",))
     m = symmetrize_run(tmp_path / "run", cfg)
     assert m["config"]["precision"] == "bf16" and m["device"] == "cpu" and m["world_size"] == 1
     assert m["symmetrized_after_training"] < m["symmetrized_before_training"]
     # Reynolds averaging is exact: the float64 check sees ~1e-15, far below bf16's 4e-3 rounding
     assert m["equivariance_vs_k"][0]["equivariance_error"] < 1e-9
-    assert not (tmp_path / "run" / "symmetrize" / "teacher-uniform-k4-checkpoint.json").exists()
+    assert not (tmp_path / "run" / "symmetrize" / "teacher-uniform-kall-checkpoint.json").exists()
 
 
 def test_finetune_device_and_precision():

@@ -8,6 +8,8 @@ before/after training), equivariance error and Monte-Carlo spread vs k, and seco
 against the bare student.
 
     symclone symmetrize runs/NAME --sampler learned --k 20 --device cuda --precision bf16
+    symclone symmetrize runs/NAME --sampler uniform --k all   # exact average over every group element
+    symclone symmetrize runs/NAME --sampler uniform --k 4     # 4 uniform samples per input (p4: of 4·H·W)
     torchrun --nproc_per_node 2 -m symclone symmetrize runs/NAME --train-student --batch-size 128
         # DDP (gloo on CPU, nccl on GPUs): --batch-size is the global batch; rank 0 writes
     symclone symmetrize runs/NAME ... --resume    # continue from the per-epoch checkpoint
@@ -27,8 +29,11 @@ def register(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="run directory written by 'symclone clone' (runs/NAME)")
     p.add_argument("--sampler", default="learned", choices=("uniform", "canonical", "learned"))
-    p.add_argument("--k", type=int, default=20, help="samples per input (training)")
-    p.add_argument("--k-eval", type=int, default=None, help="samples per input (evaluation; default k)")
+    p.add_argument("--k", type=_k_arg, default=20,
+                   help="samples per input (training), or 'all': the exact average over every element of a "
+                        "finite group (uniform sampler); an integer k >= |G| averages over the group too")
+    p.add_argument("--k-eval", type=_k_arg, default=None,
+                   help="samples per input (evaluation; default k), or 'all'")
     p.add_argument("--task", default=None, choices=("nbody", "teacher"), help="default: from the run")
     p.add_argument("--train-student", action="store_true", help="also fine-tune the student")
     p.add_argument("--noise", type=float, default=None,
@@ -46,6 +51,19 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", action="store_true")
     add_runtime_arguments(p)
     p.set_defaults(func=run)
+
+
+def _k_arg(text: str) -> int | str:
+    """``--k`` / ``--k-eval``: a positive integer or ``all``."""
+    if text == "all":
+        return "all"
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return k
 
 
 def run(args) -> int:
@@ -81,11 +99,17 @@ def run(args) -> int:
         return 0
     print(f"task {m['task']} ({m['metric']}), group {m['group']}, sampler {args.sampler}, k {args.k}, "
           f"device {m['device']} x {m['world_size']} process(es)")
+    avg = m["averaging"]
+    if avg["train"] == avg["eval"]:
+        print(f"  averaging: {avg['train']}")
+    else:
+        print(f"  averaging: training {avg['train']}; evaluation {avg['eval']}")
     print(f"  bare student            {m['bare_student']:.5f}")
     print(f"  symmetrized (untrained) {m['symmetrized_before_training']:.5f}")
     print(f"  symmetrized (trained)   {m['symmetrized_after_training']:.5f}")
     for r in m["equivariance_vs_k"]:
-        print(f"  k={r['k']:4d}  equivariance error {r['equivariance_error']:.3e}  MC spread {r['mc_spread']:.3e}")
+        print(f"  k={str(r['k']):>4s}  equivariance error {r['equivariance_error']:.3e}  "
+              f"MC spread {r['mc_spread']:.3e}")
     t = m["seconds_per_forward"]
     print(f"  forward: bare {t['bare'] * 1e3:.2f} ms, symmetrized {t['symmetrized'] * 1e3:.2f} ms "
           f"(x{t['ratio']:.1f}, batch {t['batch']})")

@@ -14,7 +14,7 @@ from ._base import GroupSample, Sampler, repeat_batch
 from ._center import Centering
 from ._factory import SAMPLER_NAMES, make_sampler
 from ._finite import C4Net, C4Sampler
-from ._frames import FrameSampler, SO2Sampler, gram_schmidt
+from ._frames import FrameSampler, SO2Sampler, gram_schmidt, principal_axes
 from ._models import PairTransformer, ParticleTransformer
 from ._noise import add_noise
 from ._perm import (log_sinkhorn, permutation_entropy, sort_permutation, soft_sort_matrix,
@@ -27,7 +27,7 @@ from ._wrapper import Symmetrized
 
 __all__ = ["Symmetrized", "GroupSample", "Sampler", "SnSampler", "UniformSampler", "C4Sampler",
            "C4Net", "FrameSampler", "SO2Sampler", "PointNet", "DeepSetScores", "GraphScores",
-           "make_sampler", "SAMPLER_NAMES", "Centering", "gram_schmidt", "repeat_batch", "transform",
+           "make_sampler", "SAMPLER_NAMES", "Centering", "gram_schmidt", "principal_axes", "repeat_batch", "transform",
            "act_o3_fast", "permute_by_matrix", "add_noise", "log_sinkhorn", "permutation_entropy",
            "sort_permutation", "soft_sort_matrix", "straight_through_permutation", "PairTransformer",
            "ParticleTransformer"]

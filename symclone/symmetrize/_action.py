@@ -93,7 +93,7 @@ def _act_one(group: Group, g, x: torch.Tensor, rep: Rep) -> torch.Tensor:
         y = act_o3_fast(g, x, rep)
         if y is not None:
             return y
-    return group.act(g, x, rep)
+    return group.act(g, x, rep, validate=False)  # elements come from the samplers
 
 
 def _act_factors(group: Group, g, x: torch.Tensor, rep: Rep, perm_matrix, inverse: bool):
@@ -105,7 +105,7 @@ def _act_factors(group: Group, g, x: torch.Tensor, rep: Rep, perm_matrix, invers
         if isinstance(f, Sn) and perm_matrix is not None:
             x = permute_by_matrix(perm_matrix, x, rep, inverse)
         else:
-            x = _act_one(f, f.inverse(gi) if inverse else gi, x, rep)
+            x = _act_one(f, f.inverse(gi, validate=False) if inverse else gi, x, rep)
     return x
 
 
@@ -121,7 +121,7 @@ def transform(group: Group, s: GroupSample, x: torch.Tensor, rep, inverse: bool 
         w = s.weights.to(x.dtype)
         for m in range(w.shape[1]):
             c = s.candidates[:, m]
-            y = _act_one(group, group.inverse(c) if inverse else c, x, rep)
+            y = _act_one(group, group.inverse(c, validate=False) if inverse else c, x, rep)
             out = out + w[:, m].view(-1, *([1] * (x.ndim - 1))) * y
         return out
     return _act_factors(group, s.g, x, rep, s.perm_matrix, inverse)

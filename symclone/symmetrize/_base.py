@@ -93,11 +93,15 @@ class Sampler(nn.Module):
     * ``sample(x, k) -> GroupSample`` with ``k·B`` elements in the sample-major layout.
     * equivariance of the distribution: ``p(h·g | h·x) = p(g | x)`` for every ``h`` (for
       ``exact`` samplers: ``g(h·x) = h·g(x)`` deterministically, or exact enumeration).
-    * ``exact``: ``True`` when ``f_sym`` is equivariant per call (canonicalization or full
-      enumeration), ``False`` when only in distribution.
+    * ``exact``: ``True`` when ``f_sym`` is equivariant per call (canonicalization), ``False`` when
+      only in distribution; :meth:`exact_for` answers for a given ``k`` (the uniform sampler is exact
+      only when it averages over the whole group).
     * ``chunks(x, k)`` yields the :class:`GroupSample`\\ s whose weighted average is ``f_sym``;
       the default yields ``sample(x, k)`` once. Exhaustive samplers yield the whole group in
       chunks to bound memory.
+    * :meth:`evaluations` — backbone evaluations per input for ``k`` (``fixed_k`` if set, else
+      ``k``); :meth:`describe` — one line saying what a call with ``k`` computes.
+    * ``supports_all``: whether ``k="all"`` (the exact average over every element) is possible.
 
     >>> class Identity(Sampler):
     ...     def sample(self, x, k, generator=None):
@@ -110,6 +114,8 @@ class Sampler(nn.Module):
     exact: bool = False
     #: whether the sampler ignores the requested k (canonicalization: always 1)
     fixed_k: Optional[int] = None
+    #: whether ``k="all"`` (every element of a finite group) is possible
+    supports_all: bool = False
 
     def __init__(self, group: str | Group, **group_kw: Any):
         super().__init__()
@@ -124,6 +130,21 @@ class Sampler(nn.Module):
                generator: Optional[torch.Generator] = None) -> Iterator[GroupSample]:
         """The samples whose (weighted) average defines ``f_sym``; one chunk by default."""
         yield self.sample(x, k, generator)
+
+    def exact_for(self, k: Any) -> bool:
+        """Whether ``f_sym`` with ``k`` samples per input is equivariant per call."""
+        return bool(self.exact)
+
+    def evaluations(self, k: Any) -> int:
+        """Backbone evaluations per input for ``k`` requested samples."""
+        return int(self.fixed_k or k)
+
+    def describe(self, k: Any) -> str:
+        """What a call with ``k`` computes, in words (printed by ``symclone symmetrize``)."""
+        n = self.evaluations(k)
+        kind = "exact per call" if self.exact_for(k) else "equivariant in distribution"
+        what = "canonical element" if self.fixed_k == 1 and self.exact else "sampled elements"
+        return f"{n} {what} of {self.group.name} per input ({type(self).__name__}, {kind})"
 
     def extra_repr(self) -> str:
         return f"group={self.group.name}, exact={self.exact}"

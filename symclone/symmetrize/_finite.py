@@ -67,10 +67,28 @@ class C4Net(nn.Module):
                     mods.append(enn.ReLU(out))
                 t = out
             self.net = enn.SequentialModule(*mods)
-        self._enn = enn
+
+    def train(self, mode: bool = True) -> "C4Net":
+        """Set the mode; the escnn convolutions stay in training mode.
+
+        escnn's ``R2Conv.eval()`` caches the expanded filter as a *buffer* that still carries the
+        autograd graph of the weights: the module then cannot be deep-copied (nor wrapped by
+        ``AveragedModel``), its ``state_dict`` gains ``filter`` keys that a training-mode twin rejects,
+        and a later ``.double()`` or weight update leaves the cache stale. The convolutions have no
+        mode-dependent layers, so expanding the filter at every call (a small matmul) computes the same
+        function without that state.
+        """
+        if not isinstance(mode, bool):
+            raise ValueError(f"mode: expected a bool, got {mode!r}")
+        self.training = mode
+        self.net.train(True)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self._enn.GeometricTensor(x, self.in_type)).tensor
+        # imported here rather than kept on the module: a module object as an attribute makes
+        # copy.deepcopy (and AveragedModel, which deep-copies) fail with "cannot pickle 'module'"
+        from escnn.nn import GeometricTensor
+        return self.net(GeometricTensor(x, self.in_type)).tensor
 
 
 class C4Sampler(Sampler):
@@ -95,6 +113,12 @@ class C4Sampler(Sampler):
         super().__init__(get_group(group, size=size) if isinstance(group, str) else group)
         if not isinstance(self.group, (C4, P4)):
             raise ValueError(f"group: C4Sampler needs 'c4' or 'p4', got {self.group.name!r}")
+        if isinstance(self.group, C4) and int(layers) < 2:
+            # the c4 logits average the regular field over the image; after one (linear) convolution
+            # that average is (Σ K_r)·(Σ x) with Σ K_r the same for every rotated filter: four equal
+            # logits, and the argmax would be decided by rounding
+            raise ValueError(f"layers: the c4 sampler needs >= 2 layers (one convolution gives four equal "
+                             f"logits), got {layers}")
         self.net = C4Net(in_channels, hidden, layers, kernel_size, regular_input)
         self.noise = 0.0 if deterministic else float(noise)
         self.temperature = float(temperature)

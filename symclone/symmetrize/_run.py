@@ -7,8 +7,12 @@ Tasks:
 * ``teacher`` (any run): make ``f_sym(x) = (1/k) Σ g·student(g⁻¹·x)`` match the teacher's output
   on the teacher's input distribution; metric: relative error ``‖f_sym(x) − teacher(x)‖ / ‖teacher(x)‖``.
 
-Only the sampler is trained unless ``train_student=True``. Writes
-``<run>/symmetrize/<task>-<sampler>-k<k>.json`` and the wrapper's weights as
+Only the sampler is trained unless ``train_student=True``. ``k`` is the number of samples per input, or
+``"all"`` for the exact average over every element of a finite group (uniform sampler); an integer
+``k >= |G|`` averages over the whole group too, a smaller one samples (see
+:class:`~symclone.symmetrize.Symmetrized`); the metrics record what was done (``averaging``,
+``evaluations_per_input``). Writes ``<run>/symmetrize/<task>-<sampler>-k<k>.json`` (``k<k>`` is
+``kall`` for ``k="all"``) and the wrapper's weights as
 ``<task>-<sampler>-k<k>-weights.safetensors`` (+ ``.json``). Training checkpoints to
 ``<task>-<sampler>-k<k>-checkpoint`` after every epoch; ``resume=True`` continues from it (removed
 when the run finishes).
@@ -52,8 +56,8 @@ class Displacement(nn.Module):
 @dataclass(frozen=True)
 class SymmetrizeRunConfig:
     sampler: str = "learned"
-    k: int = 20
-    k_eval: Optional[int] = None
+    k: int | str = 20                   # samples per input, or "all" (every element of a finite group)
+    k_eval: Optional[int | str] = None
     task: Optional[str] = None          # "nbody" | "teacher"; default from the run
     train_student: bool = False
     noise: Optional[float] = None       # learned sampler's input-noise scale (None: the sampler's default)
@@ -71,7 +75,11 @@ class SymmetrizeRunConfig:
 
     def __post_init__(self):
         from ..runtime import check_precision
+        from ._wrapper import _check_k
         check_precision(self.precision)
+        _check_k(self.k, "k")
+        if self.k_eval is not None:
+            _check_k(self.k_eval, "k_eval")
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes: expected a positive CPU-minute budget or None, got {self.minutes}")
 
@@ -160,6 +168,8 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     # the teacher's own (non-translation-equivariant) semantics
     f = Symmetrized(base, group, rep_in, rep_out, sampler=cfg.sampler, k=cfg.k,
                     k_eval=cfg.k_eval or cfg.k, center=None if task == "nbody" else False, **kw)
+    averaging = {"train": f.sampler.describe(f.k), "eval": f.sampler.describe(f.k_eval)}
+    log.info("symmetrize: training %s; evaluation %s", averaging["train"], averaging["eval"])
     for p in student.parameters():
         p.requires_grad_(cfg.train_student)
     f.to(dev)
@@ -190,12 +200,16 @@ def symmetrize_run(run_dir: str | Path, cfg: SymmetrizeRunConfig = SymmetrizeRun
     sym_after = evaluate_mse(f, *te)
     xb = te[0][:min(100, len(te[0]))]
     t_bare, t_sym = time_forward(base, xb, 3), time_forward(f, xb, 3)
-    eq = equivariance_vs_k(f, te[0][:min(50, len(te[0]))], ks=tuple(cfg.ks))
+    # the configured evaluation k is measured too (e.g. k="all": the exact average)
+    ks = tuple(cfg.ks) + (() if f.k_eval in tuple(cfg.ks) else (f.k_eval,))
+    eq = equivariance_vs_k(f, te[0][:min(50, len(te[0]))], ks=ks)
     metric = "mse" if task == "nbody" else "relative_mse_to_teacher"
     norm = 1.0 if task == "nbody" else ref
     metrics = {
         "run": str(run_dir), "task": task, "metric": metric, "group": group.name, "config": asdict(cfg),
-        "exact": f.exact, "trainable_parameters": sum(p.numel() for p in trainable),
+        "exact": f.sampler.exact_for(f.k_eval), "averaging": averaging,
+        "evaluations_per_input": {"train": f.sampler.evaluations(f.k), "eval": f.sampler.evaluations(f.k_eval)},
+        "trainable_parameters": sum(p.numel() for p in trainable),
         "bare_student": bare_before / norm, "symmetrized_before_training": sym_before / norm,
         "symmetrized_after_training": sym_after / norm,
         "equivariance_vs_k": eq, "seconds_per_forward": {"bare": t_bare, "symmetrized": t_sym,

@@ -79,9 +79,10 @@ def training_precision(model: nn.Module, precision: str, device: torch.device) -
     """Numerics of a training forward of ``model`` (:func:`symclone.runtime.precision_context`).
 
     For a symmetrized model (``model.model`` inside ``model.sampler``'s group averaging) only the backbone
-    ``model.model`` runs in ``precision`` and returns fp32: the sampler's frames (Gram-Schmidt,
-    determinants), the group actions and the average stay fp32 (bf16's 2⁻⁸ rounding would break the
-    orthogonality the equivariance rests on; CPU has no bf16 LU). Any other model runs wholly under it.
+    ``model.model`` runs in ``precision`` and returns fp32: the sampler's frames (Gram-Schmidt, principal
+    axes, determinants; float64 for canonical samplers), the group actions and the average stay at least
+    fp32 (bf16's 2⁻⁸ rounding would break the orthogonality the equivariance rests on; CPU has no bf16
+    LU). Any other model runs wholly under it.
 
     >>> m = nn.Linear(4, 4)
     >>> with training_precision(m, "bf16", torch.device("cpu")):

@@ -1,6 +1,7 @@
 """``Symmetrized``: wrap any model into ``f_sym(x) = (1/k) Σ_i g_i · f(g_i⁻¹ · x)``."""
 from __future__ import annotations
 
+import logging
 from typing import Any, Optional
 
 import torch
@@ -10,8 +11,11 @@ from ..groups import Group, RepLike, check_tensor, get_group, parse_rep
 from ._action import transform
 from ._base import GroupSample, Sampler, repeat_batch
 from ._center import Centering
+from ._uniform import ALL
 
 __all__ = ["Symmetrized"]
+
+log = logging.getLogger(__name__)
 
 
 class Symmetrized(nn.Module):
@@ -19,8 +23,8 @@ class Symmetrized(nn.Module):
 
     ``f_sym(x) = (1/k) Σ_{i=1..k} g_i · f(g_i⁻¹ · x)``, ``g_i ~ p(g | x)``. If ``p`` is equivariant,
     ``f_sym`` is equivariant in distribution; with ``sampler="canonical"`` (a point mass) or
-    ``"uniform"`` over an enumerated finite group (the Reynolds operator) it is exactly
-    equivariant per call.
+    ``"uniform"`` averaging over every element of a finite group (the Reynolds operator; ``k="all"``,
+    or automatically when ``|G| <= k``) it is exactly equivariant per call.
 
     Parameters
     ----------
@@ -29,7 +33,13 @@ class Symmetrized(nn.Module):
         or :class:`~symclone.groups.Group`.
     rep_in, rep_out : representations of input and output.
     sampler : ``"uniform"``, ``"canonical"``, ``"learned"`` or a :class:`Sampler` instance.
-    k, k_eval : samples per input in training / eval mode (ignored by exact samplers).
+    k, k_eval : samples per input in training / eval mode (``k_eval`` defaults to ``k``); canonical
+        samplers always use one element. For the uniform sampler on a finite group, ``k="all"``
+        asks for the exact average over every element (``|G|`` backbone evaluations per input);
+        an integer ``k >= |G|`` gives that average automatically (it is then no more expensive),
+        and an integer ``k < |G|`` draws ``k`` i.i.d. uniform elements per input (equivariant in
+        distribution). :attr:`averaging`, :attr:`evaluations_per_input` and :attr:`exact` say
+        which was done.
     noise : input-noise scale of learned samplers (canonical: 0).
     center : subtract the centroid of the positions (first ``1o`` block / points) before and add
         it back to vector outputs after (translations by centring); default: on for ``o3``/``so3``
@@ -45,10 +55,16 @@ class Symmetrized(nn.Module):
     >>> x = torch.randn(2, 1, 4, 4)
     >>> torch.allclose(f(torch.rot90(x, 1, (-2, -1))), torch.rot90(f(x), 1, (-2, -1)), atol=1e-6)
     True
+    >>> f.averaging
+    'all 4 elements of c4 (exact group average, |G| <= k=10)'
+    >>> g = Symmetrized(mlp, "p4", "image", "image", sampler="uniform", k=3, group_kw={"size": 4})
+    >>> g.exact, g.evaluations_per_input, g.averaging
+    (False, 3, '3 sampled of 64 elements of p4 per input (i.i.d. uniform, with replacement;
+    equivariant in distribution)')
     """
 
     def __init__(self, model: Any, group: str | Group, rep_in: RepLike, rep_out: RepLike,
-                 sampler: str | Sampler = "uniform", k: int = 10, k_eval: Optional[int] = None,
+                 sampler: str | Sampler = "uniform", k: int | str = 10, k_eval: Optional[int | str] = None,
                  noise: Optional[float] = None, center: Optional[bool] = None,
                  group_kw: Optional[dict] = None, **sampler_kw: Any):
         super().__init__()
@@ -75,32 +91,66 @@ class Symmetrized(nn.Module):
         elif sampler_kw:
             raise ValueError(f"sampler_kw: options {sorted(sampler_kw)} only apply to named samplers")
         self.sampler = sampler
+        for name, value in (("k", self.k), ("k_eval", self.k_eval)):
+            self._check_all(value, name)
         self.centering = Centering.default(self.group, self.rep_in, self.rep_out, center)
+        log.debug("Symmetrized(%s): training %s; eval %s", self.group.name, self.sampler.describe(self.k),
+                  self.sampler.describe(self.k_eval))
 
     @property
     def exact(self) -> bool:
-        """Whether ``f_sym`` is equivariant per call (not only in distribution)."""
-        return bool(self.sampler.exact)
+        """Whether ``f_sym`` is equivariant per call (not only in distribution), for the current
+        mode's ``k`` (``k`` in training, ``k_eval`` in eval mode)."""
+        return bool(self.sampler.exact_for(self.current_k()))
 
-    def current_k(self) -> int:
+    @property
+    def evaluations_per_input(self) -> int:
+        """Backbone evaluations per input of one call in the current mode."""
+        return int(self.sampler.evaluations(self.current_k()))
+
+    @property
+    def averaging(self) -> str:
+        """What one call in the current mode computes, in words (e.g. ``"all 4 elements of c4 (exact
+        group average, ...)"`` or ``"4 sampled of 256 elements of p4 per input (...)"``)."""
+        return self.sampler.describe(self.current_k())
+
+    def current_k(self) -> int | str:
         return self.k if self.training else self.k_eval
+
+    def _check_all(self, k: Any, name: str) -> None:
+        if isinstance(k, str) and k == ALL and not getattr(self.sampler, "supports_all", False):
+            kind = type(self.sampler).__name__
+            raise ValueError(f"{name}: 'all' (the exact average over every element) needs the uniform "
+                             f"sampler on a finite group of known order; got {kind} on {self.group.name!r}")
+
+    def _resolve_k(self, k: Any) -> int | str:
+        if k is None:
+            return self.current_k()
+        k = _check_k(k, "k")
+        self._check_all(k, "k")
+        return k
 
     def sample_group(self, x: torch.Tensor, k: Optional[int] = None,
                      generator: Optional[torch.Generator] = None) -> GroupSample:
-        """Draw ``k`` group elements per input (``g`` batched ``k·B``, sample-major)."""
+        """Draw ``k`` elements per input from ``p(g | x)`` (``g`` batched ``k·B``, sample-major; for the
+        uniform sampler i.i.d. uniform elements, whatever the group's order)."""
         x = self._check_input(x)
         x = self.centering.center_input(x) if self.centering else x
-        return self.sampler.sample(x, self.current_k() if k is None else _check_k(k, "k"), generator)
+        k = self._resolve_k(k)
+        if isinstance(k, str):
+            raise ValueError("k: sample_group draws k elements per input; 'all' is a whole-group average "
+                             "(see Sampler.chunks)")
+        return self.sampler.sample(x, k, generator)
 
-    def forward(self, x: torch.Tensor, k: Optional[int] = None,
+    def forward(self, x: torch.Tensor, k: Optional[int | str] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
         return self.forward_with_aux(x, k, generator)[0]
 
-    def forward_with_aux(self, x: torch.Tensor, k: Optional[int] = None,
+    def forward_with_aux(self, x: torch.Tensor, k: Optional[int | str] = None,
                          generator: Optional[torch.Generator] = None):
-        """``(f_sym(x), aux_loss)``."""
+        """``(f_sym(x), aux_loss)``; ``k`` (default: the mode's ``k`` / ``k_eval``) as in the class doc."""
         x = self._check_input(x)
-        k = self.current_k() if k is None else _check_k(k, "k")
+        k = self._resolve_k(k)
         B = x.shape[0]
         xc, centroid = (self.centering.split(x) if self.centering else (x, None))
         total, weight, aux = 0, 0.0, x.new_zeros(())
@@ -132,10 +182,12 @@ class Symmetrized(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"group={self.group.name}, rep_in={self.rep_in}, rep_out={self.rep_out}, "
-                f"k={self.k}, k_eval={self.k_eval}, exact={self.exact}")
+                f"k={self.k!r}, k_eval={self.k_eval!r}, averaging={self.averaging!r}")
 
 
-def _check_k(k: Any, name: str) -> int:
+def _check_k(k: Any, name: str) -> int | str:
+    if isinstance(k, str) and k == ALL:
+        return ALL
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"{name}: expected an integer number of samples >= 1, got {k!r}")
+        raise ValueError(f"{name}: expected an integer number of samples >= 1 or 'all', got {k!r}")
     return k
