@@ -22,6 +22,19 @@ uses it when ``params`` is not given.
 torch.Size([4, 2, 1, 3, 3])
 >>> s.dense_matrix(1, k[0]).shape, s.block_matrices(1).shape
 (torch.Size([9, 25]), torch.Size([9, 9, 25]))
+
+**Storage.** ``W`` is dense ``(B, O, I)`` float32 where that fits the machine: at most
+:data:`DENSE_SHARE` of the memory available when the student is built (the run also holds an untrained
+copy, optimiser moments and checkpoint buffers). Larger layers (``B = P = 576`` blocks of
+``6272 × 6272`` for the default 8-channel 28×28 CNN's layer 2: 90.6 GB) store their blocks as sparse
+entries (:class:`SparseBlockLayer`); the closed-form family solution of a convolution is a set of
+shift/selection matrices, exactly representable that way. ``storage="dense"``/``"sparse"`` forces a
+layout; the resolved layout per layer is part of the student's config, so a saved student reloads as built.
+
+>>> s2 = BlocksStudent(feature_shapes=[[1, 5, 5], [1, 3, 3]], reps=["image", "image"], num_params=[9],
+...                    storage="sparse")
+>>> s2.config["kwargs"]["storage"], s2.layer_forward(1, torch.randn(2, 1, 5, 5), params=k).shape
+(['sparse'], torch.Size([4, 2, 1, 3, 3]))
 """
 from __future__ import annotations
 
@@ -35,14 +48,20 @@ from symclone.registry import register_student
 
 from ._base import StudentBase, teacher_layout
 
-__all__ = ["BlocksStudent", "BlockLayer"]
+__all__ = ["BlocksStudent", "BlockLayer", "SparseBlockLayer", "STORAGES", "DENSE_SHARE"]
 
-#: refuse layers whose block tensor W would exceed this many entries (dense B × out × in)
-MAX_BLOCK_ENTRIES = 60_000_000
+#: block layouts: ``"auto"`` resolves to ``"dense"`` or ``"sparse"`` per layer
+STORAGES = ("auto", "dense", "sparse")
+#: ``"auto"`` stores a layer's blocks densely when they take at most this share of the available memory
+DENSE_SHARE = 1 / 8
+#: entries of the random sparse initialisation of a sparse layer
+SPARSE_INIT_ENTRIES = 1 << 20
 
 
 class BlockLayer(nn.Module):
     """One kernel-conditioned layer: ``W (B, O, I)``, ``c (B, O)``, ``H (B, P)``, ``A (R-1, P, P)``."""
+
+    sparse = False
 
     def __init__(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int,
                  gen: Optional[torch.Generator]):
@@ -66,6 +85,16 @@ class BlockLayer(nn.Module):
         maps = [kt] + [kt @ self.A[r].T for r in range(self.R - 1)]
         return torch.stack(maps, dim=-2) @ self.H.T
 
+    def effective(self, z: torch.Tensor) -> torch.Tensor:
+        """``Σ_b z_{r,b} W_b`` ``(R, O, I)`` for the coefficients ``z (R, B)`` of one kernel."""
+        return torch.einsum("rb,boi->roi", z, self.W)
+
+    @torch.no_grad()
+    def assign(self, block: torch.Tensor, row: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> None:
+        """Set ``W`` to the entries ``W[block, row, col] = val`` (zero elsewhere; duplicates add up)."""
+        self.W.zero_()
+        self.W.index_put_((block, row, col), val.to(self.W), accumulate=True)
+
     def forward(self, h_flat: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """``h_flat (N, I)`` or ``(K, N, I)``, ``k (P,)`` or ``(K, P)`` -> ``(..., N, R, O)``."""
         z = self.coefficients(k)  # (R, B) or (K, R, B)
@@ -79,6 +108,123 @@ class BlockLayer(nn.Module):
             y = z.reshape(-1, B) @ u.permute(1, 0, 2).reshape(B, N * O)
             return y.reshape(k.shape[0], self.R, N, O).transpose(1, 2)
         return torch.einsum("krb,knbo->knro", z, u)
+
+
+class SparseBlockLayer(nn.Module):
+    """A :class:`BlockLayer` whose blocks are stored as entries: ``W_index (3, nnz)`` (block, row, column)
+    and ``W_values (nnz,)``; ``c``, ``H``, ``A``, ``kernel``, ``scale`` as in the dense layer.
+
+    The forward builds the ``(R·O, I)`` map ``Σ_b h_b(A_r k̃) W_b`` of each kernel (one dense map in flight)
+    and applies it; everything is differentiable in ``W_values``. A fresh layer holds a random sparse
+    ``W``: ``n = min(B·O·I, SPARSE_INIT_ENTRIES)`` entries at uniformly random ``(b, o, i)``, values
+    ``U(−a, a)`` with ``a = sqrt(O / n)`` (so each output's variance matches the dense init's), a
+    group-agnostic baseline like the dense one.
+    """
+
+    sparse = True
+
+    def __init__(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int,
+                 gen: Optional[torch.Generator]):
+        super().__init__()
+        if out_dim % orientations:
+            raise ValueError(f"orientations: output size {out_dim} is not divisible by {orientations}")
+        O = out_dim // orientations
+        self.B, self.P, self.R, self.O, self.I = blocks, num_params, orientations, O, in_dim
+        n = min(blocks * O * in_dim, SPARSE_INIT_ENTRIES)
+        idx = torch.stack([torch.randint(0, size, (n,), generator=gen) for size in (blocks, O, in_dim)])
+        self.register_buffer("W_index", idx)
+        self.W_values = nn.Parameter((torch.rand(n, generator=gen) * 2 - 1) * math.sqrt(O / n))
+        self.c = nn.Parameter(torch.zeros(blocks, O))
+        q, _ = torch.linalg.qr(torch.randn(max(blocks, num_params), max(blocks, num_params), generator=gen))
+        self.H = nn.Parameter(q[:blocks, :num_params].clone())
+        self.A = nn.Parameter(torch.eye(num_params).repeat(orientations - 1, 1, 1))
+        self.register_buffer("kernel", torch.zeros(num_params))
+        self.register_buffer("scale", torch.ones(()))
+
+    coefficients = BlockLayer.coefficients
+
+    @property
+    def W(self) -> torch.Tensor:
+        """The blocks as a coalesced sparse COO tensor ``(B, O, I)``."""
+        return torch.sparse_coo_tensor(self.W_index, self.W_values, (self.B, self.O, self.I),
+                                       check_invariants=True).coalesce()
+
+    @property
+    def nnz(self) -> int:
+        return int(self.W_values.numel())
+
+    def effective(self, z: torch.Tensor) -> torch.Tensor:
+        """``Σ_b z_{r,b} W_b`` ``(R, O, I)`` (dense) for the coefficients ``z (R, B)`` of one kernel."""
+        b, o, i = self.W_index
+        vals = z[:, b] * self.W_values  # (R, nnz)
+        M = torch.zeros(z.shape[0], self.O * self.I, dtype=vals.dtype, device=vals.device)
+        return M.index_add(1, o * self.I + i, vals).reshape(z.shape[0], self.O, self.I)
+
+    @torch.no_grad()
+    def assign(self, block: torch.Tensor, row: torch.Tensor, col: torch.Tensor, val: torch.Tensor) -> None:
+        """Replace ``W`` by the entries ``W[block, row, col] = val`` (duplicates add up; zeros dropped)."""
+        dev, dtype = self.W_values.device, self.W_values.dtype
+        W = torch.sparse_coo_tensor(torch.stack([block, row, col]).to(dev), val.to(dev, torch.float64),
+                                    (self.B, self.O, self.I), check_invariants=True).coalesce()
+        keep = W.values() != 0
+        self.W_index = W.indices()[:, keep].contiguous()
+        self.W_values = nn.Parameter(W.values()[keep].to(dtype).contiguous())
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        ki, kv = prefix + "W_index", prefix + "W_values"
+        if ki in state_dict and kv in state_dict:  # another sparsity pattern: take its size
+            self.W_index = torch.empty_like(state_dict[ki], device=self.W_index.device)
+            self.W_values = nn.Parameter(torch.empty(state_dict[kv].shape, dtype=self.W_values.dtype,
+                                                     device=self.W_values.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def forward(self, h_flat: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """``h_flat (N, I)`` or ``(K, N, I)``, ``k (P,)`` or ``(K, P)`` -> ``(..., N, R, O)``."""
+        z = self.coefficients(k)
+        zk = z.unsqueeze(0) if k.ndim == 1 else z  # (K, R, B)
+        if h_flat.ndim == 3 and h_flat.shape[0] != zk.shape[0]:
+            raise ValueError(f"h: (K, N, I) inputs need K = {zk.shape[0]} kernels, got {tuple(h_flat.shape)}")
+        bias = zk @ self.c  # (K, R, O)
+        outs = []
+        for j in range(zk.shape[0]):
+            x = h_flat if h_flat.ndim == 2 else h_flat[j]
+            M = self.effective(zk[j]).to(x.dtype)
+            y = (x @ M.reshape(-1, self.I).T).reshape(x.shape[0], self.R, self.O)
+            outs.append(y + bias[j].to(y.dtype))
+        y = torch.stack(outs)
+        return y[0] if k.ndim == 1 else y
+
+
+def _resolve_storage(storage: str, l: int, B: int, O: int, I: int, R: int) -> str:
+    """``"dense"`` or ``"sparse"`` for a layer of ``B`` blocks ``(O, I)``; ``ValueError`` naming the sizes
+    when the requested (or any) layout does not fit the available memory."""
+    from symclone.distill import _memory
+
+    avail = _memory.available_memory_bytes()
+    limit = None if avail is None else _memory.MEMORY_FRACTION * avail
+
+    def too_big(need: float, what: str) -> str:
+        return (f"blocks: layer {l} would need {_memory.format_bytes(need)} for {what}, but only "
+                f"{_memory.format_bytes(limit)} of memory may be used ({_memory.MEMORY_FRACTION:.0%} of the "
+                f"{_memory.format_bytes(avail)} available)")
+
+    dense_bytes = 4 * B * O * I
+    dense_what = f"its dense blocks (B x O x I = {B} x {O} x {I} float32)"
+    if storage == "dense":
+        if limit is not None and dense_bytes > limit:
+            raise ValueError(too_big(dense_bytes, dense_what) + "; use storage='sparse' (--student.storage=sparse), "
+                             "fewer blocks or a smaller teacher")
+        return "dense"
+    if storage == "auto" and (avail is None or dense_bytes <= DENSE_SHARE * avail):
+        return "dense"
+    sparse_bytes = 4 * 3 * R * O * I
+    if limit is not None and sparse_bytes > limit:
+        raise ValueError(too_big(sparse_bytes, f"its sparse blocks (one dense {R * O} x {I} float32 map per kernel "
+                                               "in flight)") + f", and {_memory.format_bytes(dense_bytes)} for "
+                         "dense ones; the layer does not fit this machine: use a smaller teacher")
+    return "sparse"
 
 
 def _param_scale(teacher: Any, l: int) -> float:
@@ -106,6 +252,8 @@ class BlocksStudent(StudentBase):
     param_scale : per layer ``s`` (default 1).
     seed : initialisation seed.
     teacher : take layout, ``num_params``, scales and kernels from this teacher (``like``).
+    storage : ``"auto"`` (default), ``"dense"`` or ``"sparse"`` for every layer, or one per layer (see
+        *Storage* in the module docstring).
     """
 
     supports_params = True
@@ -114,7 +262,8 @@ class BlocksStudent(StudentBase):
                  reps: Optional[Sequence[str]] = None, activations: Optional[Sequence[str]] = None,
                  num_params: Optional[Sequence[int]] = None, blocks: int | Sequence[int] | None = None,
                  orientations: Optional[Sequence[int]] = None, param_scale: Optional[Sequence[float]] = None,
-                 seed: Optional[int] = 0, teacher: Any = None):
+                 seed: Optional[int] = 0, teacher: Any = None,
+                 storage: str | Sequence[str] | None = None):
         super().__init__()
         kernels = None
         if teacher is not None:
@@ -138,21 +287,24 @@ class BlocksStudent(StudentBase):
             orientations = [4 if self.reps[l].kind == "regular" else 1 for l in range(1, L + 1)]
         orientations = [int(r) for r in orientations]
         param_scale = [1.0] * L if param_scale is None else [float(s) for s in param_scale]
+        storage = ["auto"] * L if storage is None else ([storage] * L if isinstance(storage, str) else list(storage))
+        if len(storage) != L or any(s not in STORAGES for s in storage):
+            raise ValueError(f"storage: expected one of {STORAGES} or {L} of them, got {storage!r}")
+        for l in range(1, L + 1):
+            if self.out_dim(l) % orientations[l - 1]:
+                raise ValueError(f"orientations: output size {self.out_dim(l)} of layer {l} is not divisible by "
+                                 f"{orientations[l - 1]}")
+        storage = [_resolve_storage(storage[l - 1], l, blocks[l - 1], self.out_dim(l) // orientations[l - 1],
+                                    self.in_dim(l), orientations[l - 1]) for l in range(1, L + 1)]
         self.config = {"name": "blocks", "kwargs": dict(
             feature_shapes=[list(s) for s in self.feature_shapes], reps=[str(r) for r in self.reps],
             activations=list(self.activations), num_params=num_params, blocks=blocks,
-            orientations=orientations, param_scale=param_scale, seed=seed)}
+            orientations=orientations, param_scale=param_scale, seed=seed, storage=storage)}
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         self.layers = nn.ModuleList()
         for l in range(1, L + 1):
-            entries = blocks[l - 1] * self.out_dim(l) // orientations[l - 1] * self.in_dim(l)
-            if entries > MAX_BLOCK_ENTRIES:
-                raise ValueError(
-                    f"blocks: layer {l} would need B x out x in = {blocks[l - 1]} x "
-                    f"{self.out_dim(l) // orientations[l - 1]} x {self.in_dim(l)} = {entries:.3g} dense block "
-                    f"entries (limit {MAX_BLOCK_ENTRIES:.0e}); use fewer blocks, a smaller teacher or the mlp student")
-            layer = BlockLayer(self.in_dim(l), self.out_dim(l), num_params[l - 1], blocks[l - 1],
-                               orientations[l - 1], gen)
+            cls = SparseBlockLayer if storage[l - 1] == "sparse" else BlockLayer
+            layer = cls(self.in_dim(l), self.out_dim(l), num_params[l - 1], blocks[l - 1], orientations[l - 1], gen)
             layer.scale.fill_(param_scale[l - 1])
             if kernels is not None:
                 layer.kernel.copy_(kernels[l - 1])
@@ -170,7 +322,7 @@ class BlocksStudent(StudentBase):
         if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != layer.P:
             got = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
             raise ValueError(f"params: layer {l} expects shape ({layer.P},) or (K, {layer.P}), got {got}")
-        return params.to(layer.W.dtype)
+        return params.to(layer.c.dtype)
 
     def _pre(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor]) -> torch.Tensor:
         layer = self.layers[l - 1]
@@ -198,12 +350,17 @@ class BlocksStudent(StudentBase):
             raise ValueError(f"params: dense_matrix takes one kernel of shape ({layer.P},), got {tuple(k.shape)}")
         with torch.no_grad():
             z = layer.coefficients(k)  # (R, B)
-            M = torch.einsum("rb,boi->roi", z, layer.W)  # (R, O, I)
+            M = layer.effective(z)  # (R, O, I)
             if layer.R > 1:
                 fields = self.feature_shapes[l][0] // layer.R
                 M = M.reshape(layer.R, fields, -1, layer.I).transpose(0, 1)
             return M.reshape(-1, layer.I)
 
     def block_matrices(self, l: int) -> torch.Tensor:
-        """The dense blocks ``W_b``: ``(B, out_dim / R, in_dim)`` (``R`` orientations share them)."""
+        """The blocks ``W_b``: ``(B, out_dim / R, in_dim)`` (``R`` orientations share them); a sparse COO
+        tensor for a sparse layer."""
         return self.layers[self._check_layer(l) - 1].W.detach()
+
+    def storage(self, l: int) -> str:
+        """``"dense"`` or ``"sparse"``: how layer ``l`` stores its blocks."""
+        return "sparse" if getattr(self.layers[self._check_layer(l) - 1], "sparse", False) else "dense"

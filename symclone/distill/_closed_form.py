@@ -5,14 +5,21 @@ and teacher pre-activations ``Y``, the student's affine map ``[b W]`` minimises
 
     ‖[1 X] [b W]ᵀ − Y‖² + λ ‖W‖²   ⇒   (X̃ᵀX̃ + λ I') θ = X̃ᵀ Y,   X̃ = [1 X]
 
-``X̃ᵀX̃`` and ``X̃ᵀY`` are accumulated in float64 over batches and the system is solved by Cholesky.
+``X̃ᵀX̃`` and ``X̃ᵀY`` are accumulated in float64 over batches (in-place ``addmm``, so the
+``d × d`` Gram matrix is the only large buffer: 315 MB for ``d = 6273``) and the system is solved by
+Cholesky with the relative ridge ``λ = ridge · mean diag(X̃ᵀX̃)`` (raised ×10 only if the factorisation
+fails). The data fit is exact for a teacher layer that is affine in its input once the inputs span
+``R^d``: the engine draws ``closed_form_oversample · d`` samples (see :mod:`._engine`). The residual
+uses ``θᵀ(X̃ᵀX̃)θ = θᵀX̃ᵀY − θᵀΛθ`` at the solution, so no second ``d² × out`` product is needed.
 
 **Family mode** (blocks student). A teacher layer that is affine in its parameters, ``z = Σ_p k̃_p
 (M_p x + m_p)``, is probed on the basis kernels ``k̃ = e_p``. With ``Σ = E[x̃ x̃ᵀ] = L Lᵀ`` and
 ``k̃ ~ N(0, I)``, the expected squared error of ``Σ_b (H k̃)_b (W_b x + c_b)`` is
 ``‖S − Ŝ‖²_F`` with ``S = [vec([m_p M_p] L)]_p``, so the best ``B`` blocks are the top-``B`` SVD of
 ``S`` (Eckart–Young): exact when ``B ≥ rank S`` (``B = 9`` for a 3×3 conv). For C4 regular outputs
-``S`` is built from orientation 0 and each ``A_r`` solves ``H A_r = diag(σ)⁻¹ U_Bᵀ S_r``.
+``S`` is built from orientation 0 and each ``A_r`` solves ``H A_r = diag(σ)⁻¹ U_Bᵀ S_r``. The solve
+runs on sparse basis maps and ``P × P`` Gram matrices (:mod:`._sparse_maps`); :func:`family_svd_solve`
+is its dense-input form.
 
 >>> import torch
 >>> acc = RidgeAccumulator(3, 2)
@@ -27,9 +34,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 
-__all__ = ["RidgeAccumulator", "cholesky_solve_ridge", "teacher_affine_maps", "family_svd_solve"]
+__all__ = ["RidgeAccumulator", "cholesky_solve_ridge", "teacher_affine_maps", "family_svd_solve",
+           "ridge_cholesky"]
 
 log = logging.getLogger(__name__)
 
@@ -44,52 +53,105 @@ class RidgeAccumulator:
         self.xty = torch.zeros(d, out_dim, dtype=torch.float64, device=device)
         self.yty = torch.zeros((), dtype=torch.float64, device=device)
         self.n = 0
+        self._lower_only = False  # xtx holds only its lower triangle (BLAS syrk updates)
 
     def update(self, X: torch.Tensor, Y: torch.Tensor) -> None:
+        """Add the rows ``X (N, in_dim)``, ``Y (N, out_dim)`` to ``X̃ᵀX̃``, ``X̃ᵀY``, ``‖Y‖²`` (float64)."""
         if X.ndim != 2 or X.shape[1] != self.in_dim or Y.shape != (X.shape[0], self.out_dim):
             raise ValueError(f"X, Y: expected (N, {self.in_dim}) and (N, {self.out_dim}), got "
                              f"{tuple(X.shape)} and {tuple(Y.shape)}")
         X, Y = X.to(self.xtx), Y.to(self.xtx)
         if self.bias:
             X = torch.cat([torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device), X], 1)
-        self.xtx += X.T @ X
-        self.xty += X.T @ Y
+        if _syrk_update(self.xtx, X):
+            self._lower_only = True
+        else:
+            self.xtx.addmm_(X.T, X)
+        self.xty.addmm_(X.T, Y)
         self.yty += (Y * Y).sum()
         self.n += X.shape[0]
 
     def solve(self, ridge: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(W (out, in), b (out,) or None)`` in float64."""
-        theta = cholesky_solve_ridge(self.xtx, self.xty, ridge, skip_first=self.bias)
+        if self._lower_only:
+            _symmetrize_lower(self.xtx)
+            self._lower_only = False
+        theta, self.ridge_diagonal = ridge_cholesky(self.xtx, self.xty, ridge, skip_first=self.bias)
         self.theta = theta
         if self.bias:
             return theta[1:].T.contiguous(), theta[0].contiguous()
         return theta.T.contiguous(), None
 
+    @property
+    def ridge_used(self) -> float:
+        """The largest diagonal term added by the last :meth:`solve` (absolute)."""
+        return float(self.ridge_diagonal.max())
+
     def relative_residual(self) -> float:
-        """``‖Y − X̃θ‖ / ‖Y‖`` on the accumulated data, from the sufficient statistics."""
+        """``‖Y − X̃θ‖ / ‖Y‖`` on the accumulated data, from the sufficient statistics.
+
+        At the solution of ``(X̃ᵀX̃ + Λ) θ = X̃ᵀY``: ``‖Y − X̃θ‖² = ‖Y‖² − ⟨θ, X̃ᵀY⟩ − ⟨θ, Λθ⟩``.
+        """
         t = self.theta
-        res = self.yty - 2 * (t * self.xty).sum() + (t * (self.xtx @ t)).sum()
+        res = self.yty - (t * self.xty).sum() - (self.ridge_diagonal[:, None] * t * t).sum()
         return float(res.clamp_min(0).sqrt() / self.yty.sqrt().clamp_min(1e-300))
 
 
-def cholesky_solve_ridge(xtx: torch.Tensor, xty: torch.Tensor, ridge: float, skip_first: bool = False
-                         ) -> torch.Tensor:
-    """Solve ``(XᵀX + λ D) θ = XᵀY`` with ``λ = ridge · mean diag(XᵀX)`` (``D`` = identity, bias row
-    excluded when ``skip_first``); the ridge is raised ×10 until Cholesky succeeds."""
+def _syrk_update(G: torch.Tensor, X: torch.Tensor) -> bool:
+    """``tril(G) += tril(XᵀX)`` in place with BLAS ``dsyrk`` (half the flops of ``XᵀX``) for a C-contiguous
+    float64 CPU ``G``; ``False`` (nothing done) elsewhere. The upper triangle is left stale: call
+    :func:`_symmetrize_lower` before using ``G``."""
+    if G.device.type != "cpu" or G.dtype != torch.float64 or not G.is_contiguous():
+        return False
+    try:
+        from scipy.linalg import blas
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    g = G.numpy().T  # Fortran-ordered view: its upper triangle is G's lower triangle
+    x = X.contiguous().numpy()  # (N, d) C-order = Xᵀ in Fortran order -> trans=1 gives XᵀX
+    out = blas.dsyrk(1.0, x, beta=1.0, c=g, trans=1, lower=0, overwrite_c=1)
+    if not np.shares_memory(out, g):  # pragma: no cover - f2py copied: write back
+        G.copy_(torch.from_numpy(np.ascontiguousarray(out.T)))
+    return True
+
+
+def _symmetrize_lower(G: torch.Tensor) -> None:
+    """Copy the lower triangle of ``G`` onto its upper triangle, in place (after :func:`_syrk_update`)."""
+    G.tril_()
+    G.add_(torch.tril(G, -1).T)
+
+
+def ridge_cholesky(xtx: torch.Tensor, xty: torch.Tensor, ridge: float, skip_first: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``(XᵀX + Λ) θ = XᵀY``, ``Λ = λ D``, ``λ = ridge · mean diag(XᵀX)`` (``D`` = identity, bias
+    row excluded when ``skip_first``; ``ridge = 0`` adds ``10⁻¹⁴ · mean diag`` on every row). The ridge
+    is raised ×10 until Cholesky succeeds. Returns ``(θ, diag Λ)``; ``XᵀX`` is left unchanged."""
     d = xtx.shape[0]
     scale = float(torch.diagonal(xtx).mean()) or 1.0
     D = torch.ones(d, dtype=xtx.dtype, device=xtx.device)
     if skip_first:
         D[0] = 0.0
     lam = ridge * scale
+    buf = torch.empty_like(xtx)
     for _ in range(12):
-        L, info = torch.linalg.cholesky_ex(xtx + torch.diag(D * lam + (1e-14 * scale if lam == 0 else 0.0)))
+        added = D * lam if lam > 0 else torch.full_like(D, 1e-14 * scale)
+        buf.copy_(xtx)
+        buf.diagonal().add_(added)
+        L, info = torch.linalg.cholesky_ex(buf)
         if int(info) == 0:
-            return torch.cholesky_solve(xty, L)
+            del buf
+            return torch.cholesky_solve(xty, L), added
+        buf = L  # reuse the failed factor's memory for the next try
         lam = max(lam * 10, 1e-12 * scale)
         log.debug("ridge: Cholesky failed, raising lambda to %.3e", lam)
     raise ValueError("ridge: the Gram matrix is not positive definite even with a large ridge; "
                      "check the inputs (NaN/constant features?)")
+
+
+def cholesky_solve_ridge(xtx: torch.Tensor, xty: torch.Tensor, ridge: float, skip_first: bool = False
+                         ) -> torch.Tensor:
+    """``θ`` of :func:`ridge_cholesky`."""
+    return ridge_cholesky(xtx, xty, ridge, skip_first)[0]
 
 
 @torch.no_grad()
@@ -123,42 +185,13 @@ def family_svd_solve(T: torch.Tensor, second_moment: torch.Tensor, blocks: int, 
     """Optimal blocks from the teacher's affine maps ``T (P, out, I+1)`` and ``E[x̃x̃ᵀ]`` ``(I+1, I+1)``.
 
     Returns ``W (B, O, I)``, ``c (B, O)``, ``H (B, P)``, ``A (R-1, P, P)`` (float64), the singular values
-    and the predicted relative error ``sqrt(Σ_{b>B} σ_b² / Σ σ_b²)`` (orientation 0).
+    and the predicted relative error ``sqrt(Σ_{b>B} σ_b² / Σ σ_b²)`` (orientation 0). The dense-input
+    form of :func:`._sparse_maps.family_blocks_solve` (``B ≥ P`` gives ``H = I``, ``W_b = T_b``).
     """
+    from ._sparse_maps import SparseAffineMaps, family_blocks_solve
+
     P, out, d = T.shape
-    R = orientations
-    eps = 1e-10 * float(torch.diagonal(second_moment).mean())
-    Lc = torch.linalg.cholesky(second_moment + eps * torch.eye(d, dtype=second_moment.dtype,
-                                                              device=second_moment.device))
-    Tr = T.reshape(P, fields, R, out // (fields * R), d)  # rows (field, r, pixel)
-
-    def weighted(r: int) -> torch.Tensor:
-        return (Tr[:, :, r].reshape(P, -1, d) @ Lc).reshape(P, -1)  # (P, O*(I+1))
-
-    S0 = weighted(0)
-    gram = S0 @ S0.T  # (P, P)
-    evals, V = torch.linalg.eigh(gram)
-    order = torch.argsort(evals, descending=True)
-    evals, V = evals[order].clamp_min(0), V[:, order]
-    sig = evals.sqrt()
-    Bk = min(blocks, P)
-    keep = sig[:Bk] > sig[0] * 1e-9
-    U = (S0.T @ V[:, :Bk]) / torch.where(keep, sig[:Bk], torch.ones_like(sig[:Bk]))  # (O*(I+1), Bk)
-    U[:, ~keep] = 0
-    O = out // R
-    Wt = (U * sig[:Bk]).T.reshape(Bk, O, d)
-    # undo the whitening: W_aug = Ŵ L^{-1}
-    W_aug = torch.linalg.solve_triangular(Lc, Wt.reshape(-1, d), upper=False, left=False).reshape(Bk, O, d)
-    H = V[:, :Bk].T.contiguous()  # (Bk, P)
-    A = []
-    for r in range(1, R):
-        C = (U.T @ weighted(r).T) / torch.where(keep, sig[:Bk], torch.ones_like(sig[:Bk]))[:, None]
-        A.append(H.T @ C)
-    total = float((sig ** 2).sum()) or 1.0
-    pred = float((sig[Bk:] ** 2).sum() / total) ** 0.5
-    W = T.new_zeros(blocks, O, d - 1)
-    c = T.new_zeros(blocks, O)
-    Hf = T.new_zeros(blocks, P)
-    W[:Bk], c[:Bk], Hf[:Bk] = W_aug[:, :, 1:], W_aug[:, :, 0], H
-    A_t = torch.stack(A) if A else T.new_zeros(0, P, P)
-    return {"W": W, "c": c, "H": Hf, "A": A_t, "singular_values": sig.tolist(), "predicted_rel_error": pred}
+    sol = family_blocks_solve(SparseAffineMaps.from_dense(T), second_moment.double(), blocks, orientations, fields)
+    O = out // orientations
+    return {"W": sol.dense_W(blocks, O, d - 1), "c": sol.c, "H": sol.H, "A": sol.A,
+            "singular_values": sol.singular_values, "predicted_rel_error": sol.predicted_rel_error}

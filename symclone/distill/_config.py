@@ -37,7 +37,15 @@ class DistillConfig:
     n_train, n_eval : base samples for training (each also as ``g·x`` when ``augment``) and held-out eval.
     augment : function mode uses orbit pairs ``(x, g·x)`` (``OrbitDataset``); False = plain inputs.
     ridge : Tikhonov weight of the closed-form solve, relative to the mean diagonal of ``XᵀX``.
-    closed_form_max_dim : largest ``in_dim + 1`` solved in closed form (the Gram matrix is float64).
+    closed_form_max_dim : ``0`` (default): no fixed cap, a layer is solved in closed form when the solve fits
+        the memory available (``MemAvailable``; the CUDA free memory on a GPU). A positive value also caps
+        ``in_dim + 1``. ``solver="auto"`` falls back to Adam past either limit, with a logged warning and
+        ``fallback_reason`` in the layer's metrics; ``solver="closed_form"`` raises a ``ValueError`` naming it.
+    closed_form_oversample : function mode: a closed-form solve uses at least this many samples per unknown
+        (``in_dim + 1``): when ``n_train`` (× 2 with ``augment``) is fewer, more base inputs are drawn from
+        ``data`` (each with its orbit partner). The inputs then span the layer's input space and the fit of
+        an affine teacher layer is exact; with fewer samples than unknowns the solve is underdetermined
+        (logged; ``closed_form.underdetermined`` in the metrics). ``0`` keeps ``n_train``.
     target : fit ``"pre"``-activations, ``"post"`` (features), or ``"auto"`` (pre when the student's
         nonlinearity matches the teacher's pointwise one).
     equivariance_weight : weight of the penalty ``‖f(g·h) − g·f(h)‖² / ‖f(h)‖²`` (function mode, SGD paths).
@@ -72,7 +80,8 @@ class DistillConfig:
     n_eval: int = 128
     augment: bool = True
     ridge: float = 1e-7
-    closed_form_max_dim: int = 6000
+    closed_form_max_dim: int = 0
+    closed_form_oversample: float = 1.25
     target: str = "auto"
     equivariance_weight: float = 0.0
     polish_steps: int = 0
@@ -104,5 +113,8 @@ class DistillConfig:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if self.blocks < 0 or self.polish_steps < 0 or self.equivariance_every < 0:
             raise ValueError("blocks, polish_steps, equivariance_every: expected non-negative integers")
+        if self.closed_form_max_dim < 0 or self.closed_form_oversample < 0:
+            raise ValueError(f"closed_form_max_dim, closed_form_oversample: expected non-negative values, got "
+                             f"{self.closed_form_max_dim}, {self.closed_form_oversample}")
         if self.lr <= 0 or self.ridge < 0:
             raise ValueError(f"lr, ridge: expected lr > 0 and ridge >= 0, got {self.lr}, {self.ridge}")

@@ -10,6 +10,12 @@ layer is re-evaluated and ``metrics["polish"]`` records it. With ``out`` the run
 and ``out/metrics.json``; ``resume=True`` continues from the checkpoint (finished layers and a
 finished polish are not redone).
 
+Solver per layer (:func:`plan_layer`): the closed form where it applies and fits the available
+memory; a function-mode closed form gets at least ``closed_form_oversample · (in_dim + 1)`` inputs
+(more base inputs are drawn than ``n_train`` when needed). When ``solver="auto"`` falls back to
+Adam the reason is logged as a warning and recorded as the layer's ``fallback_reason``; every layer
+records its ``solver``.
+
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
 >>> t = create_teacher("cnn", channels=1, depth=1, size=6)
@@ -22,7 +28,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,15 +41,16 @@ from symclone.io import restore_optimizer, write_json
 
 from ._config import DistillConfig
 from ._evaluate import evaluate_layer
-from ._family import family_loss_fn, family_parameters, family_solver, fit_family_closed_form
+from ._family import family_loss_fn, family_obstacle, family_parameters, family_solver, fit_family_closed_form
 from ._feeds import base_inputs, orbit_inputs, teacher_input
-from ._function import fit_function_closed_form, function_loss_fn, function_solver, use_pre_activation
+from ._function import fit_function_closed_form, function_loss_fn, function_obstacle, use_pre_activation
 from ._metrics import layer_equivariance_monitor
 from ._polish import PHASE as POLISH_PHASE, polish
+from ._solver import fallback_reason, resolve_solver
 from ._state import load_state, save_state
 from ._train import make_optimizer, optimize
 
-__all__ = ["distill", "check_compatible", "untrained_copy"]
+__all__ = ["distill", "check_compatible", "untrained_copy", "plan_layer", "LayerPlan"]
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +85,59 @@ def _layers(cfg: DistillConfig, L: int) -> list[int]:
     return [int(l) for l in layers]
 
 
-def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx=None) -> dict:
+@dataclass(frozen=True)
+class LayerPlan:
+    """How layer ``l`` is cloned: the ``solver``, why ``"auto"`` fell back to it (``fallback_reason``) and
+    the network inputs ``x`` whose teacher features train it."""
+
+    solver: str
+    fallback_reason: Optional[str]
+    x: torch.Tensor
+
+
+def plan_layer(student: Any, teacher: Any, l: int, cfg: DistillConfig, data: Any, x_train: torch.Tensor,
+               device: torch.device) -> LayerPlan:
+    """Choose the solver of layer ``l`` (see the module docstring) and its training inputs."""
+    if cfg.mode == "family":
+        why = family_obstacle(student, teacher, l, cfg.closed_form_max_dim, device) \
+            if getattr(student, "supports_params", False) else None
+        solver = family_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim, device)
+        return LayerPlan(solver, fallback_reason(cfg.solver, solver, why, l, cfg.steps), x_train)
+    need = 0
+    if hasattr(student, "in_dim"):
+        need = math.ceil(cfg.closed_form_oversample * (student.in_dim(l) + 1))
+    n = max(int(x_train.shape[0]), need)
+    why = function_obstacle(student, teacher, l, cfg.closed_form_max_dim, cfg.equivariance_weight, n, device)
+    solver = resolve_solver(cfg.solver, why)
+    reason = fallback_reason(cfg.solver, solver, why, l, cfg.steps)
+    x = x_train
+    if solver == "closed_form" and x_train.shape[0] < need:
+        x = closed_form_inputs(teacher, data, cfg, need, device)
+    return LayerPlan(solver, reason, x)
+
+
+def closed_form_inputs(teacher: Any, data: Any, cfg: DistillConfig, need: int, device: torch.device
+                       ) -> torch.Tensor:
+    """At least ``need`` function-mode training inputs: ``ceil(need / 2)`` base inputs from ``data`` and
+    their orbit partners (``augment``), else ``need`` base inputs; the first ``n_train`` base inputs are
+    those of the other layers. Fewer when ``data`` holds fewer (logged: the solve is underdetermined)."""
+    copies = 2 if cfg.augment else 1
+    x_base = base_inputs(teacher, data, math.ceil(need / copies), cfg.seed, train=True, root=cfg.data_root,
+                         download=cfg.download)
+    x = orbit_inputs(teacher, x_base, cfg.seed) if cfg.augment else x_base
+    if x.shape[0] < need:
+        log.warning("closed form: the data give %d training inputs, fewer than the %d wanted (%g per unknown); "
+                    "the solve may be underdetermined", x.shape[0], need, cfg.closed_form_oversample)
+    else:
+        log.info("closed form: %d training inputs (%g per unknown; n_train=%d gives fewer)", x.shape[0],
+                 cfg.closed_form_oversample, cfg.n_train)
+    return x.to(device)
+
+
+def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx=None,
+               solver: str = "auto") -> dict:
     use_pre = use_pre_activation(student, l, cfg.target)
     if cfg.mode == "function":
-        solver = function_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim, cfg.equivariance_weight)
         if solver == "closed_form":
             return fit_function_closed_form(student, teacher, l, h_train, cfg.ridge)
         with torch.no_grad():
@@ -89,7 +147,6 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
         loss_fn = function_loss_fn(student, teacher, l, h_train, target, use_pre, cfg.batch_size, cfg.seed,
                                    cfg.equivariance_weight, ctx=_multi(ctx))
     else:
-        solver = family_solver(student, teacher, l, cfg.solver, cfg.closed_form_max_dim)
         if solver == "closed_form":
             return fit_family_closed_form(student, teacher, l, h_train)
         params = family_parameters(student, l)
@@ -198,9 +255,12 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
     for l in layers:
         if l in progress["done"]:
             continue
-        h_train = teacher_input(teacher, l, x_train)
+        plan = plan_layer(student, teacher, l, cfg, data, x_train, device)
+        h_train = teacher_input(teacher, l, plan.x)
         student.train()
-        fit = _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx)
+        fit = _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx,
+                         solver=plan.solver)
+        del h_train
         resume_meta = None
         student.eval()
         t_eval = time.perf_counter()
@@ -208,7 +268,9 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         rec.update({"layer": l, "mode": cfg.mode, "solver": fit["solver"], "seconds": fit["seconds"],
                     "steps": fit["steps"], "train_rel_error": fit["final_rel_error"],
                     "loss_curve": fit["loss_curve"], "eval_seconds": time.perf_counter() - t_eval})
-        for key in ("singular_values", "target", "stopped_early", "equivariance_curve"):
+        if plan.fallback_reason:
+            rec["fallback_reason"] = plan.fallback_reason
+        for key in ("singular_values", "target", "stopped_early", "equivariance_curve", "closed_form"):
             if key in fit:
                 rec[key] = fit[key]
         progress["layers"][str(l)] = rec

@@ -5,7 +5,11 @@ The map is bilinear in ``(k, x)``. Conditioning: the student divides ``k`` by th
 std (``k̃ ~ N(0, I)``), and when ``B = P`` the coefficient map ``H`` is fixed to the identity (an
 invertible reparametrisation, so nothing is lost): the loss is then a quadratic in ``W`` with
 identity-covariance features ``k̃ ⊗ x`` for Gaussian inputs. The closed form (default where it
-applies) is the Eckart–Young solution of :func:`._closed_form.family_svd_solve`.
+applies) is the Eckart–Young solution computed on the layer's sparse basis maps
+(:mod:`._sparse_maps`: probed with compressed inputs, ``P × P`` Gram matrices from index joins, the
+blocks written as entries), so it scales to layers whose dense ``(P, out, in)`` maps do not fit in
+memory. Layers whose blocks the student stores sparsely (too large to store densely) can only be
+solved in closed form.
 
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
@@ -13,32 +17,70 @@ applies) is the Eckart–Young solution of :func:`._closed_form.family_svd_solve
 >>> s = create_student("blocks", teacher=t)
 >>> family_solver(s, t, 1, "auto", max_dim=1000)
 'closed_form'
+>>> family_obstacle(s, t, 1, max_dim=100)
+"layer 1's input size 784 exceeds closed_form_max_dim=100"
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
+from symclone.students._base import POINTWISE
 
-from ._closed_form import family_svd_solve, teacher_affine_maps
 from ._feeds import batched, teacher_input
-from ._solver import dense_layer_obstacle, resolve_solver
+from ._memory import memory_obstacle
+from ._solver import resolve_solver
+from ._sparse_maps import PAIR_CHUNK, family_blocks_solve, probe_affine_maps, probe_bytes, second_moment
 
-__all__ = ["family_solver", "fit_family_closed_form", "family_loss_fn", "family_parameters",
-           "check_affine_in_params", "sum_of_squares"]
+__all__ = ["family_solver", "family_obstacle", "fit_family_closed_form", "family_loss_fn", "family_parameters",
+           "check_affine_in_params", "sum_of_squares", "family_closed_form_bytes"]
 
 
-def family_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int) -> str:
+def family_closed_form_bytes(student: Any, l: int) -> int:
+    """Estimated peak bytes of :func:`fit_family_closed_form` for layer ``l``: ``E[x̃x̃ᵀ]`` (float64),
+    the probe (chunks + about ``P · out`` entries), the streamed Gram join and the assigned blocks."""
+    layer = student.layers[l - 1]
+    d, out = student.in_dim(l) + 1, student.out_dim(l)
+    nnz = layer.P * out  # about one entry per parameter and output row (a convolution has out / C_out)
+    block_nnz = nnz * (layer.B if layer.B < layer.P else 1)  # W̃_b = Σ_p V_pb T_p for B < P
+    return 8 * d * d + probe_bytes(out, d - 1, layer.P, nnz) + 80 * PAIR_CHUNK + 40 * block_nnz
+
+
+def family_obstacle(student: Any, teacher: Any, l: int, max_dim: int,
+                    device: str | torch.device | None = None) -> Optional[str]:
+    """Why layer ``l`` cannot be solved in closed form (``None``: it can)."""
+    if student.activations[l - 1] not in POINTWISE:
+        return f"layer {l}'s nonlinearity ({student.activations[l - 1]}) is not a fixed pointwise map"
+    d = student.in_dim(l) + 1
+    if max_dim > 0 and d > max_dim:
+        return f"layer {l}'s input size {student.in_dim(l)} exceeds closed_form_max_dim={max_dim}"
+    if not check_affine_in_params(teacher, l):
+        return f"teacher layer {l} is not affine in its parameters"
+    what = (f"the family closed form of layer {l} (second moment {d} x {d} float64, sparse basis maps of "
+            f"{student.layers[l - 1].P} parameters)")
+    return memory_obstacle(what, family_closed_form_bytes(student, l), device)
+
+
+def family_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int,
+                  device: str | torch.device | None = None) -> str:
+    """Resolve ``"auto"``; ``ValueError`` for an impossible ``"closed_form"`` request, and for any other
+    solver on a layer the student stores sparsely (its dense blocks do not fit in memory)."""
     if not getattr(student, "supports_params", False):
         raise ValueError(f"student: family cloning needs a kernel-conditioned student ('blocks'), "
                          f"got {student.config['name']!r}")
-    why = dense_layer_obstacle(student, l, max_dim)
-    if why is None and not check_affine_in_params(teacher, l):
-        why = f"teacher layer {l} is not affine in its parameters"
-    return resolve_solver(solver, why)
+    why = family_obstacle(student, teacher, l, max_dim, device)
+    chosen = resolve_solver(solver, why)
+    layer = student.layers[l - 1]
+    if chosen != "closed_form" and getattr(layer, "sparse", False):
+        raise ValueError(
+            f"solver: layer {l} stores its {layer.B} x {layer.O} x {layer.I} blocks sparsely (dense they need "
+            f"{4 * layer.B * layer.O * layer.I / 1e9:.3g} GB), which only the closed form fills"
+            + (f", and the closed form does not apply: {why}" if why else f"; solver={solver} cannot train it")
+            + "; use fewer blocks (--blocks), a smaller teacher or solver=closed_form")
+    return chosen
 
 
 @torch.no_grad()
@@ -60,23 +102,32 @@ def check_affine_in_params(teacher: Any, l: int, tol: float = 1e-4) -> bool:
 
 @torch.no_grad()
 def fit_family_closed_form(student: Any, teacher: Any, l: int, h_train: torch.Tensor) -> dict:
-    """Set student layer ``l`` to the optimal blocks for the input distribution of ``h_train``."""
+    """Set student layer ``l`` to the optimal blocks for the input distribution of ``h_train``.
+
+    Probe the teacher's sparse basis maps, stream ``Σ = E[x̃x̃ᵀ]`` over ``h_train``, solve
+    (:func:`._sparse_maps.family_blocks_solve`) and write ``W`` (dense or sparse, as the layer stores
+    it), ``c``, ``H`` and ``A``. The record's ``closed_form`` holds the probe's entry count and timings.
+    """
     t0 = time.perf_counter()
     layer = student.layers[l - 1]
-    T = teacher_affine_maps(teacher, l, float(layer.scale)).to(h_train.device)
-    X = h_train.reshape(h_train.shape[0], -1).double()
-    X = torch.cat([torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device), X], 1)
-    M = X.T @ X / X.shape[0]
+    maps = probe_affine_maps(teacher, l, float(layer.scale), verify_on=h_train[:4])
+    t_probe = time.perf_counter()
+    sigma = second_moment(h_train.reshape(h_train.shape[0], -1)).to(maps.val.device)
     fields = student.feature_shapes[l][0] // layer.R
-    sol = family_svd_solve(T, M, layer.B, layer.R, fields)
-    layer.W.copy_(sol["W"].to(layer.W))
-    layer.c.copy_(sol["c"].to(layer.c))
-    layer.H.copy_(sol["H"].to(layer.H))
+    sol = family_blocks_solve(maps, sigma, layer.B, layer.R, fields)
+    dev = layer.c.device
+    layer.assign(sol.W_block.to(dev), sol.W_row.to(dev), sol.W_col.to(dev), sol.W_val.to(dev))
+    layer.c.copy_(sol.c.to(layer.c))
+    layer.H.copy_(sol.H.to(layer.H))
     if layer.R > 1:
-        layer.A.copy_(sol["A"].to(layer.A))
-    err = sol["predicted_rel_error"]
+        layer.A.copy_(sol.A.to(layer.A))
+    err = sol.predicted_rel_error
+    storage = "sparse" if getattr(layer, "sparse", False) else "dense"
+    info = {"probe_entries": maps.nnz, "dense_entries": maps.num_params * maps.out_dim * (maps.in_dim + 1),
+            "storage": storage, "block_entries": int(sol.W_val.numel()), "samples": int(h_train.shape[0]),
+            "probe_seconds": t_probe - t0, "solve_seconds": time.perf_counter() - t_probe}
     return {"loss_curve": [[0, err]], "final_rel_error": err, "steps": 1, "seconds": time.perf_counter() - t0,
-            "solver": "closed_form", "singular_values": sol["singular_values"]}
+            "solver": "closed_form", "singular_values": sol.singular_values, "closed_form": info}
 
 
 def family_parameters(student: Any, l: int, fix_h: bool = True) -> list[torch.nn.Parameter]:

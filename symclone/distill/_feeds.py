@@ -57,9 +57,15 @@ def base_inputs(teacher: Any, data: Any, n: int, seed: int, train: bool = True,
 
 
 def orbit_inputs(teacher: Any, x: torch.Tensor, seed: int) -> torch.Tensor:
-    """``[x; g·x]`` with one random ``g`` of ``teacher.group`` per sample (via ``OrbitDataset``)."""
-    ds = OrbitDataset(TensorDataset(x), teacher.group, rep=teacher.reps[0], seed=seed)
-    gx = torch.stack([ds[i][2] for i in range(len(ds))])
+    """``[x; g·x]`` with one random ``g`` of ``teacher.group`` per sample: item ``i`` of ``OrbitDataset``
+    (``g`` drawn from the generator seeded ``seed · 7919 + i``), with the group acting once on the batch."""
+    if x.shape[0] == 0:
+        return x
+    ds = OrbitDataset(TensorDataset(x[:1]), teacher.group, rep=teacher.reps[0], seed=seed)  # validates the rep
+    group = ds.group
+    draws = [group.sample(1, torch.Generator().manual_seed(seed * 7_919 + i)) for i in range(x.shape[0])]
+    g = tuple(torch.cat(parts) for parts in zip(*draws)) if isinstance(draws[0], tuple) else torch.cat(draws)
+    gx = group.act(g, x, teacher.reps[0])
     return torch.cat([x, gx])
 
 

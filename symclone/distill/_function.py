@@ -1,8 +1,9 @@
 """Function cloning of one layer: the student's layer ``l`` learns the teacher's layer ``l`` from
 teacher features ``l-1`` of orbit inputs ``[x; g·x]``.
 
-Closed form (default where it applies: ``set_affine`` students, pointwise nonlinearity): ridge
-regression of the teacher's pre-activations (see :mod:`._closed_form`). Otherwise SGD/Adam on
+Closed form (default where it applies: ``set_affine`` students, pointwise nonlinearity, a solve that fits
+the available memory): ridge regression of the teacher's pre-activations on at least
+``closed_form_oversample · (in_dim + 1)`` samples (see :mod:`._closed_form`). Otherwise SGD/Adam on
 
     L = ‖f_l(h) − t_l(h)‖² / ‖t_l(h)‖²  +  λ_eq ‖f_l(g·h) − g·f_l(h)‖² / ‖f_l(h)‖²
 
@@ -12,11 +13,13 @@ regression of the teacher's pre-activations (see :mod:`._closed_form`). Otherwis
 >>> s = create_student("mlp", teacher=t)
 >>> function_solver(s, t, 1, "auto", max_dim=100, eq_weight=0.0)
 'closed_form'
+>>> function_obstacle(s, t, 1, max_dim=10, eq_weight=0.0)
+"layer 1's input size 25 exceeds closed_form_max_dim=10"
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -24,10 +27,10 @@ from symclone.students._base import POINTWISE
 
 from ._closed_form import RidgeAccumulator
 from ._feeds import batched
-from ._solver import dense_layer_obstacle, resolve_solver
+from ._solver import RIDGE_CHUNK, dense_layer_obstacle, resolve_solver
 
-__all__ = ["function_solver", "fit_function_closed_form", "function_loss_fn", "use_pre_activation",
-           "check_affine_in_input"]
+__all__ = ["function_solver", "function_obstacle", "fit_function_closed_form", "function_loss_fn",
+           "use_pre_activation", "check_affine_in_input"]
 
 
 def use_pre_activation(student: Any, l: int, target: str) -> bool:
@@ -37,17 +40,24 @@ def use_pre_activation(student: Any, l: int, target: str) -> bool:
     return target == "pre"
 
 
-def function_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int, eq_weight: float) -> str:
-    """Resolve ``"auto"``; raise ``ValueError`` if ``"closed_form"`` was asked for but does not apply."""
+def function_obstacle(student: Any, teacher: Any, l: int, max_dim: int, eq_weight: float, n_samples: int = 0,
+                      device: str | torch.device | None = None) -> Optional[str]:
+    """Why layer ``l`` cannot be solved in closed form on ``n_samples`` inputs (``None``: it can)."""
     if not hasattr(student, "set_affine"):
-        why = f"student {student.config['name']!r} is not a dense affine map per layer"
+        why = f"student {student.config['name']!r} has no closed form (not a dense affine map per layer)"
     else:
-        why = dense_layer_obstacle(student, l, max_dim)
+        why = dense_layer_obstacle(student, l, max_dim, n_samples, device)
     if why is None and eq_weight > 0:
         why = "an equivariance penalty was requested"
     if why is None and not check_affine_in_input(teacher, l):
         why = f"teacher layer {l}'s pre-activation is not affine in its input"
-    return resolve_solver(solver, why)
+    return why
+
+
+def function_solver(student: Any, teacher: Any, l: int, solver: str, max_dim: int, eq_weight: float,
+                    n_samples: int = 0, device: str | torch.device | None = None) -> str:
+    """Resolve ``"auto"``; raise ``ValueError`` if ``"closed_form"`` was asked for but does not apply."""
+    return resolve_solver(solver, function_obstacle(student, teacher, l, max_dim, eq_weight, n_samples, device))
 
 
 @torch.no_grad()
@@ -67,8 +77,10 @@ def check_affine_in_input(teacher: Any, l: int, tol: float = 1e-4) -> bool:
 
 @torch.no_grad()
 def fit_function_closed_form(student: Any, teacher: Any, l: int, h_train: torch.Tensor, ridge: float,
-                             chunk: int = 512) -> dict:
-    """Accumulate ``X̃ᵀX̃``, ``X̃ᵀY`` over chunks of the teacher's pre-activations; Cholesky; set the layer."""
+                             chunk: int = RIDGE_CHUNK) -> dict:
+    """Accumulate ``X̃ᵀX̃``, ``X̃ᵀY`` (float64) over chunks of the teacher's pre-activations; Cholesky; set
+    the layer. The record's ``closed_form`` holds ``samples``, ``unknowns`` (``in_dim + 1`` per output),
+    the ``ridge`` added to the diagonal and ``underdetermined`` (fewer samples than unknowns)."""
     t0 = time.perf_counter()
     bias = student.layers[l - 1].bias is not None
     acc = RidgeAccumulator(student.in_dim(l), student.out_dim(l), bias=bias, device=h_train.device)
@@ -76,11 +88,15 @@ def fit_function_closed_form(student: Any, teacher: Any, l: int, h_train: torch.
         h = h_train[i:i + chunk]
         y = teacher.layer_forward(l, h, pre_activation=True)
         acc.update(h.reshape(h.shape[0], -1), y.reshape(y.shape[0], -1))
+    t_acc = time.perf_counter()
     W, b = acc.solve(ridge)
     student.set_affine(l, W.to(student.layers[l - 1].weight), None if b is None else b.to(W.device))
     res = acc.relative_residual()
+    d = student.in_dim(l) + int(bias)
+    info = {"samples": acc.n, "unknowns": d, "ridge": acc.ridge_used, "underdetermined": acc.n < d,
+            "accumulate_seconds": t_acc - t0, "solve_seconds": time.perf_counter() - t_acc}
     return {"loss_curve": [[0, res]], "final_rel_error": res, "steps": 1, "seconds": time.perf_counter() - t0,
-            "solver": "closed_form", "samples": acc.n}
+            "solver": "closed_form", "samples": acc.n, "closed_form": info}
 
 
 def _penalty(lhs: torch.Tensor, rhs: torch.Tensor, pred: torch.Tensor, ctx: Any) -> torch.Tensor:

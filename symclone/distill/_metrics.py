@@ -32,11 +32,20 @@ def rel_error(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 class FeatureMap(nn.Module):
     """``x ↦ model.forward_features(x)[l-1]`` (``layerwise=False``) or ``h ↦ model.layer_forward(l, h, params)``
-    as a module, so the equivariance checker can cast it to float64."""
+    as a module, so the equivariance checker can cast it to float64.
+
+    For a kernel-conditioned student (``blocks``) used layerwise only ``model.layers[l-1]`` is registered,
+    so a float64 cast copies that layer and not, say, a 1.4 GB dense layer elsewhere in the model."""
 
     def __init__(self, model: nn.Module, l: int, params: Optional[torch.Tensor] = None, layerwise: bool = False):
         super().__init__()
-        self.model, self.l, self.layerwise = model, l, layerwise
+        self.l, self.layerwise = l, layerwise
+        if layerwise and getattr(model, "supports_params", False) and isinstance(getattr(model, "layers", None),
+                                                                                 nn.ModuleList):
+            object.__setattr__(self, "model", model)  # not a submodule: casts reach only its layer l
+            self.layer = model.layers[l - 1]
+        else:
+            self.model = model
         self.register_buffer("params", params.clone() if params is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
