@@ -267,6 +267,11 @@ class BlocksStudent(StudentBase):
         super().__init__()
         kernels = None
         if teacher is not None:
+            if not callable(getattr(teacher, "kernel", None)):
+                name = getattr(teacher, "config", {}).get("name", type(teacher).__name__)
+                raise ValueError(f"student blocks: conditions dense blocks on convolution kernels and needs a "
+                                 f"convolutional teacher (cnn, gcnn_c4), got {name!r}; use the mlp or "
+                                 "transformer student")
             lay = teacher_layout(teacher)
             feature_shapes, reps, activations = lay["feature_shapes"], lay["reps"], lay["activations"]
             L = teacher.num_layers

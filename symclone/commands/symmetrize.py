@@ -70,8 +70,6 @@ def run(args) -> int:
     from ..distributed import DistributedContext, configure_rank_logging, env_world_size
     from ..symmetrize._run import SymmetrizeRunConfig, symmetrize_run
 
-    if not Path(args.run_dir).is_dir():
-        raise FileNotFoundError(f"run_dir: {args.run_dir} is not a directory (expected runs/NAME from 'symclone clone')")
     if args.overrides:
         raise ValueError(f"overrides: symmetrize takes no dotted overrides, got {args.overrides}")
     if args.stop_after is not None and args.stop_after < 1:
@@ -83,6 +81,8 @@ def run(args) -> int:
                               minutes=args.minutes or None, lr=args.lr, batch_size=args.batch_size,
                               n_train=args.n_train, n_eval=args.n_eval, seed=args.seed,
                               progress=not args.no_progress, device=args.device, precision=args.precision)
+    if not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"run_dir: {args.run_dir} is not a directory (expected runs/NAME from 'symclone clone')")
     ctx = DistributedContext.from_env(device=args.device) if env_world_size() > 1 else None  # torchrun: DDP
     try:
         if ctx is not None:

@@ -107,14 +107,16 @@ class DistillConfig:
         check_precision(self.precision)
         if self.target not in ("auto", "pre", "post"):
             raise ValueError(f"target: expected 'auto', 'pre' or 'post', got {self.target!r}")
+        from ..validation import check_float, check_int
         for name in ("steps", "batch_size", "kernels_per_step", "n_train", "n_eval", "eval_kernels",
                      "checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < (0 if name == "steps" else 1):
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.blocks < 0 or self.polish_steps < 0 or self.equivariance_every < 0:
-            raise ValueError("blocks, polish_steps, equivariance_every: expected non-negative integers")
-        if self.closed_form_max_dim < 0 or self.closed_form_oversample < 0:
-            raise ValueError(f"closed_form_max_dim, closed_form_oversample: expected non-negative values, got "
-                             f"{self.closed_form_max_dim}, {self.closed_form_oversample}")
-        if self.lr <= 0 or self.ridge < 0:
-            raise ValueError(f"lr, ridge: expected lr > 0 and ridge >= 0, got {self.lr}, {self.ridge}")
+            check_int(getattr(self, name), name, minimum=1)
+        for name in ("blocks", "polish_steps", "equivariance_every", "closed_form_max_dim", "seed"):
+            check_int(getattr(self, name), name, minimum=0)
+        check_float(self.lr, "lr", positive=True)
+        for name in ("ridge", "weight_decay", "grad_clip", "closed_form_oversample", "equivariance_weight",
+                     "stop_rel_error"):
+            check_float(getattr(self, name), name, minimum=0.0)
+        layers = tuple(self.layers)
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in layers):
+            raise ValueError(f"layers: expected layer numbers >= 1 (1 is the first layer), got {self.layers!r}")

@@ -53,8 +53,12 @@ def clone_run(out: str | Path, teacher: Any, student: Any, data: Any = "gaussian
     from symclone.students import save_student
     from symclone.teachers import load_teacher, save_teacher
 
+    from ._feeds import base_inputs
+
     cfg = cfg or DistillConfig()
     out = Path(out)
+    # the data exists and fits the teacher: checked on one sample before any file is written
+    base_inputs(teacher, data, 1, cfg.seed, root=cfg.data_root, download=cfg.download)
     cfg_path = out / "config.json"
     config = {"teacher": teacher.config, "student": student.config, "mode": cfg.mode,
               "layers": list(cfg.layers) or list(range(1, teacher.num_layers + 1)),

@@ -82,6 +82,15 @@ class SymmetrizeRunConfig:
             _check_k(self.k_eval, "k_eval")
         if self.minutes is not None and not self.minutes > 0:
             raise ValueError(f"minutes: expected a positive CPU-minute budget or None, got {self.minutes}")
+        from ..validation import check_choice, check_float, check_int
+        check_choice(self.sampler, "sampler", ("uniform", "canonical", "learned"))
+        check_int(self.epochs, "epochs", minimum=0)  # 0: evaluate the untrained wrapper only
+        check_float(self.lr, "lr", positive=True)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_int(self.n_train, "n_train", minimum=1)
+        check_int(self.n_eval, "n_eval", minimum=1)
+        check_int(self.seed, "seed", minimum=0)
+        check_float(self.noise, "noise", minimum=0.0, allow_none=True)
 
 
 def task_of_run(arts) -> str:
