@@ -100,7 +100,7 @@ def _family_case(teacher_name: str, kw: dict, K: int, N: int, dev: torch.device,
                  label: str) -> list[dict]:
     from symclone.distill import build_pair
     from symclone.distill._family import family_loss_fn, family_parameters
-    from symclone.distill._train import make_optimizer
+    from symclone.trainer import make_optimizer
 
     torch.manual_seed(0)
     teacher, student = build_pair(teacher_name, "blocks", kw)

@@ -12,7 +12,7 @@ Conventions:
   takes its contiguous shard (:meth:`DistributedContext.shard`); the global batch must be divisible by the
   world size, which makes an N-process run equal to a 1-process run up to float rounding;
 - DDP averages gradients over ranks, so a per-rank loss must be scaled such that its average is the
-  global loss (:func:`symclone.ddp.relative_mse` does this for the relative MSE used by cloning);
+  global loss (:func:`relative_mse` does this for the relative MSE used by cloning);
 - only rank 0 logs (INFO), writes checkpoints (atomically) and metrics; :meth:`DistributedContext.barrier`
   after a write, then every rank can load it (resume).
 
@@ -28,20 +28,19 @@ Conventions:
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from .runtime import resolve_device
 
-__all__ = ["DistributedContext", "wrap_ddp", "rank0_only", "configure_rank_logging", "save_checkpoint_main",
-           "env_world_size"]
+__all__ = ["DistributedContext", "wrap_ddp", "configure_rank_logging",
+           "env_world_size", "relative_mse", "ddp_step_module"]
 
 log = logging.getLogger(__name__)
 
@@ -196,30 +195,35 @@ def wrap_ddp(model: torch.nn.Module, ctx: DistributedContext, **kwargs) -> torch
     return DistributedDataParallel(model, **kwargs)
 
 
-def rank0_only(fn: Callable) -> Callable:
-    """Decorator: run ``fn`` only on rank 0 (read from ``torch.distributed`` when initialised)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
-            return None
-        return fn(*args, **kwargs)
-
-    return wrapper
-
-
 def configure_rank_logging(ctx: DistributedContext) -> None:
     """Non-main ranks log warnings only (so a torchrun job prints each message once)."""
     if not ctx.is_main:
         logging.getLogger("symclone").setLevel(logging.WARNING)
 
 
-def save_checkpoint_main(ctx: DistributedContext, stem: str | Path, tensors: dict[str, torch.Tensor],
-                         meta: dict) -> None:
-    """Rank 0 writes ``stem.safetensors`` + ``stem.json`` atomically; every rank waits at a barrier so a
-    subsequent load on any rank sees the complete checkpoint."""
-    from .io import save_checkpoint
+def relative_mse(pred: torch.Tensor, target: torch.Tensor, ctx: Optional[DistributedContext] = None) -> torch.Tensor:
+    """This rank's share of ``Σ_global (pred − y)² / Σ_global y²``, scaled by the world size so that the
+    mean over ranks (what DDP averages) is the global relative MSE."""
+    ctx = ctx or DistributedContext()
+    if pred.dtype in (torch.float16, torch.bfloat16) or target.dtype in (torch.float16, torch.bfloat16):
+        pred, target = pred.float(), target.float()  # reduced-precision forward: reduce in fp32
+    den = ctx.all_reduce_sum((target.detach() ** 2).sum()).clamp_min(1e-12)
+    return ctx.world_size * ((pred - target) ** 2).sum() / den
 
-    if ctx.is_main:
-        save_checkpoint(stem, {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta)
-    ctx.barrier()
+
+class _StepModule(nn.Module):
+    """Holds the trained tensors (the *same* Parameter objects) so DDP can hook their gradients."""
+
+    def __init__(self, params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.Tensor]):
+        super().__init__()
+        self.params = nn.ParameterList(list(params))
+        self._loss_fn = loss_fn
+
+    def forward(self, step: int) -> torch.Tensor:
+        return self._loss_fn(step)
+
+
+def ddp_step_module(params: Sequence[nn.Parameter], loss_fn: Callable[[int], torch.Tensor],
+                    ctx: DistributedContext) -> nn.Module:
+    """``model(step) == loss_fn(step)`` with DDP's gradient all-reduce hooked on ``params``."""
+    return wrap_ddp(_StepModule(params, loss_fn), ctx)

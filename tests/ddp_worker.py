@@ -1,10 +1,10 @@
 """Worker for tests/test_distributed.py, launched by ``torchrun --nproc_per_node 2`` (gloo on CPU).
 
-Runs the same cloning jobs as the test's single-process reference and, on rank 0, writes the trained
-students' tensors to ``OUT/<job>.safetensors``. Everything trains in float64 (see ``_ddp_jobs.DDP_EQUAL_TOL``). Jobs: family cloning (blocks student, 6 Adam steps),
-the same run interrupted after 3 steps and resumed from its rank-0 checkpoint, and function cloning
-(mlp student, 6 SGD steps), and 2 epochs of training a C4-symmetrized classifier with ``ddp_fit``
-(interrupted after epoch 1 and resumed), ``symclone symmetrize`` on a tiny cloned run (in one go, and
+Runs the same jobs as the test's single-process reference and, on rank 0, writes the trained students'
+tensors to ``OUT/<job>.safetensors``. Everything trains in float64 (see ``_ddp_jobs.DDP_EQUAL_TOL``).
+Jobs: ``symclone.distill.distill`` with family cloning (blocks student, 6 Adam steps) and function
+cloning (mlp student, 6 SGD steps), 2 epochs of training a C4-symmetrized classifier with
+``symclone.trainer.fit`` (interrupted after epoch 1 and resumed), ``symclone symmetrize`` on a tiny cloned run (in one go, and
 stopped after epoch 1 then resumed), and ``symclone clone`` command lines (CLI_JOBS: family cloning
 with Adam, function cloning with SGD and an equivariance penalty), and anchored fine-tuning (``finetune(..., ctx=ctx)``).
 """
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from symclone.ddp import clone_layer_ddp
-from symclone.ddp_fit import ddp_fit
+from symclone.distill import distill
 from symclone.distributed import DistributedContext
+from symclone.trainer import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ddp_jobs import (CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, build, build_finetune,  # noqa: E402
@@ -33,23 +33,14 @@ def main(out: str) -> None:
         results = {}
         for name in JOBS:
             teacher, student, cfg = build(name)
-            r = clone_layer_ddp(student, teacher, 1, cfg, ctx)
+            distill(student, teacher, None, cfg, ctx=ctx)
             results[name] = student
-            assert r["world_size"] == 2
-        teacher, student, cfg = build("family")
-        ck = out / "ck" / "family"
-        r1 = clone_layer_ddp(student, teacher, 1, cfg, ctx, checkpoint=ck, stop_at=3)
-        assert r1["steps"] == 3
-        teacher, student, cfg = build("family")  # a fresh process state: everything comes from the checkpoint
-        r2 = clone_layer_ddp(student, teacher, 1, cfg, ctx, checkpoint=ck, resume=True)
-        assert r2["resumed_from"] == 3
-        results["family_resumed"] = student
         model, data, loss_fn = build_symmetrized()
-        ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, ctx=ctx, progress=False, stop_after=1,
-                checkpoint=out / "ck" / "sym")
+        fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, ctx=ctx, progress=False, stop_after=1,
+            checkpoint=out / "ck" / "sym")
         model, data, loss_fn = build_symmetrized()  # resume the second epoch from rank 0's checkpoint
-        r = ddp_fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, ctx=ctx, progress=False,
-                    checkpoint=out / "ck" / "sym", resume=True)
+        r = fit(model, data, loss_fn, epochs=2, batch_size=8, lr=1e-2, ctx=ctx, progress=False,
+                checkpoint=out / "ck" / "sym", resume=True)
         assert r["resumed_from"] == 1 and r["world_size"] == 2
         results["symmetrized"] = model
         from symclone.finetune import finetune

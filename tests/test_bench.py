@@ -75,7 +75,7 @@ def test_distill_family_loss_equals_naive_reference(name, kw):
 
 
 def test_make_optimizer_fused_equals_unfused():
-    from symclone.distill._train import fused_adamw_supported, make_optimizer
+    from symclone.trainer import fused_adamw_supported, make_optimizer
 
     torch.manual_seed(0)
     w0, g = torch.randn(5, 7), torch.randn(5, 7)

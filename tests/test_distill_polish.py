@@ -58,7 +58,7 @@ def test_polish_resume_after_finish_does_not_polish_again_and_mid_polish_resume_
     monkeypatch.setattr(eng, "polish", pol.polish)
 
     # interrupted at polish step 20 (checkpoint at 15): resume continues the polish from step 15
-    orig = pol.optimize
+    orig = pol.train_steps
 
     def interrupting(params, loss_fn, *a, **kw):
         def loss(step):
@@ -66,13 +66,13 @@ def test_polish_resume_after_finish_does_not_polish_again_and_mid_polish_resume_
                 raise KeyboardInterrupt
             return loss_fn(step)
         return orig(params, loss, *a, **kw)
-    monkeypatch.setattr(pol, "optimize", interrupting)
+    monkeypatch.setattr(pol, "train_steps", interrupting)
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):
         distill(create_student("mlp", teacher=t), t, None, _polish_cfg(), out=tmp_path / "b")
     cur = json.loads((tmp_path / "b/checkpoints/last.json").read_text())["current"]
     assert cur["phase"] == "polish" and cur["step"] == 15
-    monkeypatch.setattr(pol, "optimize", orig)
+    monkeypatch.setattr(pol, "train_steps", orig)
     s = create_student("mlp", teacher=t)
     m3 = distill(s, t, None, _polish_cfg(), out=tmp_path / "b", resume=True)
     assert m3["polish"]["objective_before"] == m["polish"]["objective_before"]

@@ -17,7 +17,7 @@ def _cfg(**kw) -> ClassifyConfig:
 
 def _weights(stem):
     tensors, _ = load_checkpoint(stem)
-    return {k: v for k, v in tensors.items() if k.startswith(("model.", "ema."))}
+    return {k: v for k, v in tensors.items() if k.startswith(("model/", "ema/"))}
 
 
 def test_learned_classify_runs_and_resume_equals_uninterrupted(tmp_path):
@@ -44,8 +44,8 @@ def test_learned_classify_runs_and_resume_equals_uninterrupted(tmp_path):
 def test_ema_weights_are_averaged_and_checkpointed(tmp_path):
     exp_classify("mlp", _cfg(ema=0.9), out=tmp_path, progress=False, limit=12)
     w = _weights(tmp_path / "classify_mlp")
-    live = {k[6:]: v for k, v in w.items() if k.startswith("model.")}
-    avg = {k[11:]: v for k, v in w.items() if k.startswith("ema.module.")}
+    live = {k[6:]: v for k, v in w.items() if k.startswith("model/")}
+    avg = {k[11:]: v for k, v in w.items() if k.startswith("ema/module.")}
     assert live.keys() == avg.keys()
     # the average lags the live weights: equal only where nothing trained (none here)
     assert all(not torch.equal(live[k], avg[k]) for k in live if live[k].is_floating_point())

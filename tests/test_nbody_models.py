@@ -64,18 +64,22 @@ def test_train_regressor_resume_continues_the_same_trajectory(tmp_path):
     assert st["epoch"] == 2 and len(st["curve"]) == 2
     # best-on-validation weights are returned: compare the last-epoch weights via the curve instead
     assert st["curve"][-1][3] == pytest.approx(uninterrupted["curve"][-1][3], rel=1e-6)
-    # control: resuming from the same epoch-1 checkpoint without the optimiser state (fresh Adam
-    # moments) follows another trajectory
-    from symclone.io import load_checkpoint, save_checkpoint
+    # control: resuming from the same epoch-1 checkpoint with the Adam moments zeroed follows another
+    # trajectory (so the resume above did restore them); without any optimiser state it is refused
+    from symclone.io import CheckpointError, load_checkpoint, save_checkpoint
     b2 = fresh()
     train_regressor(b2, (x, y), (x[:10], y[:10]), TrainConfig(epochs=1, **cfg), checkpoint=stem + "_noopt")
     tensors, meta = load_checkpoint(stem + "_noopt")
     assert "optimizer" in meta and any(k.startswith("opt/") for k in tensors)
-    meta.pop("optimizer")
-    save_checkpoint(stem + "_noopt", {k: v for k, v in tensors.items() if not k.startswith("opt/")}, meta)
+    zeroed = {k: (torch.zeros_like(v) if k.startswith("opt/") and "exp_avg" in k else v) for k, v in tensors.items()}
+    save_checkpoint(stem + "_noopt", zeroed, meta)
     st2 = train_regressor(fresh(), (x, y), (x[:10], y[:10]), TrainConfig(epochs=2, **cfg), checkpoint=stem + "_noopt")
     assert st2["epoch"] == 2
     assert st2["curve"][-1][3] != pytest.approx(st["curve"][-1][3], rel=1e-6)
+    meta.pop("optimizer")
+    save_checkpoint(stem + "_noopt", {k: v for k, v in tensors.items() if not k.startswith("opt/")}, meta)
+    with pytest.raises(CheckpointError, match="optimiser"):
+        train_regressor(fresh(), (x, y), (x[:10], y[:10]), TrainConfig(epochs=2, **cfg), checkpoint=stem + "_noopt")
 
 
 def test_train_regressor_reports_why_it_stopped_and_a_spent_budget_stays_spent(tmp_path):

@@ -48,7 +48,7 @@ from ._metrics import layer_equivariance_monitor
 from ._polish import PHASE as POLISH_PHASE, polish
 from ._solver import fallback_reason, resolve_solver
 from ._state import load_state, save_state
-from ._train import make_optimizer, optimize
+from ..trainer import make_optimizer, train_steps
 
 __all__ = ["distill", "check_compatible", "untrained_copy", "plan_layer", "LayerPlan"]
 
@@ -167,7 +167,7 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
             progress["current"] = {"layer": l, "step": step, "loss_curve": curve_, "equivariance_curve": eq_curve}
             save_state(out, student, progress, opt_)
 
-    r = optimize(params, loss_fn, cfg.steps, cfg.lr, kind=solver, weight_decay=cfg.weight_decay,
+    r = train_steps(params, loss_fn, cfg.steps, cfg.lr, kind=solver, weight_decay=cfg.weight_decay,
                  grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,
                  log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_checkpoint=on_checkpoint,
                  stop_rel_error=cfg.stop_rel_error, progress=cfg.progress, desc=f"{cfg.mode} layer {l}",

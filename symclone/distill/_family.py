@@ -165,8 +165,8 @@ def family_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, us
     """``loss_fn(step)``: ``kernels`` fresh teacher parameter draws × a batch of inputs (fresh N(0, 1)
     inputs every step when ``fresh_gaussian``, else a batch of ``h_train``). With a multi-process
     ``ctx`` (:class:`symclone.distributed.DistributedContext`) every rank draws the same global batch
-    and kernels and computes its shard of the inputs (:func:`symclone.ddp.relative_mse`)."""
-    from symclone.ddp import relative_mse
+    and kernels and computes its shard of the inputs (:func:`symclone.distributed.relative_mse`)."""
+    from symclone.distributed import relative_mse
 
     def loss_fn(step: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + l * 100_003 + step)

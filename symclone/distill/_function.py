@@ -112,8 +112,8 @@ def function_loss_fn(student: Any, teacher: Any, l: int, h_train: torch.Tensor, 
                      ) -> Callable[[int], torch.Tensor]:
     """A ``loss_fn(step)`` drawing a deterministic batch per ``(seed, l, step)``. With a multi-process
     ``ctx`` every rank draws the same global batch (and group elements) and uses its shard; both terms
-    are normalised by global sums (:func:`symclone.ddp.relative_mse`)."""
-    from symclone.ddp import relative_mse
+    are normalised by global sums (:func:`symclone.distributed.relative_mse`)."""
+    from symclone.distributed import relative_mse
 
     group = teacher.group
     rep_in, rep_out = teacher.reps[l - 1], teacher.reps[l]

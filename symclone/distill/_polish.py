@@ -32,7 +32,7 @@ from symclone.io import restore_optimizer
 
 from ._config import DistillConfig
 from ._state import save_state
-from ._train import make_optimizer, optimize
+from ..trainer import make_optimizer, train_steps
 
 __all__ = ["polish", "polish_parameters", "PHASE"]
 
@@ -109,7 +109,7 @@ def polish(student: Any, teacher: Any, layers: list[int], x_train: torch.Tensor,
         progress["current"] = {"phase": PHASE, "step": step, "loss_curve": curve_, "objective_before": before}
         save_state(out, student, progress, opt_, extra={f"{_START}{i}": p for i, p in enumerate(start_params)})
 
-    r = optimize(params, loss_fn, cfg.polish_steps, cfg.lr * 0.1, weight_decay=cfg.weight_decay,
+    r = train_steps(params, loss_fn, cfg.polish_steps, cfg.lr * 0.1, weight_decay=cfg.weight_decay,
                  grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,
                  log_every=cfg.log_every, checkpoint_every=cfg.checkpoint_every, on_checkpoint=on_checkpoint,
                  progress=cfg.progress, desc="polish", precision=cfg.precision)

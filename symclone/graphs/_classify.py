@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..progress import track
-from ..io import CheckpointError, flatten_optimizer, load_checkpoint, restore_optimizer, save_checkpoint
+from ..trainer import TrainingCheckpoint
 from ..schedules import cosine_lr
 from ._batch import to_dense
 from ._embed import ModelConfig, build_model, prepare_inputs
@@ -117,21 +117,16 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
     evaluated = model if ema is None else ema.module
     hist: list[dict] = []
     best = {"val": -1.0, "nll": math.inf, "state": None, "epoch": -1}
-    stem = None if out is None else Path(out) / f"classify_{name}"
+    saved = None if out is None else TrainingCheckpoint(Path(out) / f"classify_{name}")
+    modules = {"model": model} if ema is None else {"model": model, "ema": ema}
     seconds = 0.0  # CPU seconds of this process (the machine is shared: wall time is not comparable)
-    if resume and stem is not None:
-        try:
-            tensors, meta = load_checkpoint(stem)
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            restore_optimizer(opt, tensors, meta["optimizer"])
-            if ema is not None:
-                ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
-            best["state"] = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-            hist, best["val"], best["epoch"], seconds = meta["history"], meta["best_val"], meta["best_epoch"], \
-                meta["seconds"]
-            best["nll"] = float(meta.get("best_val_nll", math.inf))
-        except CheckpointError:
-            pass
+    restored = saved.load(modules, opt) if (resume and saved is not None) else None
+    if restored is not None:
+        meta, extra = restored
+        best["state"] = {k[5:]: v for k, v in extra.items() if k.startswith("best.")} or None
+        hist, best["val"], best["epoch"], seconds = meta["history"], meta["best_val"], meta["best_epoch"], \
+            meta["seconds"]
+        best["nll"] = float(meta.get("best_val_nll", math.inf))
     stopped = False
     for epoch in track(range(len(hist), cfg.epochs), f"classify:{name}", enabled=progress):
         if seconds > cfg.max_seconds:
@@ -166,8 +161,10 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
                      "seconds": seconds})
         if (val, -val_nll) > (best["val"], -best["nll"]):   # accuracy first, ties: lower validation loss
             best = {"val": val, "nll": val_nll, "state": copy.deepcopy(evaluated.state_dict()), "epoch": epoch}
-        if stem is not None:
-            _save(stem, model, opt, best, hist, seconds, ema)
+        if saved is not None:
+            saved.save({"history": hist, "best_val": best["val"], "best_val_nll": best["nll"],
+                        "best_epoch": best["epoch"], "seconds": seconds}, modules, opt,
+                       tensors={f"best.{k}": v for k, v in (best["state"] or {}).items()})
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     t0 = time.process_time()
@@ -182,15 +179,3 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
     res["seconds"] = round(seconds + t_prep + time.process_time() - t0, 1)  # CPU seconds, all included
     res["seconds_prepare"] = round(t_prep, 1)
     return res
-
-
-def _save(stem: Path, model, opt, best, hist, seconds, ema=None) -> None:
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if ema is not None:
-        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
-    tensors |= {f"best.{k}": v for k, v in (best["state"] or {}).items()}
-    opt_tensors, opt_meta = flatten_optimizer(opt)
-    tensors |= opt_tensors
-    meta = {"optimizer": opt_meta, "history": hist,
-            "best_val": best["val"], "best_val_nll": best["nll"], "best_epoch": best["epoch"], "seconds": seconds}
-    save_checkpoint(stem, {k: v.contiguous() for k, v in tensors.items()}, meta)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -147,8 +147,9 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     ``stop_after``: stop (checkpointed) after that many epochs in total, as a job hitting its time
     limit; a rerun with the same ``cfg`` resumes the same schedule.
     """
-    from ..io import checkpoint_exists, flatten_optimizer, load_checkpoint, restore_optimizer
+    from ..progress import progress_bar
     from ..runtime import resolve_device
+    from ..trainer import TrainingCheckpoint
     dist_on = ctx is not None and ctx.distributed
     is_main = ctx is None or ctx.is_main
     dev = ctx.device if ctx is not None else resolve_device(cfg.device)
@@ -161,12 +162,12 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "seconds": 0.0, "best_valid": float("inf"), "curve": []}
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if checkpoint and checkpoint_exists(checkpoint):
-        tensors, meta = load_checkpoint(checkpoint)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        best = {k[5:]: v.to(dev) for k, v in tensors.items() if k.startswith("best.")}
-        if "optimizer" in meta:  # Adam moments and step counts: the resumed run continues the same trajectory
-            restore_optimizer(opt, tensors, meta["optimizer"])  # load_state_dict moves state to the params
+    saved = TrainingCheckpoint(checkpoint, ctx) if checkpoint else None
+    # model, Adam moments and step counts, the best weights so far: the resumed run continues the same trajectory
+    restored = saved.load({"model": model}, opt) if saved is not None else None
+    if restored is not None:
+        meta, extra = restored
+        best = {k[5:]: v.to(dev) for k, v in extra.items() if k.startswith("best.")}
         state = meta["state"]
         log.info("resumed %s at epoch %d", checkpoint, state["epoch"])
     if dist_on:
@@ -194,11 +195,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             p = max(p, cpu_at_epoch_start / budget)
         return min(1.0, p)
     model.train()
-    try:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.epochs, initial=state["epoch"], disable=not (cfg.progress and is_main), desc="train")
-    except ImportError:  # pragma: no cover
-        bar = None
+    bar = progress_bar(cfg.epochs, "train", enabled=cfg.progress and is_main, initial=state["epoch"])
     state["stopped_by"] = None
     while state["epoch"] < end:
         cpu_start = cpu_seconds() if (budget is not None or cfg.cosine) else 0.0
@@ -225,8 +222,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             run = ctx.all_reduce_mean(run)
         run = float(run)
         state["epoch"] += 1
-        if bar is not None:
-            bar.update(1)
+        bar.update(1, loss=run / steps_per_epoch)
         elapsed = time.time() - t0
         state["cpu_seconds"] = cpu_seconds()
         out_of_time = budget is not None and state["cpu_seconds"] > budget
@@ -241,34 +237,19 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             state["seconds"] = elapsed
             if on_eval and is_main:
                 on_eval(state)
-            if checkpoint:
-                tensors = {f"model.{k}": t.contiguous() for k, t in model.state_dict().items()}
-                tensors.update({f"best.{k}": t.contiguous() for k, t in best.items()})
-                opt_tensors, opt_meta = flatten_optimizer(opt)
-                tensors.update(opt_tensors)
-                _save_main(ctx, checkpoint, tensors, {"state": state, "optimizer": opt_meta,
-                                                      "world_size": 1 if ctx is None else ctx.world_size})
+            if saved is not None:  # rank 0 writes, every rank waits
+                saved.save({"state": state, "world_size": 1 if ctx is None else ctx.world_size}, {"model": model},
+                           opt, tensors={f"best.{k}": t for k, t in best.items()})
         if out_of_time:
             state["stopped_by"] = "budget"
             break
     if state["stopped_by"] is None:
         state["stopped_by"] = "epochs" if state["epoch"] >= cfg.epochs else "stop_after"
-    if bar is not None:
-        bar.close()
+    bar.close()
     model.load_state_dict(best)
     state["seconds"] = time.time() - t0
     state["world_size"] = 1 if ctx is None else ctx.world_size
     return state
-
-
-def _save_main(ctx, stem, tensors, meta) -> None:
-    """Rank 0 writes the checkpoint (atomic); under DDP every rank then waits at a barrier."""
-    if ctx is None:
-        from ..io import save_checkpoint
-        save_checkpoint(stem, tensors, meta)
-    else:
-        from ..distributed import save_checkpoint_main
-        save_checkpoint_main(ctx, stem, tensors, meta)
 
 
 @torch.no_grad()

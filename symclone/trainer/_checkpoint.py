@@ -1,4 +1,4 @@
-"""The training core shared by symclone's loops: one checkpoint of a loop's whole state.
+"""One checkpoint of a training loop's whole state (part of the training core, :mod:`symclone.trainer`).
 
 A training loop's state is its modules, its optimiser (and learning-rate scheduler), its random
 generators, any extra tensors (an anchor, an EMA copy, the best model so far) and a JSON record
@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-from .io import (CheckpointError, checkpoint_exists, flatten_optimizer, load_checkpoint, remove_checkpoint,
+from ..io import (CheckpointError, checkpoint_exists, flatten_optimizer, load_checkpoint, remove_checkpoint,
                  restore_optimizer, save_checkpoint)
 
 __all__ = ["TrainingCheckpoint"]

@@ -1,6 +1,6 @@
-"""Epoch-based DDP training of any ``nn.Module`` on a ``Dataset`` (symmetrized models, fine-tuning).
+"""The epoch loop of the training core: ``fit(model, dataset, loss_fn, ...)`` for any ``nn.Module``.
 
-``ddp_fit(model, dataset, loss_fn, ...)`` wraps ``model`` in ``DistributedDataParallel`` (see
+``fit(model, dataset, loss_fn, ...)`` wraps ``model`` in ``DistributedDataParallel`` (see
 :mod:`symclone.distributed`), shards the data with a ``DistributedSampler`` (one process: the same
 sampler with one replica, so a 1-process run sees exactly the global batches of an N-process run),
 trains with AdamW + ``ExponentialLR(gamma)`` per epoch + gradient clipping, runs the forward under
@@ -17,7 +17,7 @@ the DDP wrapper, not the bare module, so gradients are synchronised. ``batch_siz
 >>> x = torch.randn(64, 3); y = x @ torch.tensor([1.0, -2.0, 0.5])
 >>> model = torch.nn.Linear(3, 1)
 >>> loss = lambda m, b: ((m(b[0]).squeeze(1) - b[1]) ** 2).mean()
->>> h = ddp_fit(model, TensorDataset(x, y), loss, epochs=30, batch_size=16, lr=0.05, progress=False)
+>>> h = fit(model, TensorDataset(x, y), loss, epochs=30, batch_size=16, lr=0.05, progress=False)
 >>> h["history"][-1]["loss"] < 1e-2 * h["history"][0]["loss"]
 True
 """
@@ -33,11 +33,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .distributed import DistributedContext, wrap_ddp
-from .runtime import make_loader, precision_context
-from .trainer import TrainingCheckpoint
+from ..distributed import DistributedContext, wrap_ddp
+from ..runtime import make_loader, precision_context
+from ._checkpoint import TrainingCheckpoint
 
-__all__ = ["ddp_fit"]
+__all__ = ["fit"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _to(batch: Any, dev: torch.device) -> Any:
     return batch
 
 
-def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any], torch.Tensor], epochs: int,
+def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any], torch.Tensor], epochs: int,
             batch_size: int, lr: float = 1e-3, ctx: Optional[DistributedContext] = None, weight_decay: float = 0.0,
             gamma: float = 1.0, grad_clip: float = 1.0, precision: str = "fp32", seed: int = 0,
             checkpoint: Optional[str | Path] = None, resume: bool = False, progress: bool = True,
@@ -61,7 +61,7 @@ def ddp_fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, An
     ``stop_after``: stop after that many epochs in total (checkpointed), as a job hitting its time limit.
     ``ddp_kwargs``: extra ``DistributedDataParallel`` arguments (e.g. ``find_unused_parameters=True``).
     """
-    from .progress import progress_bar
+    from ..progress import progress_bar
 
     ctx = ctx or DistributedContext()
     if epochs < 1 or batch_size < 1:

@@ -1,5 +1,10 @@
-"""The optimiser loop shared by function and family cloning (AdamW or SGD, cosine lr, grad clip,
-periodic checkpoints, tqdm, loss curve, early stop at a target relative error).
+"""The step loop of the training core: ``train_steps(params, loss_fn, steps, ...)``.
+
+AdamW or SGD, cosine learning rate, gradient clipping, periodic checkpoints through a callback, progress
+(:mod:`symclone.progress`), a loss curve, early stop at a target relative error, an optional monitor
+(e.g. the equivariance error every N steps), and DDP when a multi-process context is given (the trained
+tensors are registered in :func:`symclone.distributed.ddp_step_module`). Used by function and family
+cloning and by the end-to-end polish.
 
 ``loss_fn(step)`` returns the relative MSE ``‖pred − target‖² / ‖target‖²`` of a fresh batch;
 its square root is the running relative error that is logged.
@@ -7,7 +12,7 @@ its square root is the running relative error that is logged.
 >>> import torch
 >>> w = torch.nn.Parameter(torch.zeros(3)); target = torch.tensor([1.0, 2.0, 3.0])
 >>> loss = lambda step: ((w - target) ** 2).sum() / (target ** 2).sum()
->>> r = optimize([w], loss, steps=300, lr=0.1, progress=False)
+>>> r = train_steps([w], loss, steps=300, lr=0.1, progress=False)
 >>> r["final_rel_error"] < 1e-2
 True
 """
@@ -17,49 +22,15 @@ import math
 import time
 from typing import Any, Callable, Optional
 
-
 import torch
 
 from ..schedules import cosine_lr
+from ._optim import make_optimizer
 
-__all__ = ["optimize", "make_optimizer", "fused_adamw_supported", "cosine_lr"]
-
-
-def _fused_devices() -> set[str]:
-    try:
-        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
-    except ImportError:  # pragma: no cover - older torch: fused AdamW on CUDA only
-        return {"cuda"}
-    return set(_get_fused_kernels_supported_devices())
+__all__ = ["train_steps"]
 
 
-def fused_adamw_supported(params: list[torch.Tensor]) -> bool:
-    """Whether ``AdamW(fused=True)`` runs on ``params``: real floating-point tensors, all on one device of
-    a type this torch build has fused optimizer kernels for (CUDA, and CPU since torch 2.4)."""
-    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
-    if not tensors or not all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tensors):
-        return False
-    devices = {t.device for t in tensors}
-    return len(devices) == 1 and next(iter(devices)).type in _fused_devices()
-
-
-def make_optimizer(params: list[torch.nn.Parameter], kind: str, lr: float, weight_decay: float
-                   ) -> torch.optim.Optimizer:
-    """SGD (momentum 0.9) or AdamW; AdamW uses the fused kernel (one multi-tensor update, measured faster
-    on CPU and GPU) where :func:`fused_adamw_supported`, else the default implementation. Both compute the
-    same update up to float rounding, and DDP only touches gradients, so it works with either."""
-    params = list(params)
-    if kind == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    if fused_adamw_supported(params):
-        try:
-            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
-        except (RuntimeError, TypeError, ValueError):  # pragma: no cover - a build without the kernel
-            pass
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-
-
-def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Tensor], steps: int, lr: float,
+def train_steps(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Tensor], steps: int, lr: float,
              kind: str = "adam", weight_decay: float = 0.0, grad_clip: float = 1.0, start_step: int = 0,
              optimizer: Optional[torch.optim.Optimizer] = None, loss_curve: Optional[list] = None,
              log_every: int = 10, checkpoint_every: int = 0,
@@ -72,14 +43,13 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
 
     ``ctx``: a :class:`symclone.distributed.DistributedContext`; with several processes the steps run
     through ``DistributedDataParallel`` (``loss_fn`` must use this rank's shard and a loss whose mean over
-    ranks is the global loss, see :func:`symclone.ddp.relative_mse`), the logged error is the global one
+    ranks is the global loss, see :func:`symclone.distributed.relative_mse`), the logged error is the global one
     and ``on_checkpoint`` runs on rank 0 only. ``precision``: the forward's numerics
     (:func:`symclone.runtime.precision_context`). ``monitor(step)`` (e.g. the layer's equivariance
     error), when given, is recorded every ``monitor_every`` steps and after the last one as
     ``[step, value]`` in ``monitor_curve`` (returned; pass the list back in to continue it on resume).
     """
-    from tqdm.auto import tqdm
-
+    from symclone.progress import progress_bar
     from symclone.runtime import precision_context
 
     opt = optimizer or make_optimizer(params, kind, lr, weight_decay)
@@ -87,7 +57,7 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
     if params:
         device = params[0].device
     if dist_on:
-        from symclone.ddp import ddp_step_module
+        from symclone.distributed import ddp_step_module
 
         model = ddp_step_module(params, loss_fn, ctx)
         progress = progress and ctx.is_main
@@ -103,9 +73,10 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
     t0 = time.perf_counter()
     rel = float("nan")
     step = start_step
-    bar = tqdm(range(start_step, steps), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = progress_bar(steps - start_step, desc, enabled=progress)
     stopped = False
-    for step in bar:
+    for step in range(start_step, steps):
+        bar.update(1)
         for g in opt.param_groups:
             g["lr"] = cosine_lr(lr, step, steps)
         opt.zero_grad(set_to_none=True)
@@ -122,7 +93,7 @@ def optimize(params: list[torch.nn.Parameter], loss_fn: Callable[[int], torch.Te
         rel = max(value, 0.0) ** 0.5
         if step % log_every == 0 or step == steps - 1:
             curve.append([step, rel])
-            bar.set_postfix(rel_err=f"{rel:.2e}")
+            bar.update(0, rel_err=rel)
         if stop_rel_error > 0 and rel < stop_rel_error:
             curve.append([step, rel])
             stopped = True
