@@ -80,6 +80,7 @@ def run(args) -> int:
     kernels = None
     if args.kernels > 0 and getattr(student, "supports_params", False) and student.num_layers == 1:
         kernels = teacher.sample_params(1, args.kernels, generator=torch.Generator().manual_seed(args.seed))
+    torch.manual_seed(cfg.seed)  # the head's initialisation: the same command gives the same model
     model = ClonedNet(student, task.num_classes, kernels=kernels, pool=pool, structure_group=teacher.group)
     out = run_dir / "finetune"
     out.mkdir(parents=True, exist_ok=True)
