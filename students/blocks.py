@@ -58,25 +58,25 @@ DENSE_SHARE = 1 / 8
 SPARSE_INIT_ENTRIES = 1 << 20
 
 
-class BlockLayer(nn.Module):
-    """One kernel-conditioned layer: ``W (B, O, I)``, ``c (B, O)``, ``H (B, P)``, ``A (R-1, P, P)``."""
+class _BlockLayerBase(nn.Module):
+    """What the dense and the sparse block layer share: the layout and ``c``, ``H``, ``A``, ``kernel``,
+    ``scale`` (the blocks ``W`` themselves are stored by the subclass)."""
 
-    sparse = False
-
-    def __init__(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int,
-                 gen: Optional[torch.Generator]):
-        super().__init__()
+    def _layout(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int) -> int:
         if out_dim % orientations:
             raise ValueError(f"orientations: output size {out_dim} is not divisible by {orientations}")
         O = out_dim // orientations
         self.B, self.P, self.R, self.O, self.I = blocks, num_params, orientations, O, in_dim
-        bound = 1.0 / math.sqrt(in_dim * blocks)
-        self.W = nn.Parameter((torch.rand(blocks, O, in_dim, generator=gen) * 2 - 1) * bound)
-        self.c = nn.Parameter(torch.zeros(blocks, O))
-        q, _ = torch.linalg.qr(torch.randn(max(blocks, num_params), max(blocks, num_params), generator=gen))
-        self.H = nn.Parameter(q[:blocks, :num_params].clone())
-        self.A = nn.Parameter(torch.eye(num_params).repeat(orientations - 1, 1, 1))
-        self.register_buffer("kernel", torch.zeros(num_params))
+        return O
+
+    def _shared_parameters(self, gen: Optional[torch.Generator]) -> None:
+        """``c = 0``, ``H`` a random orthonormal ``(B, P)`` slice, ``A_r = I``; drawn after ``W``."""
+        B, P = self.B, self.P
+        self.c = nn.Parameter(torch.zeros(B, self.O))
+        q, _ = torch.linalg.qr(torch.randn(max(B, P), max(B, P), generator=gen))
+        self.H = nn.Parameter(q[:B, :P].clone())
+        self.A = nn.Parameter(torch.eye(P).repeat(self.R - 1, 1, 1))
+        self.register_buffer("kernel", torch.zeros(P))
         self.register_buffer("scale", torch.ones(()))
 
     def coefficients(self, k: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,20 @@ class BlockLayer(nn.Module):
         kt = k / self.scale
         maps = [kt] + [kt @ self.A[r].T for r in range(self.R - 1)]
         return torch.stack(maps, dim=-2) @ self.H.T
+
+
+class BlockLayer(_BlockLayerBase):
+    """One kernel-conditioned layer: ``W (B, O, I)``, ``c (B, O)``, ``H (B, P)``, ``A (R-1, P, P)``."""
+
+    sparse = False
+
+    def __init__(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int,
+                 gen: Optional[torch.Generator]):
+        super().__init__()
+        O = self._layout(in_dim, out_dim, num_params, blocks, orientations)
+        bound = 1.0 / math.sqrt(in_dim * blocks)
+        self.W = nn.Parameter((torch.rand(blocks, O, in_dim, generator=gen) * 2 - 1) * bound)
+        self._shared_parameters(gen)
 
     def effective(self, z: torch.Tensor) -> torch.Tensor:
         """``Σ_b z_{r,b} W_b`` ``(R, O, I)`` for the coefficients ``z (R, B)`` of one kernel."""
@@ -110,7 +124,7 @@ class BlockLayer(nn.Module):
         return torch.einsum("krb,knbo->knro", z, u)
 
 
-class SparseBlockLayer(nn.Module):
+class SparseBlockLayer(_BlockLayerBase):
     """A :class:`BlockLayer` whose blocks are stored as entries: ``W_index (3, nnz)`` (block, row, column)
     and ``W_values (nnz,)``; ``c``, ``H``, ``A``, ``kernel``, ``scale`` as in the dense layer.
 
@@ -126,22 +140,12 @@ class SparseBlockLayer(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, num_params: int, blocks: int, orientations: int,
                  gen: Optional[torch.Generator]):
         super().__init__()
-        if out_dim % orientations:
-            raise ValueError(f"orientations: output size {out_dim} is not divisible by {orientations}")
-        O = out_dim // orientations
-        self.B, self.P, self.R, self.O, self.I = blocks, num_params, orientations, O, in_dim
+        O = self._layout(in_dim, out_dim, num_params, blocks, orientations)
         n = min(blocks * O * in_dim, SPARSE_INIT_ENTRIES)
         idx = torch.stack([torch.randint(0, size, (n,), generator=gen) for size in (blocks, O, in_dim)])
         self.register_buffer("W_index", idx)
         self.W_values = nn.Parameter((torch.rand(n, generator=gen) * 2 - 1) * math.sqrt(O / n))
-        self.c = nn.Parameter(torch.zeros(blocks, O))
-        q, _ = torch.linalg.qr(torch.randn(max(blocks, num_params), max(blocks, num_params), generator=gen))
-        self.H = nn.Parameter(q[:blocks, :num_params].clone())
-        self.A = nn.Parameter(torch.eye(num_params).repeat(orientations - 1, 1, 1))
-        self.register_buffer("kernel", torch.zeros(num_params))
-        self.register_buffer("scale", torch.ones(()))
-
-    coefficients = BlockLayer.coefficients
+        self._shared_parameters(gen)
 
     @property
     def W(self) -> torch.Tensor:
