@@ -1,4 +1,4 @@
-"""Analysis of learned weights and functions (DESIGN.md §7).
+"""Analysis of learned weights and functions (docs/design.md §7).
 
 * :func:`structure_residual` / :func:`project` — Reynolds projection onto G-equivariant linear
   maps (fast strided paths for t2, c4, p4 on images and C4 regular fields; any finite group

@@ -10,7 +10,7 @@ Numbers reported for a layer ``W`` with a k×k footprint (see ``_kernels`` for t
   (1/IPR ≈ the number of weights a row uses: k²·C_in for a conv, ~n/3 for Gaussian rows);
 * ``kernel_cosine`` / ``kernel_rel_error`` — recovered kernel vs the teacher's, if given;
 * ``support`` — the same restricted to the columns of input pixels that are ever non-zero (data
-  support: weights on never-active pixels keep their initial values, DESIGN.md §4).
+  support: weights on never-active pixels keep their initial values, docs/design.md §4).
 
 >>> import torch, torch.nn.functional as F
 >>> k = torch.randn(1, 1, 3, 3, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Downstream grid: retain or break the symmetry of cloned students (issue 7, DESIGN.md §6).
+"""Downstream grid: retain or break the symmetry of cloned students (issue 7, docs/design.md §6).
 
 For every (task, model, mode, beta) row: test accuracy (per split), invariance error of the trained
 logits on the test set, structure residual of the cloned layers before/after, drift of the cloned

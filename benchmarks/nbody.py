@@ -1,7 +1,7 @@
 """n-body benchmark: plain transformer vs. the same transformer symmetrized (S_n × O(3)) with each
 sampler, the e3nn teacher, and a transformer cloned from the e3nn teacher then symmetrized.
 
-Task (DESIGN.md §5): from frame 30 (positions, velocities, charges) predict positions at frame 40;
+Task (docs/design.md §5): from frame 30 (positions, velocities, charges) predict positions at frame 40;
 3000 / 2000 / 2000 systems from ``symclone.data.nbody``. Test MSE is compared with the published
 EGNN 0.0071 and LPS 0.004, and with two baselines on the same test set (``baselines``: no motion, and
 constant-velocity extrapolation ``p + τ v`` with ``τ`` fitted by least squares on the training set).

@@ -1,6 +1,6 @@
 """A scoped torch default dtype.
 
-escnn 1.0.11 cannot build an ``R2Conv`` under a float64 default dtype (DESIGN.md §10), while e3nn
+escnn 1.0.11 cannot build an ``R2Conv`` under a float64 default dtype (docs/design.md §10), while e3nn
 builds its so(3) generators in the default dtype; both need the default switched for one call.
 
 >>> with default_dtype(torch.float64):

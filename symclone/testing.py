@@ -1,4 +1,4 @@
-"""The shared equivariance checker (DESIGN.md §8.1).
+"""The shared equivariance checker (docs/design.md §8.1).
 
 ``equivariance_error(f, group, rep_in, rep_out, x)`` measures, for group elements g,
 
@@ -33,7 +33,7 @@ __all__ = ["equivariance_error", "assert_equivariant", "TOLERANCES", "cast_modul
 log = logging.getLogger(__name__)
 
 #: relative-error tolerances per dtype. float64 is 1e-6 rather than ~1e-12 because escnn samples
-#: its steerable kernel basis in float32 (DESIGN.md §10: ~1e-7 even after ``.double()``).
+#: its steerable kernel basis in float32 (docs/design.md §10: ~1e-7 even after ``.double()``).
 TOLERANCES = {torch.float64: 1e-6, torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
 
 _MAX_ENUMERATED = 64

@@ -1,4 +1,4 @@
-"""Teachers: equivariant networks whose per-layer features students clone (DESIGN.md §3).
+"""Teachers: equivariant networks whose per-layer features students clone (docs/design.md §3).
 
 Importing this package registers every teacher (``cnn``, ``gcnn_c4``, ``e3nn``) with
 :func:`symclone.registry.create_teacher`; checkpoints via :func:`save_teacher`/:func:`load_teacher`.

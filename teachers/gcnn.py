@@ -16,7 +16,7 @@ keyed on the parameter version and used whenever no gradient is needed), i.e. th
 conv of the same width. Layers are built with ``recompute=True``: by default escnn shares one
 basis module between all convs with the same basis (a global cache), so ``.double()`` on one
 teacher would silently change the basis dtype of every other teacher. :meth:`GCNNC4Teacher.export` returns plain torch modules via escnn's
-``export()`` with the circular padding that escnn drops restored (DESIGN.md §10).
+``export()`` with the circular padding that escnn drops restored (docs/design.md §10).
 
 >>> import torch
 >>> t = GCNNC4Teacher(fields=2, depth=2, size=8)
@@ -88,7 +88,7 @@ class GCNNC4Teacher(ConvTeacher):
         types = [enn.FieldType(self.gspace, [self.gspace.trivial_repr] * in_channels)]
         types += [enn.FieldType(self.gspace, [self.gspace.regular_repr] * f) for f in nf]
         self.field_types = types
-        with default_dtype(torch.float32):  # escnn cannot build under float64 (DESIGN §10)
+        with default_dtype(torch.float32):  # escnn cannot build under float64 (docs/design.md §10)
             self.convs = nn.ModuleList(
                 enn.R2Conv(types[i], types[i + 1], kernel_size, padding=kernel_size // 2,
                            padding_mode="circular", bias=bias, recompute=True) for i in range(len(nf)))

@@ -1,4 +1,4 @@
-"""Run every ``>>>`` example in the symclone package (DESIGN.md §8.9)."""
+"""Run every ``>>>`` example in the symclone package (docs/design.md §8.9)."""
 import doctest
 import importlib
 import pkgutil

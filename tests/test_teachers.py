@@ -251,7 +251,7 @@ def test_gcnn_matches_escnn_forward_transform_and_export():
             assert float((lhs - rhs).norm() / rhs.norm()) < 1e-6
             # symclone's c4 action agrees with escnn's convention
             torch.testing.assert_close(t.group.act(torch.tensor([k, 0, 0]), ours, t.reps[l]), rhs)
-    # escnn's export() drops circular padding (DESIGN §10); ours restores it
+    # escnn's export() drops circular padding (docs/design.md §10); ours restores it
     x = _input(t)
     torch.testing.assert_close(t.export()(x), t.forward_features(x)[-1], rtol=1e-10, atol=1e-10)
 

@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=100, help="seeds of the separation protocols (100)")
     p.add_argument("--limit", type=int, default=None, help="only the first LIMIT pairs/graphs (smoke runs)")
     p.add_argument("--data-root", default=None,
-                   help="folder with exp.npz / graph8c.g6 (default: $SYMCLONE_GRAPH_DATA, the bundled "
-                        "copy, ../shared/data/graphs)")
+                   help="folder with exp.npz / graph8c.g6 (default: $SYMCLONE_GRAPH_DATA, else the copy "
+                        "bundled with the package)")
     p.add_argument("--out", default="results/graphs", help="folder for <protocol>.json and resume state")
     p.add_argument("--resume", action="store_true", help="continue from the state saved in --out")
     p.add_argument("--no-progress", action="store_true", help="disable progress bars")

@@ -1,6 +1,6 @@
 """Charged-particle n-body data ("nbody_small" protocol of EGNN / LPS / Frame Averaging).
 
-Simulator (DESIGN.md §5), vectorised with numpy over many systems at once:
+Simulator (docs/design.md §5), vectorised with numpy over many systems at once:
 
 * ``n = 5`` particles, charges ``q_i = ±1`` (p = ½), positions ``~ N(0, 1)``, velocities of a random
   direction with norm 0.5;

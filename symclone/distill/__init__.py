@@ -1,4 +1,4 @@
-"""symclone.distill: clone equivariant teachers into group-agnostic students (DESIGN.md §4).
+"""symclone.distill: clone equivariant teachers into group-agnostic students (docs/design.md §4).
 
 ``distill(student, teacher, data, cfg)`` runs layer-by-layer function or family cloning and
 returns per-layer metrics; ``DistillConfig`` holds every setting. The module itself is callable,

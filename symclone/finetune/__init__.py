@@ -1,4 +1,4 @@
-"""Retain or break the symmetry: fine-tune cloned students on downstream tasks (DESIGN.md §6).
+"""Retain or break the symmetry: fine-tune cloned students on downstream tasks (docs/design.md §6).
 
 >>> from symclone.finetune import finetune, make_task, MODES
 >>> MODES

@@ -1,5 +1,5 @@
 """``finetune``: train a classifier on a downstream task, keeping, anchoring or freeing its cloned
-structure (DESIGN.md §6).
+structure (docs/design.md §6).
 
 Modes (``W`` ranges over the cloned tensors declared by the model, see :mod:`._anchor`):
 

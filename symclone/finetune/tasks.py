@@ -1,4 +1,4 @@
-"""Downstream tasks that reward retaining or breaking a symmetry (DESIGN.md §6).
+"""Downstream tasks that reward retaining or breaking a symmetry (docs/design.md §6).
 
 Three tasks from the symmetry-cloning paper, built on any 10-class image set (Fashion-MNIST by
 default; MNIST when its files are present; explicit tensors for tests):

@@ -4,8 +4,7 @@ A graph is returned as a :class:`Graph`: a dense symmetric 0/1 adjacency ``adj``
 array (uint8, zero diagonal) and node features ``x`` (n, d) float32 (d = 0 when there are none).
 
 Data location (first hit wins): the ``root`` argument / ``--data-root``; the environment variable
-``SYMCLONE_GRAPH_DATA``; the copy bundled in ``symclone/graphs/_data/``; ``../shared/data/graphs``
-relative to the repository root.
+``SYMCLONE_GRAPH_DATA``; the copy bundled with the package in ``symclone/graphs/_data/``.
 """
 from __future__ import annotations
 
@@ -21,7 +20,6 @@ __all__ = ["Graph", "parse_graph6", "to_graph6", "read_graph6", "load_exp", "loa
 
 GRAPH_DATA_ENV = "SYMCLONE_GRAPH_DATA"
 _BUNDLED = Path(__file__).resolve().parent / "_data"
-_SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "graphs"
 PathLike = Union[str, os.PathLike]
 
 
@@ -129,7 +127,7 @@ def find_graph_data(name: str, root: Optional[PathLike] = None) -> Path:
         candidates.append(Path(root))
     if os.environ.get(GRAPH_DATA_ENV):
         candidates.append(Path(os.environ[GRAPH_DATA_ENV]))
-    candidates += [_BUNDLED, _SHARED]
+    candidates.append(_BUNDLED)
     for c in candidates:
         if (c / name).is_file():
             return c / name

@@ -1,4 +1,4 @@
-"""Groups and representations (DESIGN.md §2).
+"""Groups and representations (docs/design.md §2).
 
 ``get_group(name, **kw)`` builds a group; ``group.act(g, x, rep)`` applies an element.
 Elements passed to ``act``/``compose``/``inverse`` are validated (``group.validate(g)``); hot loops

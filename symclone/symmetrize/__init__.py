@@ -1,4 +1,4 @@
-"""Probabilistic symmetrization (DESIGN.md §5): ``f_sym(x) = (1/k) Σ_i g_i · f(g_i⁻¹ · x)``.
+"""Probabilistic symmetrization (docs/design.md §5): ``f_sym(x) = (1/k) Σ_i g_i · f(g_i⁻¹ · x)``.
 
 >>> import torch
 >>> from torch import nn

@@ -1,4 +1,4 @@
-"""The sampler interface of probabilistic symmetrization (DESIGN.md §5).
+"""The sampler interface of probabilistic symmetrization (docs/design.md §5).
 
 A *sampler* draws group elements ``g ~ p(g | x)`` for a batch ``x``. :class:`Symmetrized` then
 computes ``f_sym(x) = (1/k) Σ_i g_i · f(g_i⁻¹ · x)``. Every sampler — uniform, canonical, learned,

@@ -1,4 +1,4 @@
-"""Input noise ``ε`` of learned samplers: ``g = post(q(x + ε))`` (DESIGN.md §5).
+"""Input noise ``ε`` of learned samplers: ``g = post(q(x + ε))`` (docs/design.md §5).
 
 The noise distribution must be invariant under the group (i.i.d. Gaussian is invariant under
 permutations and orthogonal maps; i.i.d. uniform under permutations) so that ``p(g | x)`` stays

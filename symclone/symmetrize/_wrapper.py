@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class Symmetrized(nn.Module):
-    """Probabilistic symmetrization of an arbitrary model (Kim et al. 2023, DESIGN.md §5).
+    """Probabilistic symmetrization of an arbitrary model (Kim et al. 2023, docs/design.md §5).
 
     ``f_sym(x) = (1/k) Σ_{i=1..k} g_i · f(g_i⁻¹ · x)``, ``g_i ~ p(g | x)``. If ``p`` is equivariant,
     ``f_sym`` is equivariant in distribution; with ``sampler="canonical"`` (a point mass) or
