@@ -204,7 +204,7 @@ class SparseBlockLayer(_BlockLayerBase):
 def _resolve_storage(storage: str, l: int, B: int, O: int, I: int, R: int) -> str:
     """``"dense"`` or ``"sparse"`` for a layer of ``B`` blocks ``(O, I)``; ``ValueError`` naming the sizes
     when the requested (or any) layout does not fit the available memory."""
-    from symclone.distill import _memory
+    from symclone import memory as _memory
 
     avail = _memory.available_memory_bytes()
     limit = None if avail is None else _memory.MEMORY_FRACTION * avail

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-import symclone.distill._memory as memory
+import symclone.memory as memory
 from symclone.distill import distill, family_svd_solve, teacher_affine_maps
 from symclone.distill._sparse_maps import probe_affine_maps
 from symclone.groups import get_group, parse_rep

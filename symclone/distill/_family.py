@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from symclone.students._base import POINTWISE
 
 from ._feeds import batched, teacher_input
-from ._memory import memory_obstacle
+from ..memory import memory_obstacle
 from ._solver import resolve_solver
 from ._sparse_maps import PAIR_CHUNK, family_blocks_solve, probe_affine_maps, probe_bytes, second_moment
 

@@ -2,7 +2,7 @@
 
 A layer is solved in closed form when it is a dense map + fixed pointwise nonlinearity (function mode)
 or a blocks layer over a teacher affine in its parameters (family mode), and when the solve fits the
-memory the machine has (:mod:`._memory`; ``closed_form_max_dim > 0`` adds a fixed cap). ``"auto"`` falls
+memory the machine has (:mod:`symclone.memory`; ``closed_form_max_dim > 0`` adds a fixed cap). ``"auto"`` falls
 back to the optimiser otherwise; :func:`fallback_reason` logs that with ``logging.warning`` and the
 engine records the reason in the layer's metrics (``"fallback_reason"``). An explicit
 ``solver="closed_form"`` that cannot be honoured raises a ``ValueError`` naming the obstacle.
@@ -21,7 +21,7 @@ import torch
 
 from symclone.students._base import POINTWISE
 
-from ._memory import memory_obstacle
+from ..memory import memory_obstacle
 
 __all__ = ["dense_layer_obstacle", "resolve_solver", "function_closed_form_bytes", "fallback_reason",
            "RIDGE_CHUNK"]

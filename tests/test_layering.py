@@ -1,0 +1,113 @@
+"""The import direction of symclone's parts is a tested rule (see CONTRIBUTING.md and docs/design.md §1).
+
+Every ``import`` in the package — module level and inside functions — is read with ``ast``. Each part of
+the package has a layer; a part may import its own layer and the layers below, never above. Only the
+entry points (``symclone/__init__.py``, ``symclone.cli``, ``symclone.commands``) see everything.
+
+Control: ``test_a_wrong_import_is_caught`` feeds the checker a module that imports upwards.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: part of the package -> layer (low to high). Parts are the first component below ``symclone``.
+LAYERS: dict[str, int] = {
+    # 0: utilities that know nothing about groups or models
+    "dtypes": 0, "io": 0, "validation": 0, "progress": 0, "schedules": 0, "config": 0, "runtime": 0,
+    "memory": 0, "layered": 0,
+    # 1: groups and representations
+    "groups": 1,
+    # 2: what groups make possible, and the training core
+    "testing": 2, "data": 2, "registry": 2, "distributed": 2, "trainer": 3,
+    # 4: models
+    "teachers": 4, "students": 4,
+    # 5: cloning, then reading runs back
+    "distill": 5, "runs": 6,
+    # 7: what uses cloned runs
+    "symmetrize": 7, "analysis": 7,
+    "finetune": 8, "graphs": 8,
+    # entry points
+    "commands": 9, "cli": 10, "__main__": 11, "__init__": 11,
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in ("teachers", "students", "analysis"):  # installed as symclone.<part>
+        parts = ["symclone"] + parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1] + ["__init__"]
+    return ".".join(parts)
+
+
+def part_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imported_modules(source: str, module: str) -> list[tuple[int, str]]:
+    """``(line, absolute module)`` for every import of a symclone module in ``source``."""
+    package = module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            # `from symclone import memory` imports the module symclone.memory
+            found += [(node.lineno, f"{stem}.{a.name}" if stem == "symclone" else stem) for a in node.names]
+    return [(line, m) for line, m in found if m == "symclone" or m.startswith("symclone.")]
+
+
+def violations(source: str, module: str) -> list[str]:
+    here = part_of(module)
+    if here not in LAYERS:
+        return [f"{module}: part {here!r} has no layer in tests/test_layering.py"]
+    out = []
+    for line, target in imported_modules(source, module):
+        there = part_of(target)
+        if there == here:
+            continue
+        if there not in LAYERS:
+            out.append(f"{module}:{line} imports {target}: part {there!r} has no layer")
+        elif LAYERS[there] >= LAYERS[here] and here not in ("__init__", "__main__", "cli", "commands"):
+            out.append(f"{module}:{line} imports {target} ({there}, layer {LAYERS[there]}) from layer "
+                       f"{LAYERS[here]} ({here}): imports must point down")
+    return out
+
+
+def _sources():
+    for base in ("symclone", "teachers", "students", "analysis"):
+        for path in sorted((ROOT / base).rglob("*.py")):
+            yield path
+
+
+def test_imports_point_down():
+    bad = [v for path in _sources() for v in violations(path.read_text(encoding="utf-8"), module_name(path))]
+    assert not bad, "\n".join(bad)
+
+
+def test_a_wrong_import_is_caught():
+    wrong = "def f():\n    from symclone.distill import distill  # a function-level import upwards\n"
+    assert violations(wrong, "symclone.groups._base") == [
+        "symclone.groups._base:2 imports symclone.distill (distill, layer 5) from layer 1 (groups): "
+        "imports must point down"]
+    relative = "from ..symmetrize import Symmetrized\n"
+    assert violations(relative, "symclone.distill._engine")
+    assert not violations("from ..groups import get_group\n", "symclone.distill._engine")
+
+
+@pytest.mark.parametrize("part", sorted({part_of(module_name(p)) for p in _sources()}))
+def test_every_part_has_a_layer(part):
+    assert part in LAYERS, f"add {part!r} to LAYERS in tests/test_layering.py"
