@@ -188,7 +188,8 @@ def family_svd_solve(T: torch.Tensor, second_moment: torch.Tensor, blocks: int, 
     and the predicted relative error ``sqrt(Σ_{b>B} σ_b² / Σ σ_b²)`` (orientation 0). The dense-input
     form of :func:`._sparse_maps.family_blocks_solve` (``B ≥ P`` gives ``H = I``, ``W_b = T_b``).
     """
-    from ._sparse_maps import SparseAffineMaps, family_blocks_solve
+    from ._family_solve import family_blocks_solve
+    from ._sparse_maps import SparseAffineMaps
 
     P, out, d = T.shape
     sol = family_blocks_solve(SparseAffineMaps.from_dense(T), second_moment.double(), blocks, orientations, fields)

@@ -33,7 +33,8 @@ from symclone.students._base import POINTWISE
 from ._feeds import batched, teacher_input
 from ..memory import memory_obstacle
 from ._solver import resolve_solver
-from ._sparse_maps import PAIR_CHUNK, family_blocks_solve, probe_affine_maps, probe_bytes, second_moment
+from ._family_solve import PAIR_CHUNK, family_blocks_solve, second_moment
+from ._sparse_maps import probe_affine_maps, probe_bytes
 
 __all__ = ["family_solver", "family_obstacle", "fit_family_closed_form", "family_loss_fn", "family_parameters",
            "check_affine_in_params", "sum_of_squares", "family_closed_form_bytes"]
