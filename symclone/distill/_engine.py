@@ -242,7 +242,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
     x_train = orbit_inputs(teacher, x_base.cpu(), cfg.seed).to(device) \
         if (cfg.mode == "function" and cfg.augment) else x_base
     untrained = untrained_copy(student)
-    progress: dict = {"mode": cfg.mode, "done": [], "layers": {}, "config": to_dict(cfg), "token": 0}
+    progress: dict = {"mode": cfg.mode, "done": [], "layers": {}, "config": to_dict(cfg)}
     resume_meta, resume_tensors = None, None
     if resume:
         if out is None:
@@ -250,7 +250,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         loaded = load_state(out, student)
         if loaded is not None:
             resume_meta, resume_tensors = loaded
-            progress.update({k: resume_meta[k] for k in ("done", "layers", "token", "polish") if k in resume_meta})
+            progress.update({k: resume_meta[k] for k in ("done", "layers", "polish") if k in resume_meta})
             log.info("resumed from %s: layers done %s", out, progress["done"])
     for l in layers:
         if l in progress["done"]:

@@ -1,5 +1,6 @@
-"""Checkpoint + resume of a cloning run: student and optimiser tensors (safetensors) and the
-progress record (JSON), both written atomically (optimiser flattening: :mod:`symclone.io`).
+"""Checkpoint + resume of a cloning run, through the training core's one-file checkpoint
+(:class:`symclone.trainer.TrainingCheckpoint`): the student, the current layer's optimiser, extra tensors
+(e.g. the parameters before a polish) and the progress record, written in one atomic replace.
 
 >>> import tempfile, torch
 >>> d = Path(tempfile.mkdtemp()); m = torch.nn.Linear(2, 1)
@@ -9,12 +10,11 @@ progress record (JSON), both written atomically (optimiser flattening: :mod:`sym
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
-from symclone.io import (CheckpointError, checkpoint_exists, flatten_optimizer, load_checkpoint,
-                         restore_optimizer, save_checkpoint)
+from symclone.trainer import TrainingCheckpoint
 
 __all__ = ["save_state", "load_state", "CHECKPOINT_NAME"]
 
@@ -24,38 +24,22 @@ CHECKPOINT_NAME = "checkpoints/last"
 def save_state(out: Path, student: torch.nn.Module, progress: dict,
                opt: Optional[torch.optim.Optimizer] = None,
                extra: Optional[dict[str, torch.Tensor]] = None) -> None:
-    """Write ``out/checkpoints/last.{safetensors,json}``; ``extra`` tensors (names outside ``student/``,
-    ``opt/``) are stored alongside and returned by :func:`load_state`."""
-    tensors = {f"student/{k}": v for k, v in student.state_dict().items()}
-    for k, v in (extra or {}).items():
-        if k.startswith(("student/", "opt/", "__token__")):
-            raise ValueError(f"extra: tensor name {k!r} collides with the checkpoint's own entries")
-        tensors[k] = v.detach()
-    meta = dict(progress)
-    meta["token"] = int(meta.get("token", 0)) + 1
-    tensors["__token__"] = torch.tensor(meta["token"])
-    if opt is not None:
-        t, ometa = flatten_optimizer(opt)
-        tensors.update(t)
-        meta["optimizer"] = ometa
-    else:
-        meta.pop("optimizer", None)
-    save_checkpoint(out / CHECKPOINT_NAME, tensors, meta)
-    progress["token"] = meta["token"]
+    """Write ``out/checkpoints/last.safetensors`` (+ its readable ``.json`` copy); ``extra`` tensors are
+    returned by :func:`load_state` under their own names."""
+    meta = {k: v for k, v in progress.items() if k != "optimizer"}
+    TrainingCheckpoint(Path(out) / CHECKPOINT_NAME).save(meta, {"student": student}, opt, tensors=extra)
 
 
 def load_state(out: Path, student: torch.nn.Module) -> Optional[tuple[dict, dict[str, torch.Tensor]]]:
     """Load the student weights from the run's checkpoint; return ``(progress, tensors)`` or ``None``
-    when there is no checkpoint. Raises :class:`CheckpointError` when it is corrupt or mismatched."""
-    stem = out / CHECKPOINT_NAME
-    if not checkpoint_exists(stem):
+    when there is no checkpoint. ``tensors`` holds the optimiser state (``opt/...``, restored later by the
+    layer that owns the optimiser) and the extra tensors under their names. Raises
+    :class:`~symclone.io.CheckpointError` when the checkpoint is corrupt or does not fit the student."""
+    ck = TrainingCheckpoint(Path(out) / CHECKPOINT_NAME)
+    loaded = ck.read()
+    if loaded is None:
         return None
-    tensors, meta = load_checkpoint(stem)
-    if "__token__" not in tensors or int(tensors["__token__"]) != int(meta.get("token", -1)):
-        raise CheckpointError(f"checkpoint: {stem}.json and .safetensors are from different saves")
-    sd = {k[len("student/"):]: v for k, v in tensors.items() if k.startswith("student/")}
-    try:
-        student.load_state_dict(sd, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint: {stem} does not match this student: {err}") from None
+    meta, tensors = loaded
+    ck.restore_modules({"student": student}, tensors)
+    tensors = {**tensors, **{k[2:]: v for k, v in tensors.items() if k.startswith("x/")}}
     return meta, tensors

@@ -81,28 +81,46 @@ class TrainingCheckpoint:
         if self.ctx is not None:
             self.ctx.barrier()
 
+    def read(self) -> Optional[tuple[dict, dict[str, torch.Tensor]]]:
+        """``(meta, all tensors)`` without restoring anything (``None`` if there is no checkpoint), for loops
+        that build some objects later (e.g. one optimiser per layer): see :meth:`restore_optimizer`."""
+        if not self.exists():
+            return None
+        tensors, meta = load_checkpoint(self.stem)
+        return meta, tensors
+
+    def restore_modules(self, modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor]) -> None:
+        """Load each module's ``<name>/...`` tensors (strict); :class:`CheckpointError` if one does not fit."""
+        for name, module in modules.items():
+            prefix = f"{name}/"
+            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            try:
+                module.load_state_dict(sd, strict=True)
+            except RuntimeError as err:
+                raise CheckpointError(f"checkpoint: {self.path} does not match {name}: "
+                                      f"{' '.join(str(err).split())[:300]}") from None
+
+    def restore_optimizer(self, optimizer: torch.optim.Optimizer, meta: Mapping[str, Any],
+                          tensors: Mapping[str, torch.Tensor]) -> None:
+        """Restore ``optimizer`` from what :meth:`read` returned."""
+        if "optimizer" not in meta:
+            raise CheckpointError(f"checkpoint: {self.path} holds no optimiser state")
+        restore_optimizer(optimizer, tensors, meta["optimizer"])
+
     def load(self, modules: Optional[Mapping[str, nn.Module]] = None,
              optimizer: Optional[torch.optim.Optimizer] = None, scheduler: Any = None,
              generators: Optional[Mapping[str, torch.Generator]] = None, map_location: str | torch.device = "cpu"
              ) -> Optional[tuple[dict, dict[str, torch.Tensor]]]:
         """Restore into the given objects; return ``(meta, extra tensors)``, or ``None`` if there is no
         checkpoint. A piece that is missing or does not fit raises :class:`CheckpointError`."""
-        if not self.exists():
+        loaded = self.read()
+        if loaded is None:
             return None
-        tensors, meta = load_checkpoint(self.stem)
+        meta, tensors = loaded
         where = self.path
-        for name, module in (modules or {}).items():
-            prefix = f"{name}/"
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            try:
-                module.load_state_dict(sd, strict=True)
-            except RuntimeError as err:
-                raise CheckpointError(f"checkpoint: {where} does not match {name}: "
-                                      f"{' '.join(str(err).split())[:300]}") from None
+        self.restore_modules(modules or {}, tensors)
         if optimizer is not None:
-            if "optimizer" not in meta:
-                raise CheckpointError(f"checkpoint: {where} holds no optimiser state")
-            restore_optimizer(optimizer, tensors, meta["optimizer"])
+            self.restore_optimizer(optimizer, meta, tensors)
         if scheduler is not None:
             if "scheduler" not in meta:
                 raise CheckpointError(f"checkpoint: {where} holds no learning-rate schedule state")
