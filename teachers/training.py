@@ -36,8 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from symclone.io import (CheckpointError, checkpoint_exists, flatten_optimizer, load_checkpoint, restore_optimizer,
-                         save_checkpoint, write_json)
+from symclone.io import CheckpointError, checkpoint_exists, write_json
+from symclone.trainer import TrainingCheckpoint
 
 from .checkpoint import load_teacher_state, save_teacher
 
@@ -186,16 +186,16 @@ def evaluate_regression(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, se
 
 def _save_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer, step: int, epoch: int,
                 curve: list, cfg: TeacherTrainConfig) -> None:
-    tensors = {f"teacher.{k}": v for k, v in teacher.named_parameters()}
-    opt_tensors, opt_meta = flatten_optimizer(opt)
-    tensors.update(opt_tensors)
-    save_checkpoint(path, tensors, {"step": step, "epoch": epoch, "loss_curve": curve, "optimizer": opt_meta,
-                                    "config": dataclasses.asdict(cfg), "teacher": teacher.config})
+    """The training state in one crash-safe file (the training core's :class:`TrainingCheckpoint`): the
+    teacher's parameters (``x/teacher.<name>``), AdamW's state and the progress record."""
+    TrainingCheckpoint(path).save({"step": step, "epoch": epoch, "loss_curve": curve,
+                                   "config": dataclasses.asdict(cfg), "teacher": teacher.config}, optimizer=opt,
+                                  tensors={f"teacher.{k}": v for k, v in teacher.named_parameters()})
 
 
 def _read_state(path: Path, teacher: nn.Module, cfg: TeacherTrainConfig) -> tuple[dict, dict]:
-    """Load and validate ``<path>.safetensors|json`` against ``teacher`` and ``cfg`` (nothing is modified)."""
-    tensors, meta = load_checkpoint(path)   # CheckpointError naming the file if missing or corrupt
+    """Load and validate ``<path>.safetensors`` against ``teacher`` and ``cfg`` (nothing is modified)."""
+    meta, tensors = TrainingCheckpoint(path).read()   # CheckpointError naming the file if corrupt
     meta_file = f"{path}.safetensors"   # the checkpoint's metadata lives in its header
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int) or "optimizer" not in meta:
         raise CheckpointError(f"resume: {meta_file} is not a training state written by train-teacher (no step or "
@@ -218,8 +218,8 @@ def _load_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer,
     tensors, meta = _read_state(path, teacher, cfg)
     source = f"{path}.safetensors"
     try:
-        load_teacher_state(teacher, {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")}, source)
-        restore_optimizer(opt, tensors, meta["optimizer"])
+        load_teacher_state(teacher, {k[10:]: v for k, v in tensors.items() if k.startswith("x/teacher.")}, source)
+        TrainingCheckpoint(path).restore_optimizer(opt, meta, tensors)
     except CheckpointError as err:
         raise CheckpointError(f"resume: {source}: {err}; use a new --out directory") from None
     return int(meta["step"]), list(meta.get("loss_curve", []))
