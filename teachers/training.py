@@ -185,10 +185,10 @@ def evaluate_regression(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor, se
 
 
 def _save_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer, step: int, epoch: int,
-                curve: list, cfg: TeacherTrainConfig) -> None:
+                curve: list, cfg: TeacherTrainConfig, ctx: Any = None) -> None:
     """The training state in one crash-safe file (the training core's :class:`TrainingCheckpoint`): the
     teacher's parameters (``x/teacher.<name>``), AdamW's state and the progress record."""
-    TrainingCheckpoint(path).save({"step": step, "epoch": epoch, "loss_curve": curve,
+    TrainingCheckpoint(path, ctx).save({"step": step, "epoch": epoch, "loss_curve": curve,
                                    "config": dataclasses.asdict(cfg), "teacher": teacher.config}, optimizer=opt,
                                   tensors={f"teacher.{k}": v for k, v in teacher.named_parameters()})
 
@@ -225,9 +225,15 @@ def _load_state(path: Path, teacher: nn.Module, opt: torch.optim.Optimizer,
     return int(meta["step"]), list(meta.get("loss_curve", []))
 
 
-def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False) -> dict:
+def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False, ctx: Any = None) -> dict:
     """Train ``cfg.teacher`` on ``cfg.task``; write ``teacher.*``, ``train_state.*``, ``metrics.json``
-    under ``out`` and return the metrics."""
+    under ``out`` and return the metrics.
+
+    ``ctx``: a multi-process :class:`symclone.distributed.DistributedContext` (``torchrun``): the teacher
+    runs under ``DistributedDataParallel``, every rank draws the same permutation and takes its contiguous
+    shard of each global batch of ``batch_size`` (trimmed to a multiple of the world size), so N processes
+    follow one process; rank 0 writes. Inputs take the teacher's dtype (a float64 teacher trains in
+    float64)."""
     from symclone.runtime import precision_context, resolve_device
 
     out = Path(out)
@@ -239,9 +245,12 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
         missing = next(f for f in state_files if not f.exists())
         raise CheckpointError(f"resume: the training state in {out} is incomplete ({missing} is missing); "
                               "use a new --out directory")
-    device = resolve_device(cfg.device)
+    dist_on = ctx is not None and ctx.distributed
+    is_main = ctx is None or ctx.is_main
+    device = ctx.device if ctx is not None else resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     teacher = build_task_teacher(cfg).to(device)
+    dtype = next(teacher.parameters()).dtype
     opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.optimizer_lr, weight_decay=cfg.weight_decay)
     step, curve = 0, []
     if resume and checkpoint_exists(state_path):   # validated before the (slower) data loading
@@ -257,22 +266,31 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
     t0 = time.time()
     from symclone.progress import progress_bar
 
-    bar = progress_bar(total, f"train {cfg.teacher}", enabled=cfg.progress, initial=step)
+    bar = progress_bar(total, f"train {cfg.teacher}", enabled=cfg.progress and is_main, initial=step)
     teacher.train()
+    fwd = teacher
+    if dist_on:
+        from symclone.distributed import wrap_ddp
+        ctx.shard_range(cfg.batch_size)  # early, clear error on an indivisible global batch
+        fwd = wrap_ddp(teacher, ctx)
     while step < total:
         epoch, i = divmod(step, steps_per_epoch)
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.seed + epoch))
         idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        if dist_on:  # equal contiguous shards: DDP's gradient average is the global batch mean
+            idx = ctx.shard(idx[:len(idx) - len(idx) % ctx.world_size])
+        xb = xtr[idx].to(device, dtype if xtr.is_floating_point() else None)
+        yb = ytr[idx].to(device, dtype if ytr.is_floating_point() else None)
         with precision_context(cfg.precision, device):
-            loss = _loss(teacher, cfg.task, xtr[idx].to(device), ytr[idx].to(device))
+            loss = _loss(fwd, cfg.task, xb, yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        curve.append(loss.item())
+        curve.append(float(ctx.all_reduce_mean(loss.detach())) if dist_on else loss.item())
         bar.update(1, loss=curve[-1])
-        if step % cfg.checkpoint_every == 0 or step == total:
-            _save_state(state_path, teacher, opt, step, epoch, curve, cfg)
+        if step % cfg.checkpoint_every == 0 or step == total:  # rank 0 writes, every rank waits
+            _save_state(state_path, teacher, opt, step, epoch, curve, cfg, ctx)
     bar.close()
     seconds = time.time() - t0
     evaluate = evaluate_classifier if cfg.task == "fashion-mnist" else evaluate_regression
@@ -280,7 +298,12 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, resume: bool = False
                "epochs": cfg.epochs, "n_train": len(xtr), "train_seconds_this_session": seconds,
                "num_params": sum(p.numel() for p in teacher.parameters()),
                "final_train_loss": curve[-1] if curve else None, "loss_curve": curve,
-               **evaluate(teacher, xte, yte)}
-    save_teacher(teacher, out / "teacher", meta={"task": cfg.task, "steps": step})
-    write_json(out / "metrics.json", metrics)
+               "world_size": 1 if ctx is None else ctx.world_size,
+               **evaluate(teacher, xte.to(dtype) if xte.is_floating_point() else xte,
+                          yte.to(dtype) if yte.is_floating_point() else yte)}
+    if is_main:
+        save_teacher(teacher, out / "teacher", meta={"task": cfg.task, "steps": step})
+        write_json(out / "metrics.json", metrics)
+    if ctx is not None:
+        ctx.barrier()
     return metrics

@@ -111,6 +111,32 @@ SYM_METRICS = "symmetrize/teacher-uniform-kall.json"
 SYM_CHECKPOINT = "symmetrize/teacher-uniform-kall-checkpoint.json"
 
 
+#: ``symclone train-teacher`` (a small T(2) CNN classifier, 2 epochs of 16 images, batch 8) on the tiny
+#: Fashion-MNIST-format folder written by :func:`teacher_data`; ``--data-root`` and ``--out`` are appended
+TEACHER_KWARGS = {"channels": 2, "depth": 1, "kernel_size": 3}
+TEACHER_ARGS = ["train-teacher", "--teacher", "cnn", "--batch-size", "8", "--epochs", "2", "--checkpoint-every", "3",
+                "--teacher-kwargs", '{"channels": 2, "depth": 1, "kernel_size": 3}', "--no-progress",
+                "--device", "cpu"]
+
+
+def teacher_data(root) -> None:
+    from pathlib import Path
+
+    from _idx import write_idx_dataset
+    write_idx_dataset(Path(root), n=16, size=28)
+
+
+def teacher_params(path=None) -> dict:
+    """The trained teacher saved at ``path`` (``<run>/teacher``), or the untrained one of TEACHER_ARGS."""
+    from symclone.registry import create_teacher
+    from symclone.teachers import load_teacher
+    from symclone.teachers.training import TASK_DEFAULTS
+
+    t = load_teacher(path) if path is not None else \
+        create_teacher("cnn", **{**TASK_DEFAULTS[("cnn", "fashion-mnist")], **TEACHER_KWARGS})
+    return {k: v.detach().clone() for k, v in t.state_dict().items()}
+
+
 def make_sym_run(path) -> None:
     """A run directory as ``symclone clone`` writes it: a one-layer C4 GCNN teacher on 8x8 images and an MLP
     student."""

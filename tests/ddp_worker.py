@@ -21,8 +21,8 @@ from symclone.distributed import DistributedContext
 from symclone.trainer import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ddp_jobs import (CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, build, build_finetune,  # noqa: E402
-                       build_symmetrized, float64_default)
+from _ddp_jobs import (CLI_JOBS, JOBS, SYM_ARGS, SYM_CHECKPOINT, TEACHER_ARGS, build, build_finetune,  # noqa: E402
+                       build_symmetrized, float64_default, teacher_params)
 
 
 def main(out: str) -> None:
@@ -52,6 +52,8 @@ def main(out: str) -> None:
 
         for name, argv in CLI_JOBS.items():  # the real CLI under torchrun (it joins the existing group)
             assert cli(argv + ["--out", str(out / name)]) == 0
+        assert cli(TEACHER_ARGS + ["--data-root", str(out / "fm"), "--out", str(out / "cli_teacher")]) == 0
+        results["cli_teacher"] = teacher_params(out / "cli_teacher" / "teacher")
         # symclone symmetrize on the run directories the test prepared: in one go, and stopped after
         # epoch 1 then resumed from rank 0's checkpoint
         assert cli(["symmetrize", str(out / "sym_run")] + SYM_ARGS) == 0
@@ -60,7 +62,8 @@ def main(out: str) -> None:
         assert cli(["symmetrize", str(out / "sym_resumed")] + SYM_ARGS + ["--resume"]) == 0
         if ctx.is_main:
             for name, s in results.items():
-                save_file({k: v.contiguous() for k, v in s.state_dict().items()}, str(out / f"{name}.safetensors"))
+                sd = s if isinstance(s, dict) else s.state_dict()
+                save_file({k: v.contiguous() for k, v in sd.items()}, str(out / f"{name}.safetensors"))
         ctx.barrier()
 
 

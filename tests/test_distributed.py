@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _ddp_jobs import (CLI_INITIAL, CLI_JOBS, DDP_EQUAL_TOL, JOBS, SYM_ARGS, SYM_CHECKPOINT,  # noqa: E402
-                       SYM_METRICS, SYM_WEIGHTS, build, build_finetune, build_symmetrized, float64_default,
-                       make_sym_run)
+                       SYM_METRICS, SYM_WEIGHTS, TEACHER_ARGS, build, build_finetune, build_symmetrized,
+                       float64_default, make_sym_run, teacher_data, teacher_params)
 
 from symclone.distill import distill  # noqa: E402
 from symclone.distributed import DistributedContext, relative_mse  # noqa: E402
@@ -72,6 +72,8 @@ def _references(ref_dir: Path) -> dict:
         assert cli(["symmetrize", str(ref_dir / name)] + SYM_ARGS + extra) == 0
     refs["sym_cli"] = {"after": load_file(str(ref_dir / "sym_cli" / SYM_WEIGHTS)),
                        "before": load_file(str(ref_dir / "sym_before" / SYM_WEIGHTS))}
+    assert cli(TEACHER_ARGS + ["--data-root", str(ref_dir / "fm"), "--out", str(ref_dir / "cli_teacher")]) == 0
+    refs["cli_teacher"] = {"after": teacher_params(ref_dir / "cli_teacher" / "teacher"), "before": teacher_params()}
     return refs
 
 
@@ -82,6 +84,8 @@ def ddp_results(tmp_path_factory):
         make_sym_run(out / name)
     for name in ("sym_cli", "sym_before"):  # and for the one-process reference (escnn builds in float32)
         make_sym_run(ref_dir / name)
+    teacher_data(out / "fm")  # the same tiny Fashion-MNIST-format files for train-teacher on both sides
+    teacher_data(ref_dir / "fm")
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), str(HERE / "ddp_worker.py"), str(out)]
@@ -97,6 +101,7 @@ def ddp_results(tmp_path_factory):
         m = json.loads((out / name / SYM_METRICS).read_text())
         assert m["world_size"] == 2 and m["train"]["world_size"] == 2 and m["train"]["epoch"] == 2
         assert not (out / name / SYM_CHECKPOINT).exists()
+    assert json.loads((out / "cli_teacher" / "metrics.json").read_text())["world_size"] == 2
     for name in CLI_JOBS:
         got[name] = load_file(str(out / name / "student.safetensors"))
         assert (out / name / "checkpoints" / "last.json").exists()
@@ -104,7 +109,7 @@ def ddp_results(tmp_path_factory):
     return got, refs
 
 
-@pytest.mark.parametrize("name", JOBS + ("symmetrized", "finetune", "sym_cli") + tuple(CLI_JOBS))
+@pytest.mark.parametrize("name", JOBS + ("symmetrized", "finetune", "sym_cli", "cli_teacher") + tuple(CLI_JOBS))
 def test_two_processes_equal_one(ddp_results, name):
     got, refs = ddp_results
     ref = refs[name]

@@ -7,6 +7,8 @@ Writes ``<out>/teacher.safetensors|json`` (load with ``symclone.teachers.load_te
 ``<out>/metrics.json`` (upright and rotated-by-k*90 test accuracy, or test MSE). Teacher options as
 JSON (``--teacher-kwargs '{"fields": 8}'``); training options as ``--train.<field>=value``.
 ``--data-root DIR`` reads Fashion-MNIST's IDX files from ``DIR`` instead of the Debian package's folder.
+
+    torchrun --nproc_per_node 2 -m symclone train-teacher --teacher cnn --out runs/T   # DDP; rank 0 writes
 """
 from __future__ import annotations
 
@@ -68,7 +70,18 @@ def run(args) -> int:
                              device=args.device, precision=args.precision, progress=not args.no_progress,
                              data_root=args.data_root)
     cfg = apply_overrides(cfg, overrides)
-    m = train_teacher(cfg, args.out, resume=args.resume)
+    from ..distributed import DistributedContext, configure_rank_logging, env_world_size
+
+    ctx = DistributedContext.from_env(device=args.device) if env_world_size() > 1 else None  # torchrun: DDP
+    try:
+        if ctx is not None:
+            configure_rank_logging(ctx)
+        m = train_teacher(cfg, args.out, resume=args.resume, ctx=ctx)
+    finally:
+        if ctx is not None:
+            ctx.close()
+    if ctx is not None and not ctx.is_main:
+        return 0
     if "test_accuracy_upright" in m:
         print(f"{args.teacher} on {args.task}: upright test accuracy {m['test_accuracy_upright']:.4f}, "
               f"rotated (k*90) {m['test_accuracy_rotated']:.4f}  ({m['n_test']} test images) -> {args.out}")
