@@ -77,6 +77,7 @@ CASES = [
     ("graphs-unknown-benchmark", ["graphs", "exp-isomorphism"], "exp-isomorphism"),
     ("graphs-unknown-model", ["graphs", "exp-iso", "--models", "mlp,transfomer", "--out", "runs/g"], "transfomer"),
     ("unknown-command", ["clonee"], "clonee"),
+    ("graphs-under-torchrun", ["graphs", "exp-iso", "--out", "runs/g", "--env", "WORLD_SIZE=2"], "torchrun"),
 ]
 
 #: good twins (the control): the same clone command lines with the bad value fixed are accepted
@@ -106,6 +107,12 @@ def scratch(tmp_path_factory):
 @pytest.mark.parametrize("argv, needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(scratch, monkeypatch, capsys, argv, needle):
     monkeypatch.chdir(scratch)
+    argv = list(argv)
+    if "--env" in argv:  # test-only: "--env KEY=VALUE" sets an environment variable (e.g. torchrun's)
+        i = argv.index("--env")
+        key, value = argv[i + 1].split("=", 1)
+        del argv[i:i + 2]
+        monkeypatch.setenv(key, value)
     before = _tree(scratch)
     capsys.readouterr()
     try:

@@ -42,8 +42,12 @@ def run(args) -> int:
     from ..graphs._embed import MODEL_NAMES
     from ..graphs._protocols import ProtocolConfig, exp_iso, graph8c
     from ..graphs._report import results_table
+    from ..distributed import env_world_size
     from ..io import write_json
 
+    if env_world_size() > 1:  # every rank would write the same files: refuse instead of racing
+        raise ValueError("graphs: runs in one process (its models train in seconds to minutes on a CPU); "
+                         "start it without torchrun")
     torch.set_num_threads(max(1, args.threads))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODEL_NAMES]
