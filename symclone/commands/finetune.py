@@ -54,6 +54,7 @@ def run(args) -> int:
     from ..finetune import ClonedNet, FinetuneConfig, finetune, make_task
     from ..finetune.zoo import teacher_spec
     from ..io import remove_checkpoint, save_checkpoint, write_json
+    from ..trainer import TrainingCheckpoint
     from ..runs import load_run
 
     from ..validation import check_float, check_int
@@ -91,10 +92,8 @@ def run(args) -> int:
     ctx = DistributedContext.from_env(device=cfg.device) if env_world_size() > 1 else None  # torchrun: DDP
     if ctx is not None:
         configure_rank_logging(ctx)
-    if not args.resume and (ctx is None or ctx.is_main):
-        remove_checkpoint(ckpt)
-    if ctx is not None:
-        ctx.barrier()
+    if not args.resume:  # a fresh run: drop an old per-epoch checkpoint (rank 0; every rank waits)
+        TrainingCheckpoint(ckpt, ctx).remove()
     try:
         res = finetune(model, task, mode=args.mode, beta=args.beta, anchor=args.anchor, config=cfg,
                        checkpoint=ckpt, ctx=ctx)

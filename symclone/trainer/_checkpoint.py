@@ -117,20 +117,19 @@ class TrainingCheckpoint:
         if loaded is None:
             return None
         meta, tensors = loaded
-        where = self.path
         self.restore_modules(modules or {}, tensors)
         if optimizer is not None:
             self.restore_optimizer(optimizer, meta, tensors)
         if scheduler is not None:
             if "scheduler" not in meta:
-                raise CheckpointError(f"checkpoint: {where} holds no learning-rate schedule state")
+                raise CheckpointError(f"checkpoint: {self.path} holds no learning-rate schedule state")
             scheduler.load_state_dict(meta["scheduler"])
         for name, gen in (generators or {}).items():
             if f"rng/{name}" not in tensors:
-                raise CheckpointError(f"checkpoint: {where} holds no state of generator {name!r}")
+                raise CheckpointError(f"checkpoint: {self.path} holds no state of generator {name!r}")
             gen.set_state(tensors[f"rng/{name}"])
         extra = {k[2:]: v.to(map_location) for k, v in tensors.items() if k.startswith("x/")}
-        log.info("resumed from %s", where)
+        log.info("resumed from %s", self.path)
         return meta, extra
 
     def remove(self) -> None:
