@@ -201,10 +201,14 @@ def configure_rank_logging(ctx: DistributedContext) -> None:
         logging.getLogger("symclone").setLevel(logging.WARNING)
 
 
+#: the single-process context used when none is given (not rebuilt on every call of a per-step loss)
+_SINGLE = DistributedContext()
+
+
 def relative_mse(pred: torch.Tensor, target: torch.Tensor, ctx: Optional[DistributedContext] = None) -> torch.Tensor:
     """This rank's share of ``Σ_global (pred − y)² / Σ_global y²``, scaled by the world size so that the
     mean over ranks (what DDP averages) is the global relative MSE."""
-    ctx = ctx or DistributedContext()
+    ctx = ctx or _SINGLE
     if pred.dtype in (torch.float16, torch.bfloat16) or target.dtype in (torch.float16, torch.bfloat16):
         pred, target = pred.float(), target.float()  # reduced-precision forward: reduce in fp32
     den = ctx.all_reduce_sum((target.detach() ** 2).sum()).clamp_min(1e-12)
