@@ -34,6 +34,7 @@ class Layout:
 
     @property
     def cyclic(self) -> bool:
+        """Whether translations are cyclic shifts (``padding == "circular"``) rather than Toeplitz."""
         return self.padding == "circular"
 
 
@@ -51,6 +52,8 @@ def check_matrix(W: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence[i
                  ) -> tuple[torch.Tensor, tuple[int, ...], tuple[int, ...]]:
     """Check that ``W`` is a floating ``(prod(out_shape), prod(in_shape))`` matrix.
 
+    Examples
+    --------
     >>> check_matrix(torch.zeros(6, 4), (1, 2, 2), (6,))[1]
     (1, 2, 2)
     """
@@ -71,6 +74,7 @@ def check_matrix(W: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence[i
 
 
 def check_padding(padding: str) -> str:
+    """Return ``padding`` if it is one of :data:`TRANSLATION_PADDINGS`; ``ValueError`` otherwise."""
     if padding not in TRANSLATION_PADDINGS:
         raise ValueError(f"padding: expected one of {TRANSLATION_PADDINGS}, got {padding!r}")
     return padding
@@ -91,10 +95,10 @@ def resolve(W: torch.Tensor, group: str | Group, in_shape: Sequence[int], out_sh
     in_rep, out_rep = parse_rep(in_rep), parse_rep(out_rep)
     if method not in ("auto", "fast", "generic"):
         raise ValueError(f"method: expected 'auto', 'fast' or 'generic', got {method!r}")
-    spatial = in_rep.kind in ("image", "regular")
+    spatial = in_rep.is_image
     if isinstance(group, str):
         size = in_shape[-2:] if spatial and len(in_shape) == 3 else None
-        n = in_shape[0] if in_rep.kind in ("set", "points", "irreps", "graph") else None
+        n = in_shape[0] if in_rep.has_object_axis else None
         G = get_group(group, size=size, n=n)
     elif isinstance(group, Group):
         G = group
@@ -107,8 +111,7 @@ def resolve(W: torch.Tensor, group: str | Group, in_shape: Sequence[int], out_sh
     if not G.is_finite:
         raise ValueError(f"group: the Reynolds projection needs a finite group, {G.name!r} is continuous "
                          "(use lie_derivative for continuous symmetries)")
-    fast = G.name in ("t2", "c4", "p4") and in_rep.kind in ("image", "regular") \
-        and out_rep.kind in ("image", "regular")
+    fast = G.name in ("t2", "c4", "p4") and in_rep.is_image and out_rep.is_image
     if fast:
         _spatial(in_shape, in_rep, "in_shape")
         _spatial(out_shape, out_rep, "out_shape")

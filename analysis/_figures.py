@@ -3,6 +3,8 @@
 :func:`transformed_inputs` picks group elements that make the symmetry visible (quarter turns for
 C4/p4 teachers, shifts for t2) and :func:`feature_rows` evaluates every model on them.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.groups import get_group
 >>> xs = transformed_inputs(torch.randn(1, 6, 6), get_group("p4", size=6))
@@ -67,6 +69,8 @@ def curve_data(metrics: Mapping) -> dict:
     (teacher / student / untrained, under the run's group ``equivariance_error["group"]``) as bars.
     A closed-form layer logs a single point, so it has a bar and no curve.
 
+    Examples
+    --------
     >>> d = curve_data({"layers": [{"layer": 1, "solver": "closed_form", "feature_rel_error": 1e-7,
     ...                             "loss_curve": [[0, 1e-7]],
     ...                             "equivariance_error": {"student": 2e-7, "group": "p4"}}]})

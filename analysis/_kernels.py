@@ -15,6 +15,8 @@ C4 filter banks (lifting ``image -> regular`` or group convolution ``regular -> 
 ``torch.rot90(·, dims=(-2, -1))``); :func:`orientation_agreement` measures how well a recovered
 bank satisfies it.
 
+Examples
+--------
 >>> import torch, torch.nn.functional as F
 >>> k = torch.randn(2, 1, 3, 3, dtype=torch.float64)
 >>> basis = torch.eye(36, dtype=torch.float64).view(36, 1, 6, 6)
@@ -84,7 +86,8 @@ def fit_kernel_matrix(kernel: torch.Tensor, in_shape: tuple, out_shape: tuple, p
 
 def recover_kernel(W: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence[int], kernel_size: int,
                    group: str = "t2", padding: str = "circular", in_rep: Optional[str] = None,
-                   weight: Optional[torch.Tensor] = None, return_info: bool = False):
+                   weight: Optional[torch.Tensor] = None, return_info: bool = False
+                   ) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """Least-squares filter bank ``(C_out, C_in, k, k)`` of a dense layer on the shift basis.
 
     Parameters
@@ -99,6 +102,15 @@ def recover_kernel(W: torch.Tensor, in_shape: Sequence[int], out_shape: Sequence
     weight : optional mask/weights of W's shape (e.g. the data support); weighted diagonal means.
     return_info : also return ``{"fit_residual": δ_T, "orientation": {...}}``.
 
+    Returns
+    -------
+    The bank ``k̂ (C_out, C_in, k, k)`` in W's dtype, ``k̂[o, i, a, b]`` the (weighted) mean of the
+    ``(o, i)`` block of W along the diagonal of tap ``(a, b)``; with ``return_info`` the pair
+    ``(k̂, info)``, ``info["fit_residual"]`` = δ_T (0.0 for ``W = 0``) and, for ``c4``/``p4``,
+    ``info["orientation"]`` = :func:`orientation_agreement` of ``k̂``.
+
+    Examples
+    --------
     >>> W = torch.zeros(16, 36, dtype=torch.float64)
     >>> recover_kernel(W, (1, 6, 6), (1, 4, 4), 3, padding="valid").shape
     torch.Size([1, 1, 3, 3])
@@ -140,6 +152,8 @@ def orientation_agreement(bank: torch.Tensor, in_regular: bool = False) -> dict:
     * ``per_orientation``: the same error restricted to each output orientation r = 0..3;
     * ``base``: ψ̂ (``(F_out, C_in, k, k)``) — with ``in_regular`` ``(F_out, F_in·4, k, k)``.
 
+    Examples
+    --------
     >>> base = torch.randn(1, 1, 3, 3, dtype=torch.float64)
     >>> bank = torch.cat([torch.rot90(base, r, dims=(-2, -1)) for r in range(4)])
     >>> orientation_agreement(bank)["rel_error"] < 1e-12

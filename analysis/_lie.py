@@ -33,6 +33,8 @@ When ``f`` maps to a smaller grid (valid convolutions), the measure is taken on 
 interior (a 1-pixel border dropped): there a valid convolution commutes with central differences,
 while the border would need input pixels outside the image.
 
+Examples
+--------
 >>> import torch
 >>> conv = torch.nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular").double()
 >>> x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
@@ -66,6 +68,8 @@ def lie_generator(name: str, x: torch.Tensor) -> torch.Tensor:
 
     A bump at column 3 moving right (+x) decreases at column 2 and grows at column 4:
 
+    Examples
+    --------
     >>> x = torch.zeros(1, 1, 5, 5); x[0, 0, 2, 3] = 1.0
     >>> (lie_generator("translation_x", x)[0, 0, 2] + 0.0).tolist()
     [0.0, 0.0, -0.5, 0.0, 0.5]
@@ -194,6 +198,8 @@ def lie_derivative(f: Callable[[torch.Tensor], torch.Tensor], generator: Generat
     NotImplementedError
         ``method="jvp"`` (or ``"auto"`` with a non-float64 ``x``) and forward-mode AD is unavailable.
 
+    Examples
+    --------
     >>> f = lambda x: x.sum(dim=(-2, -1))
     >>> x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
     >>> float(lie_derivative(f, "translation_y", x, out_rep="trivial").abs().max()) < 1e-12
@@ -220,6 +226,8 @@ def relative_lie_derivative(f: Callable[[torch.Tensor], torch.Tensor], generator
 
     A 3×3 valid convolution (8×8 → 6×6) is translation equivariant on the interior:
 
+    Examples
+    --------
     >>> conv = torch.nn.Conv2d(1, 1, 3).double()
     >>> r = relative_lie_derivative(conv, "translation_x", torch.randn(1, 1, 8, 8, dtype=torch.float64))
     >>> r["value"] < 1e-12, r["method"], r["region"]

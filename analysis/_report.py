@@ -1,5 +1,7 @@
 """``report.md`` of a clone run: configuration, a metrics table and the figures.
 
+Examples
+--------
 >>> md = render_report("demo", {"teacher": {"name": "cnn"}}, {"layers": []},
 ...                    {"layers": [{"layer": 1, "residual": {"t2": 1e-9}}]}, {})
 >>> "| 1 |" in md and "δ t2" in md
@@ -30,6 +32,8 @@ _CAPTIONS = {
 def fmt(v: Any) -> str:
     """Short number formatting for tables (``-`` for missing).
 
+    Examples
+    --------
     >>> fmt(1.23456e-7), fmt(0.5), fmt(None), fmt(3)
     ('1.23e-07', '0.500', '-', '3')
     """
@@ -61,6 +65,8 @@ def _ee(entry: Mapping | None, who: str) -> Any:
 def _lie_line(s: Mapping) -> str:
     """One bullet: the layer's Lie derivatives with the method used, and any that were not computed.
 
+    Examples
+    --------
     >>> line = _lie_line({"layer": 1, "lie_derivative": {"student": 0.25}, "lie_derivative_method": {"student": "jvp"},
     ...                   "lie_derivative_skipped": {"x": "ValueError: no"}})
     >>> line.split(": ", 1)[1]

@@ -27,6 +27,8 @@ Fast paths (``W`` viewed as the 6-tensor ``W[o, y', x', i, y, x]``):
 The generic path enumerates ``group.elements()`` and applies ``group.act`` to the rows and the
 columns of W; it works for any finite group and rep with an orthogonal action.
 
+Examples
+--------
 >>> import torch
 >>> W = torch.randn(9, 9, dtype=torch.float64)
 >>> R = project(W, "t2", (1, 3, 3), (1, 3, 3))
@@ -150,6 +152,8 @@ def project(W: torch.Tensor, group: str | Group, in_shape: Sequence[int], out_sh
     -------
     Tensor of W's shape (and dtype, half precisions promoted to float32).
 
+    Examples
+    --------
     >>> W = torch.randn(16, 16, dtype=torch.float64)
     >>> a = project(W, "c4", (1, 4, 4), (1, 4, 4))
     >>> torch.allclose(a, project(W, "c4", (1, 4, 4), (1, 4, 4), method="generic"))
@@ -166,6 +170,8 @@ def structure_residual(W: torch.Tensor, group: str | Group, in_shape: Sequence[i
 
     Arguments as in :func:`project`. Returns 0.0 for ``W = 0``.
 
+    Examples
+    --------
     >>> W = torch.randn(4 * 36, 36, dtype=torch.float64)
     >>> round(structure_residual(W, "c4", (1, 6, 6), (4, 6, 6), out_rep="regular"), 1)
     0.9

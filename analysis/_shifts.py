@@ -12,6 +12,8 @@ every entry by the mean of its diagonal ``K[o, i, d]``. ``diagonal_means`` compu
 products with 0/1 diagonal-indicator matrices over one permuted copy of ``W``; ``from_diagonals`` writes ``K`` back out.
 Memory is a small multiple of ``W``; time is linear in its size.
 
+Examples
+--------
 >>> import torch
 >>> W = torch.randn(2 * 16, 3 * 16, dtype=torch.float64)
 >>> K = diagonal_means(W, (3, 4, 4), (2, 4, 4), cyclic=True)
@@ -34,6 +36,8 @@ def diagonal_index(n_out: int, n_in: int, cyclic: bool, device=None) -> tuple[to
     """Index ``(n_out, n_in)`` of the diagonal of each (output, input) coordinate pair, and the
     number of diagonals.
 
+    Examples
+    --------
     >>> diagonal_index(2, 3, cyclic=False)[0].tolist()
     [[1, 2, 3], [0, 1, 2]]
     """

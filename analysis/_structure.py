@@ -11,6 +11,8 @@ Works on whatever the models expose (duck typing on the teacher/student contract
   the points/nodes; up to 6 of them) for point-cloud layers, and under the teacher's own group through
   the generic path when it is some other finite group.
 
+Examples
+--------
 >>> import torch
 >>> from types import SimpleNamespace
 >>> class Lin:
@@ -49,7 +51,8 @@ def _too_big(model: Any, l: int) -> bool:
 
 
 def student_matrix(student: Any, teacher: Any, l: int) -> Optional[torch.Tensor]:
-    """The student's linear map of layer ``l`` as ``(out_dim, in_dim)``, or ``None`` if it has none."""
+    """The student's linear map of layer ``l`` as ``(out_dim, in_dim)`` (a blocks student's at the
+    teacher's own kernel), or ``None`` if it has none or it would exceed :data:`MAX_DENSE_ENTRIES` entries."""
     if not hasattr(student, "dense_matrix") or _too_big(teacher, l):
         return None
     if hasattr(student, "block_matrices") and hasattr(teacher, "layer_params"):
@@ -58,6 +61,8 @@ def student_matrix(student: Any, teacher: Any, l: int) -> Optional[torch.Tensor]
 
 
 def teacher_matrix(teacher: Any, l: int) -> Optional[torch.Tensor]:
+    """The teacher's unrolled layer ``l`` (``as_dense(l)``, ``(out_dim, in_dim)``, pre-activation, no
+    bias), or ``None`` if it has none or it would exceed :data:`MAX_DENSE_ENTRIES` entries."""
     if not hasattr(teacher, "as_dense") or _too_big(teacher, l):
         return None
     with torch.no_grad():
@@ -66,10 +71,9 @@ def teacher_matrix(teacher: Any, l: int) -> Optional[torch.Tensor]:
 
 def _residuals(W: torch.Tensor, teacher: Any, in_shape, out_shape, in_rep, out_rep) -> dict:
     out = {}
-    spatial = in_rep.kind in ("image", "regular") and out_rep.kind in ("image", "regular")
+    spatial = in_rep.is_image and out_rep.is_image
     names = ("t2", "c4", "p4") if spatial else ()
-    pointwise = ("set", "points", "irreps", "graph")
-    if in_rep.kind in pointwise and out_rep.kind in pointwise and in_shape[0] == out_shape[0] \
+    if in_rep.has_object_axis and out_rep.has_object_axis and in_shape[0] == out_shape[0] \
             and math.factorial(in_shape[0]) <= 720:
         names += ("sn",)  # permutations of the points/nodes, generic group.act path
     group = getattr(teacher, "group", None)
@@ -100,7 +104,7 @@ def layer_structure(teacher: Any, student: Any, l: int, support: Optional[torch.
         return entry, tensors
     W = W.double()
     tensors["W"] = W
-    if support is not None and l == 1 and in_rep.kind in ("image", "regular") \
+    if support is not None and l == 1 and in_rep.is_image \
             and tuple(support.shape[-2:]) == in_shape[1:]:
         tensors["support_columns"] = support.bool().expand(*in_shape).reshape(-1)  # steers the figure's zoom
     Wt = teacher_matrix(teacher, l)
@@ -112,7 +116,7 @@ def layer_structure(teacher: Any, student: Any, l: int, support: Optional[torch.
     entry["residual"] = _residuals(W, teacher, in_shape, out_shape, in_rep, out_rep)
     if hasattr(student, "block_matrices"):
         tensors["blocks"] = student.block_matrices(l).detach()
-    if hasattr(teacher, "kernel") and hasattr(teacher, "kernel_size") and in_rep.kind in ("image", "regular"):
+    if hasattr(teacher, "kernel") and hasattr(teacher, "kernel_size") and in_rep.is_image:
         k = int(teacher.kernel_size(l))
         tk = teacher.kernel(l).detach().double()
         padding = getattr(teacher, "padding", "circular")

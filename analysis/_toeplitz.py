@@ -12,6 +12,8 @@ Numbers reported for a layer ``W`` with a k×k footprint (see ``_kernels`` for t
 * ``support`` — the same restricted to the columns of input pixels that are ever non-zero (data
   support: weights on never-active pixels keep their initial values, docs/design.md §4).
 
+Examples
+--------
 >>> import torch, torch.nn.functional as F
 >>> k = torch.randn(1, 1, 3, 3, dtype=torch.float64)
 >>> W = F.conv2d(torch.eye(64, dtype=torch.float64).view(64, 1, 8, 8), k).reshape(64, -1).T
@@ -35,6 +37,8 @@ __all__ = ["toeplitz_report", "ipr", "kernel_similarity"]
 def ipr(W: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """Inverse participation ratio Σ w⁴ / (Σ w²)² along ``dim`` (0 for an all-zero row).
 
+    Examples
+    --------
     >>> ipr(torch.tensor([[1., 0, 0, 0], [1, 1, 1, 1]])).tolist()
     [1.0, 0.25]
     """

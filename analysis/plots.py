@@ -13,6 +13,8 @@ is a standalone ``matplotlib.figure.Figure`` rendered by the Agg canvas). Each f
 Every colour that encodes a value has a colour bar. ``matrix_figure`` and ``curves_figure`` build
 the figures of (a) and (d) without writing them (for inspection and tests).
 
+Examples
+--------
 >>> import tempfile, os, torch
 >>> d = tempfile.mkdtemp()
 >>> paths = plot_kernels(torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3), os.path.join(d, "k"))
@@ -48,7 +50,8 @@ def save_figure(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
-def _np(t: torch.Tensor):
+def _np(t: torch.Tensor):  # -> numpy.ndarray
+    """A float64 NumPy copy of ``t`` for matplotlib."""
     return t.detach().double().cpu().numpy()
 
 
@@ -56,6 +59,8 @@ def value_scale(values: Sequence[float], ratio: float = 10.0) -> str:
     """``"log"`` when the positive finite ``values`` span a factor of ``ratio`` (default: a decade) or
     more, else ``"linear"`` (zeros and negatives are ignored: the caller places them).
 
+    Examples
+    --------
     >>> value_scale([1.52, 1.68]), value_scale([1e-7, 0.5]), value_scale([0.0, 2.0]), value_scale([])
     ('linear', 'log', 'linear', 'linear')
     """
@@ -71,6 +76,8 @@ def zoom_window(M: torch.Tensor, size: int = 64, col_weight: Optional[torch.Tens
     summed over B) holding the most ``|M|`` mass, columns weighted by ``col_weight`` (``(I,)``,
     e.g. the data support) — so the zoom shows the matrix's structure, wherever it lies.
 
+    Examples
+    --------
     >>> M = torch.zeros(300, 100); M[200:210, 5:15] = 1.0
     >>> r0, c0, s = zoom_window(M, 32)
     >>> bool(M[r0:r0 + s, c0:c0 + s].sum() == 100), s
@@ -162,6 +169,8 @@ def feature_image(h: torch.Tensor, regular: bool = False, channel: int = 0) -> t
     """One ``(H, W)`` map of a feature ``(C, H, W)``: channel ``channel``, or for C4 regular fields
     the max over the 4 orientations of field ``channel``.
 
+    Examples
+    --------
     >>> feature_image(torch.arange(8.).view(8, 1, 1), regular=True, channel=1).item()
     7.0
     """
@@ -282,6 +291,8 @@ def curves_figure(losses: Mapping[str, Sequence[float]],
     steps, eq_steps : x values of the loss / equivariance curves (default 0, 1, ...).
     final_errors : final relative error per layer (bars), e.g. ``{"layer 1 (closed form)": 1e-7}``.
 
+    Examples
+    --------
     >>> fig = curves_figure({"layer 1": [0.5]}, {"L1 student": 1e-7, "L1 untrained": 1.0})
     >>> [ax.get_title() for ax in fig.axes]
     ['final error per layer', 'final equivariance error']

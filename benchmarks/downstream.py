@@ -4,10 +4,19 @@ For every (task, model, mode, beta) row: test accuracy (per split), invariance e
 logits on the test set, structure residual of the cloned layers before/after, drift of the cloned
 tensors from W0, parameters, wall-clock. Plus a sample-complexity sweep on c4-generalisation.
 
-    python -m benchmarks.downstream --quick          # measured: 7 min wall, 1 thread (14 min on a
-                                                     # heavily shared 2-core CPU)
+    python -m benchmarks.downstream --quick          # 2k images, seeds 0,1,2 (about 7 min per seed, 1 thread)
+    python -m benchmarks.downstream --size medium    # 15k images, main rows only, seeds 0,1,2
     python -m benchmarks.downstream                  # full size (60k training images, 10 epochs; not run here)
     python -m benchmarks.downstream --plots-only     # redraw the figures from results/downstream.json
+
+Every row runs once per seed (``--seeds``, default ``0,1,2``); ``rows`` of the JSON hold the per-seed
+results and ``summary`` one entry per row with the mean, the sample standard deviation (``*_sd``) and
+the per-seed values (``*_values``) of each metric; the tables and the plots (error bars: ± one sd)
+come from ``summary``. A seed fixes everything (data subset, transforms, teacher, clone, head
+initialisation, batch order): rerunning a seed reproduces its numbers exactly at the same thread count.
+
+Modes of the cloned models: ``frozen`` (the cloned basis is frozen; kernels, per-field biases and the
+head train), ``head-only`` (only the classifier head trains), ``anchored`` (β sweep) and ``free``.
 
 For the 20-class breaking tasks each row also records ``accuracy_mod10``: the accuracy of the
 predicted class modulo 10 against ``label % 10`` on the same test split, i.e. the 10-class skill
@@ -37,7 +46,7 @@ from symclone.finetune import FinetuneConfig, accuracy, finetune, make_task
 from symclone.finetune.zoo import build_model
 from symclone.io import atomic_write_text, read_json, write_json
 
-from ._downstream_report import markdown, plots
+from ._downstream_report import aggregate, markdown, plots
 
 log = logging.getLogger("benchmarks.downstream")
 
@@ -49,6 +58,9 @@ SIZES = {
     "quick": dict(n_train=2000, n_test=1000, epochs=3, fields=8, mlp_fields=2, sample_sizes=(500, 2000),
                   betas=(1.0, 10.0, 100.0, 1000.0), kl_betas=(), t2_n_train=1000, t2_epochs=2,
                   t2_betas=(1.0, 10.0, 100.0, 1000.0), mlp_beta=100.0),
+    "medium": dict(n_train=15000, n_test=2000, epochs=3, fields=8, mlp_fields=2, sample_sizes=(),
+                   betas=(1.0, 10.0, 100.0, 1000.0), kl_betas=(), t2_n_train=5000, t2_epochs=2,
+                   t2_betas=(1.0, 10.0, 100.0, 1000.0), mlp_beta=100.0),
     "full": dict(n_train=None, n_test=None, epochs=10, fields=8, mlp_fields=8, sample_sizes=(500, 2000, 10000, 60000),
                  betas=(0.1, 1.0, 10.0, 100.0, 1000.0), kl_betas=(1e2, 1e3, 1e4), t2_n_train=None, t2_epochs=10,
                  t2_betas=(1.0, 10.0, 100.0, 1000.0), mlp_beta=100.0),
@@ -71,6 +83,7 @@ def grid(size: dict) -> list[dict]:
         for m in ("mlp", "cnn", "equivariant"):
             add(task, m, "free", **kw)
         add(task, "cloned-blocks", "frozen", **kw)
+        add(task, "cloned-blocks", "head-only", **kw)
         betas = size["t2_betas"] if t2 else (size["betas"] if task == "c4-breaking" else (size["mlp_beta"],))
         for b in betas:
             add(task, "cloned-blocks", "anchored", b, **kw)
@@ -79,6 +92,7 @@ def grid(size: dict) -> list[dict]:
                 add(task, "cloned-blocks", "anchored", b, anchor="kl", **kw)
         add(task, "cloned-blocks", "free", **kw)
         add(task, "cloned-mlp", "frozen", **kw)
+        add(task, "cloned-mlp", "head-only", **kw)
         add(task, "cloned-mlp", "anchored", size["mlp_beta"], **kw)
         if not t2:
             add(task, "cloned-mlp-sym", "frozen", **kw)
@@ -91,6 +105,11 @@ def grid(size: dict) -> list[dict]:
 
 
 def row_key(r: dict) -> str:
+    """The row's configuration (what is averaged over seeds) plus its seed."""
+    return f"{config_key(r)}|seed{r.get('seed', 0)}"
+
+
+def config_key(r: dict) -> str:
     return f"{r['task']}|{r['model']}|{r['mode']}|{r['beta']}|{r['anchor']}|{r['n_train']}|{r['fields']}"
 
 
@@ -146,14 +165,16 @@ def mod10_accuracy(model: torch.nn.Module, split, limit: Optional[int] = None, b
 
 
 def run_row(r: dict, size: dict, tasks: dict, cache: StudentCache, args) -> dict:
-    key = (r["task"], r["n_train"])
+    """Train and evaluate one row (its ``seed``, else ``args.seed``); ``tasks`` caches the task splits."""
+    seed = r.get("seed", args.seed)
+    key = (r["task"], r["n_train"], seed)
     if key not in tasks:
-        tasks[key] = make_task(r["task"], args.dataset, r["n_train"], size["n_test"], args.data_root, args.seed)
+        tasks[key] = make_task(r["task"], args.dataset, r["n_train"], size["n_test"], args.data_root, seed)
     task = tasks[key]
     t0 = time.perf_counter()
-    model = build_model(r["model"], task, fields=r["fields"], seed=args.seed, students=cache)
+    model = build_model(r["model"], task, fields=r["fields"], seed=seed, students=cache)
     build = time.perf_counter() - t0
-    cfg = FinetuneConfig(epochs=r["epochs"], seed=args.seed, progress=args.progress)
+    cfg = FinetuneConfig(epochs=r["epochs"], seed=seed, progress=args.progress)
     res = finetune(model, task, mode=r["mode"], beta=r["beta"] if r["beta"] is not None else 0.0,
                    anchor=r["anchor"] or "l2", config=cfg)
     m = res.metrics
@@ -171,19 +192,21 @@ def run_row(r: dict, size: dict, tasks: dict, cache: StudentCache, args) -> dict
 
 def _summary(size_name: str, size: dict, args, rows: list, seconds: float, sessions: int) -> dict:
     """The JSON record; ``seconds`` is the wall-clock of all ``sessions`` (``--resume`` adds up)."""
-    return {"size": size_name, "config": size, "dataset": args.dataset, "threads": args.threads, "rows": rows,
+    return {"size": size_name, "config": size, "dataset": args.dataset, "threads": args.threads,
+            "seeds": sorted({r.get("seed", 0) for r in rows}), "rows": rows, "summary": aggregate(rows),
             "seconds": seconds, "sessions": sessions}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="quick size (measured 7 min wall on 1 thread; 14 min on a busy 2-core CPU)")
+    p.add_argument("--quick", action="store_true", help="the quick size (same as --size quick)")
+    p.add_argument("--size", default=None, choices=tuple(SIZES), help="grid size (default: full; --quick: quick)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every row runs once per seed")
     p.add_argument("--out", default="results/downstream.json")
     p.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
     p.add_argument("--data-root", default=None)
     p.add_argument("--cache", default=".cache/downstream")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tasks", default="c4-generalisation,c4-breaking,t2-breaking")
     p.add_argument("--resume", action="store_true", help="keep finished rows of --out and run the rest")
     p.add_argument("--progress", action="store_true", help="tqdm bars per epoch")
@@ -200,10 +223,17 @@ def main(argv=None) -> int:
             print(f"wrote {path}")
         return 0
     torch.set_num_threads(args.threads)
-    size_name = "quick" if args.quick else "full"
+    size_name = args.size or ("quick" if args.quick else "full")
     size = SIZES[size_name]
     wanted = set(args.tasks.split(","))
-    rows = [r for r in grid(size) if r["task"] in wanted]
+    try:
+        seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if not seeds or min(seeds) < 0:
+        p.error(f"--seeds: expected integers >= 0, got {args.seeds!r}")
+    args.seed = seeds[0]
+    rows = [{**r, "seed": sd} for sd in seeds for r in grid(size) if r["task"] in wanted]
     out = Path(args.out)
     done, prev_seconds, sessions = {}, 0.0, 1
     if args.resume and out.exists():
@@ -211,7 +241,7 @@ def main(argv=None) -> int:
         if prev.get("size") == size_name:
             done = {row_key(r): r for r in prev.get("rows", [])}
             prev_seconds, sessions = float(prev.get("seconds", 0.0)), int(prev.get("sessions", 1)) + 1
-    cache = StudentCache(Path(args.cache), args.seed)
+    caches = {sd: StudentCache(Path(args.cache), sd) for sd in seeds}
     tasks: dict = {}
     results, t_start = [], time.perf_counter()
     for i, r in enumerate(rows, 1):
@@ -219,18 +249,18 @@ def main(argv=None) -> int:
         if k in done:
             results.append(done[k])
             continue
-        res = run_row(r, size, tasks, cache, args)
+        res = run_row(r, size, tasks, caches[r["seed"]], args)
         results.append(res)
         acc = res["primary_accuracy"]
         beta = "" if res["beta"] is None else f" beta={res['beta']:g}"
-        print(f"[{i}/{len(rows)}] {r['task']:18s} {r['model']:15s} {r['mode']:8s}{beta:12s} n={res['n_train_actual']:5d} "
+        print(f"[{i}/{len(rows)}] seed {r['seed']} {r['task']:18s} {r['model']:15s} {r['mode']:8s}{beta:12s} n={res['n_train_actual']:5d} "
               f"acc {acc:.4f}  EE {res['invariance_error']:.2e}  drift {res['cloned_distance']:.3g}  "
               f"{res['train_seconds']:.1f}s", flush=True)
         write_json(out, _summary(size_name, size, args, results, prev_seconds + time.perf_counter() - t_start,
                                  sessions))
     data = _summary(size_name, size, args, results, prev_seconds + time.perf_counter() - t_start, sessions)
     write_json(out, data)
-    md = markdown(data, command="python -m benchmarks.downstream" + (" --quick" if args.quick else ""))
+    md = markdown(data, command=f"python -m benchmarks.downstream --size {size_name} --seeds {args.seeds}")
     atomic_write_text(out.with_suffix(".md"), md)
     print(md)
     if not args.no_plots:

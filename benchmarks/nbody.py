@@ -29,7 +29,7 @@ from torch import nn
 from symclone.data.nbody import NBODY_REP_IN, nbody_tensors
 from symclone.symmetrize import Symmetrized
 from symclone.symmetrize._models import PairTransformer, ParticleTransformer
-from symclone.symmetrize._run import Displacement
+from symclone.symmetrize import Displacement
 from symclone.symmetrize._train import TrainConfig, equivariance_vs_k, evaluate_mse, time_forward, train_regressor
 
 from ._util import track_peak

@@ -5,7 +5,7 @@ For each teacher: number of parameters; forward time of ``forward_features`` on 
 model of the same width measured in the same run (``nn.Conv2d`` stack with circular padding for
 conv teachers; for e3nn a plain message-passing net with ``nn.Linear`` edge/node maps of the same
 feature widths on the same complete graph);
-and the relative equivariance error of every layer (``symclone.testing.equivariance_error``,
+and the relative equivariance error of every layer (``symclone.equivariance.equivariance_error``,
 float64 and float32, random group elements). For ``gcnn_c4`` also the escnn-native forward
 (``R2Conv`` on ``GeometricTensor``, eval mode) and the uncached (re-expanding) forward.
 
@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from symclone.io import write_json
 from symclone.registry import create_teacher
-from symclone.testing import equivariance_error
+from symclone.equivariance import equivariance_error
 
 CONFIGS = {
     "cnn": dict(channels=32, depth=3),
@@ -67,7 +67,7 @@ def plain_twin(teacher) -> nn.Module:
     """A plain torch model with the teacher's feature widths (no weight tying, no equivariance)."""
     shapes = teacher.feature_shapes
     mods: list[nn.Module] = []
-    if teacher.reps[0].kind in ("image", "regular"):
+    if teacher.reps[0].is_image:
         for (ci, _, _), (co, _, _), k in zip(shapes[:-1], shapes[1:], [teacher.kernel_size(l) for l in
                                                                            range(1, teacher.num_layers + 1)]):
             mods += [nn.Conv2d(ci, co, k, padding=k // 2, padding_mode="circular", bias=False), nn.ReLU()]

@@ -42,10 +42,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     skipped+=("py3nj (no Fortran compiler): escnn runs without it")
     .venv/bin/python -m pip install -q --no-deps escnn
     .venv/bin/python -m pip install -q lie_learn joblib pymanopt autograd "numpy<2" e3nn scipy \
-      matplotlib tqdm "safetensors>=0.4" pytest
+      matplotlib tqdm "safetensors>=0.4" pytest "mkdocs>=1.6" "mkdocstrings-python>=1.10"
     .venv/bin/python -m pip install -q --no-deps -e .
   else
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[test,docs,download]"
   fi
   echo "$want" > "$stamp"
 fi

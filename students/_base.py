@@ -7,6 +7,8 @@ teachers and students alike. Student layer ``l`` maps feature ``l-1`` to feature
     f_l(h) = σ_l(A_l(h))          A_l: the student's own (group-agnostic) map, σ_l the teacher's
                                    pointwise nonlinearity of layer l (``"relu"``/``"identity"``)
 
+Examples
+--------
 >>> import torch
 >>> infer_activations_from(torch.tensor([-1., 2.]), torch.tensor([0., 2.]))
 'relu'
@@ -36,7 +38,13 @@ POINTWISE = ("relu", "identity")
 
 
 def apply_activation(name: str, z: torch.Tensor) -> torch.Tensor:
-    """Apply the named pointwise nonlinearity."""
+    """``σ(z)`` elementwise for ``name`` in :data:`ACTIVATIONS`; ``ValueError`` for any other name.
+
+    Examples
+    --------
+    >>> apply_activation("relu", torch.tensor([-1.0, 2.0])).tolist()
+    [0.0, 2.0]
+    """
     if name == "relu":
         return torch.relu(z)
     if name == "identity":
@@ -88,8 +96,14 @@ def teacher_layout(teacher: Any) -> dict:
 
 
 class StudentBase(LayeredModule):
-    """Base class of all students. Subclasses implement ``_pre(l, h, params)`` (the linear /
-    learned map of layer ``l`` before the nonlinearity) and fill ``self.config``."""
+    """Base class of all students: ``f_l(h) = σ_l(A_l(h))`` (see the module docstring).
+
+    Subclasses call ``_init_layout`` (which sets ``feature_shapes``, ``reps``, ``activations``),
+    build one module per layer in ``self.layers``, implement ``_pre(l, h, params)`` (the map ``A_l``
+    before the nonlinearity, on inputs with any leading batch dims) and fill ``self.config``
+    (``{"name", "kwargs"}``, what :func:`save_student` records). Layer indices and input shapes are
+    checked by :class:`~symclone.layered.LayeredModule`.
+    """
 
     config: dict
     supports_params: bool = False
@@ -116,27 +130,13 @@ class StudentBase(LayeredModule):
             apply_activation(a, torch.zeros(1))
         self.activations = acts
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.feature_shapes) - 1
-
     def in_dim(self, l: int) -> int:
+        """The flattened size ``prod(feature_shapes[l-1])`` of layer ``l``'s input."""
         return int(torch.tensor(self.feature_shapes[l - 1]).prod())
 
     def out_dim(self, l: int) -> int:
+        """The flattened size ``prod(feature_shapes[l])`` of layer ``l``'s output."""
         return int(torch.tensor(self.feature_shapes[l]).prod())
-
-    def _check_layer(self, l: int) -> int:
-        if not isinstance(l, int) or not 1 <= l <= self.num_layers:
-            raise ValueError(f"l: layer index must be an int in 1..{self.num_layers}, got {l!r}")
-        return l
-
-    def _check_feature(self, l: int, h: torch.Tensor) -> None:
-        want = tuple(self.feature_shapes[l - 1])
-        if not isinstance(h, torch.Tensor) or h.ndim < len(want) + 1 or tuple(h.shape[-len(want):]) != want:
-            got = tuple(h.shape) if isinstance(h, torch.Tensor) else type(h).__name__
-            raise ValueError(f"{'x' if l == 1 else 'h'}: student layer {l} expects shape "
-                             f"(B, {', '.join(map(str, want))}), got {got}")
 
     def layer_parameters(self, l: int) -> list[nn.Parameter]:
         """The trainable parameters of layer ``l`` (for layer-by-layer cloning)."""
@@ -147,17 +147,18 @@ class StudentBase(LayeredModule):
 
     def layer_forward(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor] = None,
                       pre_activation: bool = False) -> torch.Tensor:
-        """Student layer ``l`` applied to feature ``l-1`` (``σ_l`` skipped if ``pre_activation``)."""
+        """Student layer ``l`` applied to feature ``l-1``: ``h (..., B, *feature_shapes[l-1])`` ->
+        ``(..., B, *feature_shapes[l])`` (``σ_l`` skipped if ``pre_activation``).
+
+        ``params``: teacher parameters ``(P_l,)`` or ``(K, P_l)`` for kernel-conditioned students
+        (``supports_params``; output ``(K, B, ...)``); ``ValueError`` for the others."""
         self._check_layer(l)
-        self._check_feature(l, h)
+        self._check_feature(l, h, lead_dims=None)
         if params is not None and not self.supports_params:
             raise ValueError(f"params: student {self.config['name']!r} is not kernel-conditioned; "
                              "only the 'blocks' student takes teacher parameters")
         z = self._pre(l, h, params)
         return z if pre_activation else apply_activation(self.activations[l - 1], z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[-1]
 
 
 def save_student(student: StudentBase, stem: str | Path) -> None:

@@ -15,6 +15,8 @@ unrolled convolution); ``B = 7`` ("7-block") cannot and is the paper's approxima
 student stores a kernel per layer (``kernels``: the teacher's own parameters after ``like``) and
 uses it when ``params`` is not given.
 
+Examples
+--------
 >>> import torch
 >>> s = BlocksStudent(feature_shapes=[[1, 5, 5], [1, 3, 3]], reps=["image", "image"], num_params=[9])
 >>> k = torch.randn(4, 9)
@@ -155,6 +157,7 @@ class SparseBlockLayer(_BlockLayerBase):
 
     @property
     def nnz(self) -> int:
+        """The number of stored entries of ``W`` (after :meth:`assign`: its non-zeros)."""
         return int(self.W_values.numel())
 
     def effective(self, z: torch.Tensor) -> torch.Tensor:
@@ -175,7 +178,7 @@ class SparseBlockLayer(_BlockLayerBase):
         self.W_values = nn.Parameter(W.values()[keep].to(dtype).contiguous())
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
+                              unexpected_keys, error_msgs) -> None:
         ki, kv = prefix + "W_index", prefix + "W_values"
         if ki in state_dict and kv in state_dict:  # another sparsity pattern: take its size
             self.W_index = torch.empty_like(state_dict[ki], device=self.W_index.device)
@@ -328,10 +331,7 @@ class BlocksStudent(StudentBase):
         layer = self.layers[l - 1]
         if params is None:
             return layer.kernel
-        if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != layer.P:
-            got = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
-            raise ValueError(f"params: layer {l} expects shape ({layer.P},) or (K, {layer.P}), got {got}")
-        return params.to(layer.c.dtype)
+        return self._check_params(l, params, num_params=layer.P).to(layer.c.dtype)
 
     def _pre(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor]) -> torch.Tensor:
         layer = self.layers[l - 1]
@@ -340,8 +340,8 @@ class BlocksStudent(StudentBase):
         lead = h.shape[: h.ndim - nd]
         if k.ndim == 1 and len(lead) != 1:
             raise ValueError(f"h: with one kernel, layer {l} expects (B, ...) inputs, got {tuple(h.shape)}")
-        if k.ndim == 2 and len(lead) == 2 and lead[0] != k.shape[0]:
-            raise ValueError(f"h: (K, B, ...) inputs need K = {k.shape[0]} kernels, got {tuple(h.shape)}")
+        if k.ndim == 2:
+            self._check_batch(l, h, k.shape[0])
         y = layer(h.reshape(*lead, -1), k)  # (..., N, R, O)
         out = self.feature_shapes[l]
         if layer.R == 1:

@@ -4,6 +4,8 @@
 entries together, so the student is equivariant only if it learns to be. ``dense_matrix(l)``
 returns ``W_l`` (PyTorch ``Linear`` convention, ``C, H, W`` flattened row-major).
 
+Examples
+--------
 >>> import torch
 >>> s = MLPStudent(feature_shapes=[[1, 4, 4], [2, 4, 4]], reps=["image", "image"])
 >>> [tuple(f.shape) for f in s.forward_features(torch.randn(3, 1, 4, 4))]

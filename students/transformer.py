@@ -11,6 +11,8 @@ Stage ``l`` maps feature ``l-1`` to feature ``l``:
 The position embeddings ``p_j`` are learned and absolute, so the student is *not* equivariant to
 translations, rotations or permutations until it learns to be.
 
+Examples
+--------
 >>> import torch
 >>> s = TransformerStudent(feature_shapes=[[1, 8, 8], [4, 6, 6]], reps=["image", "image"], dim=16, patch=2)
 >>> s(torch.randn(2, 1, 8, 8)).shape
@@ -31,7 +33,6 @@ from ._base import StudentBase
 
 __all__ = ["TransformerStudent", "TokenStage"]
 
-_IMAGE_KINDS = ("image", "regular")
 
 
 class TokenStage(nn.Module):
@@ -67,6 +68,9 @@ class TokenStage(nn.Module):
         self.readout = nn.Linear(dim, tok_out)
 
     def tokens(self, h: torch.Tensor) -> torch.Tensor:
+        """The raw tokens of ``h (N, *shape_in)``: point features as they are ``(N, n_points, d)``; for
+        images the ``p×p`` patches with their ``halo``-pixel circular margin, flattened
+        ``(N, T, C·(p + 2·halo)²)`` (``T = ceil(H/p)·ceil(W/p)``, the image zero-padded to the grid)."""
         if not self.image:
             return h
         C, H, W = self.shape_in
@@ -78,6 +82,8 @@ class TokenStage(nn.Module):
         return F.unfold(h, kernel_size=p + 2 * self.halo, stride=p).transpose(1, 2)  # (N, T, C (p+2e)^2)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``h (N, *shape_in)`` -> ``(N, *shape_out)``: embed tokens, add positions, run the blocks,
+        read each token out (images: folded back onto the output grid and cropped)."""
         t = self.embed(self.tokens(h)) + self.pos
         for blk in self.blocks:
             t = blk(t)
@@ -121,11 +127,12 @@ class TransformerStudent(StudentBase):
                 torch.manual_seed(seed)
             self.layers = nn.ModuleList([
                 TokenStage(self.feature_shapes[l - 1], self.feature_shapes[l],
-                           self.reps[l - 1].kind in _IMAGE_KINDS, dim, depth, heads, patch, mlp_ratio, halo)
+                           self.reps[l - 1].is_image, dim, depth, heads, patch, mlp_ratio, halo)
                 for l in range(1, self.num_layers + 1)])
 
     @classmethod
     def like(cls, teacher: Any, **kwargs: Any) -> "TransformerStudent":
+        """A transformer student with ``teacher``'s feature layout and nonlinearities."""
         return cls(teacher=teacher, **kwargs)
 
     def _pre(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor]) -> torch.Tensor:

@@ -1,5 +1,7 @@
 """Frozen dataclass configs with dotted overrides (``--distill.lr=3e-4``).
 
+Examples
+--------
 >>> from dataclasses import dataclass, field
 >>> @dataclass(frozen=True)
 ... class Opt:

@@ -16,6 +16,8 @@ Conventions:
 - only rank 0 logs (INFO), writes checkpoints (atomically) and metrics; :meth:`DistributedContext.barrier`
   after a write, then every rank can load it (resume).
 
+Examples
+--------
 >>> ctx = DistributedContext.from_env(device="cpu", env={})
 >>> ctx.world_size, ctx.rank, ctx.is_main
 (1, 0, True)
@@ -105,13 +107,16 @@ class DistributedContext:
     # ------------------------------------------------------------------ basics
     @property
     def distributed(self) -> bool:
+        """Whether more than one process takes part (``world_size > 1``)."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the process that writes files and shows progress."""
         return self.rank == 0
 
     def barrier(self) -> None:
+        """Wait until every rank reaches this point (nothing to wait for in a single process)."""
         if self.distributed:
             dist.barrier()
 

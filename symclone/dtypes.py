@@ -3,6 +3,8 @@
 escnn 1.0.11 cannot build an ``R2Conv`` under a float64 default dtype (docs/design.md §10), while e3nn
 builds its so(3) generators in the default dtype; both need the default switched for one call.
 
+Examples
+--------
 >>> with default_dtype(torch.float64):
 ...     torch.zeros(1).dtype
 torch.float64

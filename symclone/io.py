@@ -10,6 +10,8 @@ Temporary files are named ``.<name>.<pid>.<random>.tmp``; each write first remov
 its folder whose writing process no longer exists (left by a killed run). Files get the permissions
 the umask allows (``0o666 & ~umask``), like any file a program creates with ``open``.
 
+Examples
+--------
 >>> import tempfile, os
 >>> d = tempfile.mkdtemp()
 >>> save_checkpoint(os.path.join(d, "ck"), {"w": torch.ones(2)}, {"step": 3})
@@ -74,6 +76,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
     A write in progress (its process alive) is never touched. Returns the removed paths.
 
+    Examples
+    --------
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp()); (d / ".x.json.999999999.ab.tmp").write_text("partial")
     7
@@ -197,6 +201,8 @@ def _header_meta(data: bytes, path: Path) -> Optional[dict]:
 def remove_checkpoint(stem: str | os.PathLike) -> None:
     """Delete ``<stem>.safetensors`` and ``<stem>.json`` where they exist (a missing file is no error).
 
+    Examples
+    --------
     >>> import tempfile, os
     >>> stem = os.path.join(tempfile.mkdtemp(), "ck")
     >>> save_checkpoint(stem, {"w": torch.ones(1)})
@@ -235,6 +241,8 @@ def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str = "opt/") -> tuple
     """Optimiser state as flat tensors ``<prefix><param>/<name>`` (for :func:`save_checkpoint`) plus a
     JSON-able dict (param groups and non-tensor state entries) for the checkpoint's metadata.
 
+    Examples
+    --------
     >>> p = torch.nn.Parameter(torch.ones(2)); opt = torch.optim.AdamW([p])
     >>> p.grad = torch.ones(2); opt.step()
     >>> t, meta = flatten_optimizer(opt)

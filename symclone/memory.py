@@ -5,6 +5,8 @@ else ``sysconf``) or the CUDA driver (``mem_get_info``) reports as free now; a p
 its estimated peak is at most ``MEMORY_FRACTION`` of that. ``memory_obstacle`` turns a problem that
 does not fit into a message naming its size, for a ``ValueError`` or a recorded fallback reason.
 
+Examples
+--------
 >>> format_bytes(315_000_000), format_bytes(2048)
 ('315 MB', '2.05 kB')
 >>> memory_obstacle("a test", 10, available=1000) is None

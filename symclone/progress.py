@@ -12,6 +12,8 @@ context-manager support. What it shows depends on where stderr goes:
 ``enabled=None`` (the default) follows the terminal rule; commands pass ``enabled=not --no-progress``.
 Only rank 0 of a multi-process run should report: pass ``enabled=ctx.is_main and ...``.
 
+Examples
+--------
 >>> with progress_bar(3, "demo", enabled=False) as bar:
 ...     for _ in range(3):
 ...         bar.update(1, loss=0.5)

@@ -1,5 +1,7 @@
 """Name -> constructor registries for teachers and students (timm-style ``create_model``).
 
+Examples
+--------
 >>> reg = Registry("toy", package=None)
 >>> @reg.register("double")
 ... class Double:
@@ -73,6 +75,13 @@ def create_teacher(name: str, **kwargs: Any) -> Any:
 
 
 def list_teachers() -> list[str]:
+    """Names accepted by :func:`create_teacher`, sorted.
+
+    Examples
+    --------
+    >>> "cnn" in list_teachers() and "gcnn_c4" in list_teachers()
+    True
+    """
     return TEACHERS.names()
 
 
@@ -87,4 +96,11 @@ def create_student(name: str, **kwargs: Any) -> Any:
 
 
 def list_students() -> list[str]:
+    """Names accepted by :func:`create_student`, sorted.
+
+    Examples
+    --------
+    >>> [n for n in ("mlp", "transformer", "blocks") if n in list_students()]
+    ['mlp', 'transformer', 'blocks']
+    """
     return STUDENTS.names()

@@ -1,6 +1,8 @@
 """Read a run directory written by ``symclone clone`` (contract: config.json, teacher.*, student.*,
 metrics.json).
 
+Examples
+--------
 >>> import tempfile
 >>> from symclone.distill import DistillConfig, build_pair, clone_run
 >>> t, s = build_pair("cnn", "mlp", teacher_kwargs=dict(channels=1, depth=1, size=5))

@@ -5,15 +5,21 @@
 - :func:`precision_context` is for **training only**: ``"bf16"`` runs the forward under
   ``torch.autocast`` (bfloat16 matmuls, float32 master weights and reductions), ``"tf32"`` lets CUDA
   matmuls/convolutions use TensorFloat-32 (a 10-bit mantissa), ``"fp32"`` changes nothing.
-  Equivariance checks (:mod:`symclone.testing`) and closed-form solves must stay in fp32/fp64: bf16 has
+  Equivariance checks (:mod:`symclone.equivariance`) and closed-form solves must stay in fp32/fp64: bf16 has
   a relative rounding of 2⁻⁸ ≈ 4e-3, far above the 1e-6 tolerance of an exact check.
 - :func:`tune_cpu_allocator` keeps freed large CPU tensors in the process heap (glibc ``mallopt``) so
   that the next step reuses resident pages instead of page-faulting fresh ``mmap`` memory; on this
-  machine that makes a family-cloning step 1.9-2.8x faster (see docs/readme/performance.md).
+  machine that makes a family-cloning step 1.9-2.8x faster (see docs/performance.md).
 - :func:`device_of` is the device a module lives on (its first parameter's or buffer's; CPU for neither).
+- :class:`RuntimeOptions` is the one home of the settings every training config shares (``seed``,
+  ``device``, ``precision``, ``progress``): the configs of cloning, fine-tuning, symmetrization,
+  teacher training and graph classification derive from it, so the fields mean and validate the same
+  everywhere.
 - :func:`make_loader` builds a ``DataLoader`` with a ``DistributedSampler`` under DDP, and pinned memory,
   worker prefetch and persistent workers on CUDA.
 
+Examples
+--------
 >>> resolve_device("cpu")
 device(type='cpu')
 >>> import torch
@@ -28,12 +34,14 @@ torch.float32
 from __future__ import annotations
 
 import contextlib
+import re
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["resolve_device", "precision_context", "make_loader", "PRECISIONS", "DEVICES", "seed_worker",
+__all__ = ["RuntimeOptions", "check_device", "resolve_device", "precision_context", "make_loader", "PRECISIONS", "DEVICES", "seed_worker",
            "add_runtime_arguments", "tune_cpu_allocator", "cpu_allocator_tuned", "device_of", "check_precision"]
 
 PRECISIONS = ("fp32", "bf16", "tf32")
@@ -72,6 +80,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def device_of(module: torch.nn.Module) -> torch.device:
     """The device of ``module``'s first parameter or buffer (CPU for a module with neither).
 
+    Examples
+    --------
     >>> device_of(torch.nn.Linear(2, 2))
     device(type='cpu')
     >>> device_of(torch.nn.ReLU())   # nothing to hold: CPU
@@ -87,12 +97,72 @@ def device_of(module: torch.nn.Module) -> torch.device:
 def check_precision(precision: str) -> str:
     """``precision`` itself if it is one of :data:`PRECISIONS`, else a ``ValueError`` naming it.
 
+    Examples
+    --------
     >>> check_precision("bf16")
     'bf16'
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     return precision
+
+
+def check_device(device: str) -> str:
+    """``device`` itself if it names a device :func:`resolve_device` understands, else a ``ValueError``.
+
+    Accepted: ``"cpu"``, ``"auto"``, ``"cuda"`` and ``"cuda:<index>"``. Whether CUDA is present is checked
+    later, when the device is resolved.
+
+    Examples
+    --------
+    >>> check_device("cuda:1")
+    'cuda:1'
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: device: expected 'cpu', 'cuda', 'cuda:<index>' or 'auto', got 'gpu'
+    """
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", device):
+        raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:<index>' or 'auto', got {device!r}")
+    return device
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Settings every training loop shares; the training configs derive from this class.
+
+    Attributes
+    ----------
+    seed : seeds every random draw of the run (initialisations, data order, group samples); the same
+        seed gives the same model on any machine at the same thread count.
+    device : ``"cpu"``, ``"cuda"``, ``"cuda:<index>"`` or ``"auto"`` (CUDA when present); under
+        ``torchrun`` the rank's device replaces it.
+    precision : numerics of the *training* forward: ``"fp32"``, ``"bf16"`` (autocast) or ``"tf32"``
+        (CUDA matmuls); evaluation, equivariance checks and closed-form solves stay fp32/fp64.
+    progress : show progress (tqdm bars on a terminal, periodic log lines otherwise).
+
+    A subclass that defines ``__post_init__`` calls ``super().__post_init__()``.
+
+    Examples
+    --------
+    >>> RuntimeOptions(device="cuda:0").precision
+    'fp32'
+    >>> RuntimeOptions(seed=-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed: expected an integer >= 0, got -1
+    """
+
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from .validation import check_int
+        check_int(self.seed, "seed", minimum=0)
+        check_device(self.device)
+        check_precision(self.precision)
 
 
 @contextlib.contextmanager
@@ -146,6 +216,8 @@ def make_loader(dataset: Dataset, batch_size: int, device: str | torch.device = 
     ``persistent_workers=True``; on CPU the default is 0 workers (the main process; this machine's cores
     are better spent on the maths).
 
+    Examples
+    --------
     >>> from torch.utils.data import TensorDataset
     >>> dl = make_loader(TensorDataset(torch.arange(10.0)), 4, "cpu", shuffle=False)
     >>> [b[0].tolist() for b in dl][0]
@@ -200,6 +272,8 @@ def tune_cpu_allocator(enable: bool = True, mmap_threshold: int = 1 << 30) -> bo
     (~4 KiB per fault). Keeping them in the heap is what CUDA's caching allocator does on GPUs. Cost: the
     process keeps its peak resident memory. Only glibc (Linux) is affected; elsewhere this returns False.
 
+    Examples
+    --------
     >>> ok = tune_cpu_allocator(True)
     >>> cpu_allocator_tuned() == ok
     True

@@ -12,6 +12,8 @@ def cosine_lr(base: float, step: float, total: float, floor: float = 0.01) -> fl
     ``lr(t) = base · (floor + (1 − floor) · ½ (1 + cos(π t / total)))``; ``total ≤ 1`` step keeps ``base``
     when ``step`` and ``total`` are integers, a fraction ``step / total`` in ``[0, 1]`` also works.
 
+    Examples
+    --------
     >>> cosine_lr(1.0, 0, 10), round(cosine_lr(1.0, 5, 10), 3), cosine_lr(1.0, 10, 10, floor=0.0)
     (1.0, 0.505, 0.0)
     """

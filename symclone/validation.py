@@ -3,6 +3,8 @@
 Every check raises a ``ValueError`` whose message starts with the argument's name and says what was
 expected, so the command line can print it as one line (exit status 2) before anything is written.
 
+Examples
+--------
 >>> check_int(4, "batch_size", minimum=1)
 4
 >>> check_int(0, "batch_size", minimum=1)

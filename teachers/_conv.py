@@ -11,6 +11,8 @@ arithmetic, independently of ``F.conv2d`` and of ``symclone.analysis``:
     W[(o, y, x), (c, (y + a − p) mod H, (x + b − p) mod W)] += k[o, c, a, b]   (circular)
     W[(o, y, x), (c, y + a, x + b)] = k[o, c, a, b]                             (valid)
 
+Examples
+--------
 >>> import torch
 >>> from symclone.teachers.cnn import CNNTeacher
 >>> t = CNNTeacher(channels=2, depth=1, size=5)
@@ -69,9 +71,14 @@ def unrolled_conv_matrix(kernel: torch.Tensor, size: tuple[int, int], padding: s
 
 
 class ConvTeacher(LayeredModule):
-    """Base class: subclasses set ``self.group``, ``self.reps``, ``self.feature_shapes``,
-    ``self.padding``, ``self._ksizes`` and implement ``_kernel_from_params``/``_bias_from_params``/
-    ``layer_params``/``_init_std``."""
+    """Base class of the convolutional teachers (see the module docstring for the layer map).
+
+    Subclasses set ``group``, ``reps``, ``feature_shapes`` (``(C, H, W)`` per feature, input first),
+    ``padding``, ``_ksizes`` (filter size per layer), ``config`` and optionally ``head``, and
+    implement ``layer_params``, ``_param_tensors``, ``_kernel_from_params``, ``_init_std`` and
+    ``_pool`` (``_bias_from_params`` when they have biases). Layer indices, inputs and parameter
+    tensors are checked by :class:`~symclone.layered.LayeredModule`.
+    """
 
     activation = "relu"
     group: Group
@@ -82,6 +89,8 @@ class ConvTeacher(LayeredModule):
 
     # ---- subclass hooks --------------------------------------------------------------------
     def layer_params(self, l: int) -> torch.Tensor:  # pragma: no cover - abstract
+        """The free parameters ``θ_l`` of layer ``l`` as one flat tensor ``(P_l,)`` (differentiable
+        w.r.t. the module's parameters)."""
         raise NotImplementedError
 
     def _kernel_from_params(self, l: int, params: torch.Tensor) -> torch.Tensor:  # pragma: no cover
@@ -98,33 +107,19 @@ class ConvTeacher(LayeredModule):
         """Group-invariant pooling of the last feature for the classification head."""
         raise NotImplementedError
 
-    # ---- contract ----------------------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        return len(self.feature_shapes) - 1
-
-    def _check_layer(self, l: int) -> int:
-        if not isinstance(l, int) or not 1 <= l <= self.num_layers:
-            raise ValueError(f"l: layer index must be an int in 1..{self.num_layers}, got {l!r}")
-        return l
-
+    # ---- contract (argument checks: symclone.layered.LayeredModule) --------------------------
     def kernel_size(self, l: int) -> int:
+        """``k``, the (square) filter size of layer ``l``."""
         return self._ksizes[self._check_layer(l) - 1]
 
     def num_layer_params(self, l: int) -> int:
+        """``P_l``, the number of free parameters of layer ``l`` (the length of ``layer_params(l)``)."""
         return int(self.layer_params(l).numel())
 
     def sample_params(self, l: int, k: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """``k`` draws of layer ``l``'s free parameters from the init ``N(0, init_std²)``."""
         p = self.layer_params(l)
         return torch.randn(k, p.numel(), generator=generator, dtype=p.dtype) * self._init_std(l)
-
-    def _check_params(self, l: int, params: torch.Tensor) -> torch.Tensor:
-        P = self.num_layer_params(l)
-        if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != P:
-            shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
-            raise ValueError(f"params: layer {l} expects a flat tensor of shape ({P},) or (K, {P}), got {shape}")
-        return params
 
     def kernel(self, l: int, params: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The expanded filter bank ``(C_out, C_in, k, k)`` (``(K, C_out, C_in, k, k)`` for batched
@@ -140,17 +135,6 @@ class ConvTeacher(LayeredModule):
     def _batched_kernels(self, l: int, params: torch.Tensor) -> torch.Tensor:
         return torch.stack([self._kernel_from_params(l, p) for p in params])
 
-    def _check_feature(self, l: int, h: torch.Tensor, batched: bool) -> None:
-        want = tuple(self.feature_shapes[l - 1])
-        name = "x" if l == 1 else "h"
-        if not isinstance(h, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(h).__name__}")
-        lead = 2 if (batched and h.ndim == len(want) + 2) else 1
-        if h.ndim != len(want) + lead or tuple(h.shape[lead:]) != want:
-            what = "the input" if l == 1 else f"feature {l - 1}"
-            raise ValueError(f"{name}: layer {l} expects {what} of shape (B, {', '.join(map(str, want))})"
-                             f"{' or (K, B, ...)' if batched else ''}, got {tuple(h.shape)}")
-
     def layer_forward(self, l: int, h: torch.Tensor, params: Optional[torch.Tensor] = None,
                       pre_activation: bool = False) -> torch.Tensor:
         """Layer ``l`` (1-based) applied to feature ``l-1``: ``σ(K_l(θ) ⋆ h + b)``.
@@ -161,19 +145,19 @@ class ConvTeacher(LayeredModule):
         ``transpose(0, 1)`` view of a contiguous ``(B, K, ...)`` tensor.
         """
         self._check_layer(l)
+        if params is not None:
+            params = self._check_params(l, params)
         batched = params is not None and params.ndim == 2
-        self._check_feature(l, h, batched)
+        self._check_feature(l, h, lead_dims=2 if batched else 1)
         if params is None:
             weight, bias = self._cached_kernel(l), self._bias_from_params(l, self.layer_params(l))
             if h.is_floating_point() and weight.dtype != h.dtype:  # e.g. a float64 check of a float32 teacher
                 weight, bias = weight.to(h.dtype), None if bias is None else bias.to(h.dtype)
             out = conv2d_padded(h, weight, bias, self.padding)
         elif not batched:
-            params = self._check_params(l, params)
             out = conv2d_padded(h, self._kernel_from_params(l, params), self._bias_from_params(l, params),
                                 self.padding)
         else:
-            params = self._check_params(l, params)
             K = params.shape[0]
             w = self._batched_kernels(l, params)  # (K, Co, Ci, k, k)
             b = self._bias_from_params(l, params[0])
@@ -182,10 +166,8 @@ class ConvTeacher(LayeredModule):
             if h.ndim == len(self.feature_shapes[l - 1]) + 1:
                 # shared input: ONE conv with K·Co output channels (no K-times expanded input)
                 out = conv2d_padded(h, w, bias, self.padding)  # (B, K·Co, H', W')
-            elif h.shape[0] != K:
-                raise ValueError(f"h: batched params hold K={K} parameter vectors but h has leading dim "
-                                 f"{h.shape[0]}; pass h as (K, B, ...) or (B, ...)")
             else:  # one input per parameter vector: grouped conv over the K inputs
+                self._check_batch(l, h, K)
                 B = h.shape[1]
                 hk = h.transpose(0, 1).reshape(B, K * h.shape[2], *h.shape[3:])
                 out = conv2d_padded(hk, w, bias, self.padding, groups=K)
@@ -198,10 +180,7 @@ class ConvTeacher(LayeredModule):
 
     def set_layer_params(self, l: int, params: torch.Tensor) -> None:
         """Copy a flat parameter vector ``(P_l,)`` into layer ``l`` (in place, no grad)."""
-        params = self._check_params(self._check_layer(l), params)
-        if params.ndim != 1:
-            raise ValueError(f"params: set_layer_params takes one vector ({self.num_layer_params(l)},), "
-                             f"got {tuple(params.shape)}")
+        params = self._check_params(self._check_layer(l), params, batched=False)
         with torch.no_grad():
             for dst, src in zip(self._param_tensors(l), self._split_params(l, params)):
                 dst.copy_(src.reshape(dst.shape))
@@ -233,7 +212,15 @@ class ConvTeacher(LayeredModule):
 
 
 def check_size(size: int | Sequence[int], square: bool, name: str) -> tuple[int, int]:
-    """Validate an image size argument."""
+    """Validate a teacher's ``size`` argument (``N`` or ``(H, W)``, positive ints) and return ``(H, W)``.
+
+    ``square`` requires ``H == W`` (teachers that rotate by 90°; ``name`` names the teacher in the error).
+
+    Examples
+    --------
+    >>> check_size(8, square=True, name="gcnn_c4"), check_size([6, 4], square=False, name="cnn")
+    ((8, 8), (6, 4))
+    """
     import numbers
 
     def _is_int(v) -> bool:
@@ -263,6 +250,8 @@ def check_widths(widths: int | Sequence[int], depth: int, name: str) -> list[int
 
 
 def check_padding(padding: str, kernel_size: int) -> str:
+    """Return ``padding`` if it is one of :data:`PADDINGS` and fits ``kernel_size`` (circular
+    "same" padding centres the filter, so it needs an odd size); ``ValueError`` otherwise."""
     if padding not in PADDINGS:
         raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
     if padding == "circular" and kernel_size % 2 == 0:
@@ -271,4 +260,5 @@ def check_padding(padding: str, kernel_size: int) -> str:
 
 
 def reps_of(kinds: Sequence[str]) -> list[Rep]:
+    """The parsed :class:`~symclone.groups.Rep` of each name in ``kinds`` (input first)."""
     return [parse_rep(k) for k in kinds]

@@ -6,6 +6,8 @@ module with :func:`symclone.registry.create_teacher` and copies the saved parame
 config and are rebuilt, not stored. Writes are atomic; a missing, corrupt or mismatched checkpoint
 raises :class:`~symclone.io.CheckpointError` (a ``ValueError``) and the model is not touched.
 
+Examples
+--------
 >>> import tempfile, os, torch
 >>> from symclone.registry import create_teacher
 >>> t = create_teacher("cnn", channels=2, depth=1, size=6)

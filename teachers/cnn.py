@@ -8,6 +8,8 @@ layer are the raw kernel entries (then the bias, if ``bias=True``), drawn ``N(0,
 ``paper_layer=True`` is the layer of *Symmetry From Scratch*: one 3×3 valid conv, 1 → 1 channel,
 no bias, 28×28 → 26×26, kernel ~ N(0, 1).
 
+Examples
+--------
 >>> import torch
 >>> t = CNNTeacher(channels=4, depth=2, size=8)
 >>> [tuple(f.shape) for f in t.forward_features(torch.randn(2, 1, 8, 8))]

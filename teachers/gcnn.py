@@ -18,6 +18,8 @@ basis module between all convs with the same basis (a global cache), so ``.doubl
 teacher would silently change the basis dtype of every other teacher. :meth:`GCNNC4Teacher.export` returns plain torch modules via escnn's
 ``export()`` with the circular padding that escnn drops restored (docs/design.md §10).
 
+Examples
+--------
 >>> import torch
 >>> t = GCNNC4Teacher(fields=2, depth=2, size=8)
 >>> t.reps[0].kind, t.reps[1].kind, t.feature_shapes[1]
@@ -39,7 +41,7 @@ from symclone.dtypes import default_dtype
 from symclone.groups import get_group
 from symclone.registry import register_teacher
 
-from ._conv import ConvTeacher, check_size, check_widths, reps_of
+from ._conv import ConvTeacher, check_padding, check_size, check_widths, reps_of
 
 __all__ = ["GCNNC4Teacher"]
 
@@ -76,8 +78,7 @@ class GCNNC4Teacher(ConvTeacher):
         from symclone.validation import check_int
         nf = check_widths(fields, depth, "fields")
         check_int(in_channels, "in_channels", minimum=1)
-        if check_int(kernel_size, "kernel_size", minimum=1) % 2 == 0:
-            raise ValueError(f"kernel_size: circular ('same') padding needs an odd kernel size, got {kernel_size}")
+        check_padding(self.padding, check_int(kernel_size, "kernel_size", minimum=1))
         N, _ = check_size(size, square=True, name="gcnn_c4")
         self.config = {"name": "gcnn_c4", "kwargs": dict(
             fields=list(fields) if not isinstance(fields, int) else fields, depth=depth,
@@ -156,6 +157,8 @@ class GCNNC4Teacher(ConvTeacher):
         return conv.bias_expansion.to(params.dtype) @ params[conv.weights.numel():]
 
     def invalidate_cache(self) -> None:
+        """Drop the cached expanded filters (call after changing ``convs[l].weights`` in place
+        without bumping their version, e.g. through ``.data``; ``set_layer_params`` calls it)."""
         self._cache.clear()
 
     def _cached_kernel(self, l: int) -> torch.Tensor:
@@ -181,7 +184,7 @@ class GCNNC4Teacher(ConvTeacher):
             child.train(True if name == "convs" else mode)
         return self
 
-    def _apply(self, fn, *args, **kwargs):  # .double(), .to(device): drop cached filters
+    def _apply(self, fn, *args, **kwargs) -> "GCNNC4Teacher":  # .double(), .to(device): drop cached filters
         self._cache = {}
         return super()._apply(fn, *args, **kwargs)
 

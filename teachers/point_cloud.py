@@ -15,6 +15,8 @@ scalars, sigmoid gates on vectors). Each term is equivariant to rotations/reflec
 teacher's group is ``sn x o3``. Free parameters (radial MLP and linear weights) use e3nn's
 ``N(0, 1)`` parametrisation (normalisation is inside the forward pass), drawn with ``init_std``.
 
+Examples
+--------
 >>> import torch
 >>> t = E3NNTeacher(n_points=4, mul=2, depth=2)
 >>> [tuple(f.shape) for f in t.forward_features(torch.randn(3, 4, 3))]
@@ -69,6 +71,9 @@ class MessageLayer(nn.Module):
         self.self_interaction = o3.Linear(self.irreps_in, pre)
 
     def forward(self, h: torch.Tensor, pre_activation: bool = False) -> torch.Tensor:
+        """``h (B, N, d_in)`` (positions ``p = h[..., :3]``) -> ``[p | Gate(m)]`` ``(B, N, 3 + dim(irreps_out))``,
+        or ``[p | m]`` with ``m`` in ``irreps_pre`` (gate scalars included) if ``pre_activation``; the
+        ungated last layer returns ``m`` ``(B, N, 3)``."""
         from e3nn import o3
         from e3nn.math import soft_one_hot_linspace
 
@@ -99,6 +104,8 @@ class MessageLayer(nn.Module):
 @register_teacher("e3nn")
 class E3NNTeacher(LayeredModule):
     """O(3) × S_n-equivariant point-cloud / n-body teacher built from e3nn.
+
+    ``forward(x)`` is the last feature: one vector (irreps ``1x1o``) per particle, ``(B, N, 3)``.
 
     Parameters
     ----------
@@ -154,26 +161,11 @@ class E3NNTeacher(LayeredModule):
         self.group = get_group("sn x o3", n=n_points)
         self._names = [[n for n, _ in layer.named_parameters()] for layer in self.layers]
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    def _check_layer(self, l: int) -> int:
-        if not isinstance(l, int) or not 1 <= l <= self.num_layers:
-            raise ValueError(f"l: layer index must be an int in 1..{self.num_layers}, got {l!r}")
-        return l
-
-    def _check_feature(self, l: int, h: torch.Tensor, batched: bool) -> None:
-        want = tuple(self.feature_shapes[l - 1])
-        name = "x" if l == 1 else "h"
-        if not isinstance(h, torch.Tensor):
-            raise ValueError(f"{name}: expected a torch.Tensor, got {type(h).__name__}")
-        lead = 2 if (batched and h.ndim == 4) else 1
-        if h.ndim != 2 + lead or tuple(h.shape[lead:]) != want:
-            what = ("points (B, N, 3)" if self.input == "points" else "n-body states (B, N, 7) = "
-                    "[position, velocity, charge]") if l == 1 else f"feature {l - 1}"
-            raise ValueError(f"{name}: layer {l} expects {what} with shape (B, {want[0]}, {want[1]}), "
-                             f"got {tuple(h.shape)}")
+    def _feature_description(self, l: int) -> str:
+        if l > 1:
+            return f"feature {l - 1}"
+        return "points (B, N, 3)" if self.input == "points" else \
+            "n-body states (B, N, 7) = [position, velocity, charge]"
 
     # ---- parameters ----------------------------------------------------------------------
     def layer_params(self, l: int) -> torch.Tensor:
@@ -181,9 +173,11 @@ class E3NNTeacher(LayeredModule):
         return torch.cat([p.reshape(-1) for p in self.layers[self._check_layer(l) - 1].parameters()])
 
     def num_layer_params(self, l: int) -> int:
+        """``P_l``, the number of free parameters of layer ``l`` (radial MLP and linear weights)."""
         return sum(p.numel() for p in self.layers[self._check_layer(l) - 1].parameters())
 
     def sample_params(self, l: int, k: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``k`` draws ``(k, P_l)`` of layer ``l``'s free parameters from the init ``N(0, init_std²)``."""
         p = self.layer_params(l)
         return torch.randn(k, p.numel(), generator=generator, dtype=p.dtype) * self.init_std
 
@@ -194,9 +188,9 @@ class E3NNTeacher(LayeredModule):
         return {n: c.reshape(s) for n, c, s in zip(self._names[l - 1], chunks, shapes)}
 
     def set_layer_params(self, l: int, params: torch.Tensor) -> None:
-        self._check_layer(l)
-        if params.shape != (self.num_layer_params(l),):
-            raise ValueError(f"params: expected shape ({self.num_layer_params(l)},), got {tuple(params.shape)}")
+        """Copy a flat parameter vector ``(P_l,)`` (the layout of ``layer_params(l)``) into layer ``l``
+        (in place, no grad)."""
+        params = self._check_params(self._check_layer(l), params, batched=False)
         with torch.no_grad():
             for p, v in zip(self.layers[l - 1].parameters(), self._unflatten(l, params).values()):
                 p.copy_(v)
@@ -209,18 +203,15 @@ class E3NNTeacher(LayeredModule):
         self._check_layer(l)
         layer = self.layers[l - 1]
         if params is None:
-            self._check_feature(l, h, False)
+            self._check_feature(l, h)
             own = self.layer_params(l)
             if h.is_floating_point() and own.dtype != h.dtype:  # e.g. a float64 check of a float32 teacher
                 params = own.detach().to(h.dtype)
             else:
                 return layer(h, pre_activation)
-        P = self.num_layer_params(l)
-        if not isinstance(params, torch.Tensor) or params.ndim not in (1, 2) or params.shape[-1] != P:
-            shape = tuple(params.shape) if isinstance(params, torch.Tensor) else type(params).__name__
-            raise ValueError(f"params: layer {l} expects a flat tensor of shape ({P},) or (K, {P}), got {shape}")
+        params = self._check_params(l, params)
         batched = params.ndim == 2
-        self._check_feature(l, h, batched)
+        self._check_feature(l, h, lead_dims=2 if batched else 1)
         # e3nn keeps float buffers (Wigner 3j constants): cast them along when the dtype differs
         bufs = {n: b.to(h.dtype) for n, b in layer.named_buffers()
                 if b.is_floating_point() and h.is_floating_point() and b.dtype != h.dtype}
@@ -229,12 +220,6 @@ class E3NNTeacher(LayeredModule):
             (x, pre_activation))
         if not batched:
             return call(params, h)
-        if h.ndim == 4 and h.shape[0] != params.shape[0]:
-            raise ValueError(f"h: batched params hold K={params.shape[0]} parameter vectors but h has leading "
-                             f"dim {h.shape[0]}; pass h as (K, B, N, d) or (B, N, d)")
+        self._check_batch(l, h, params.shape[0])
         hs = h if h.ndim == 4 else h.unsqueeze(0).expand(params.shape[0], *h.shape)
         return torch.stack([call(p, x) for p, x in zip(params, hs)])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One vector (irreps ``1x1o``) per particle: ``(B, N, 3)``."""
-        return self.forward_features(x)[-1]

@@ -16,6 +16,8 @@ from it with the same data order (the permutation of epoch ``e`` is drawn from `
 ``data_root`` may change on resume; a corrupt, incomplete or mismatched state raises
 :class:`~symclone.io.CheckpointError` naming the file and leaves every file in ``out`` as it was.
 
+Examples
+--------
 >>> cfg = TeacherTrainConfig(teacher="cnn", task="fashion-mnist", epochs=1)
 >>> cfg.batch_size, cfg.optimizer_lr
 (64, 0.003)
@@ -37,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from symclone.io import CheckpointError, checkpoint_exists, write_json
+from symclone.runtime import RuntimeOptions
 from symclone.trainer import TrainingCheckpoint
 
 from .checkpoint import load_teacher_state, save_teacher
@@ -56,12 +59,13 @@ TASK_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class TeacherTrainConfig:
+class TeacherTrainConfig(RuntimeOptions):
     """Options of ``symclone train-teacher`` (dotted overrides: ``--train.optimizer_lr=3e-4``).
 
     ``data_root`` (``--data-root``) is the folder holding the Fashion-MNIST IDX files (``None``: the
     Debian package's ``/usr/share/datasets/fashion-mnist``) or, for ``nbody``, the simulation cache
-    (``None``: ``.cache/nbody``).
+    (``None``: ``.cache/nbody``). ``seed``, ``device``, ``precision`` (training forward) and ``progress``
+    come from :class:`~symclone.runtime.RuntimeOptions`.
     """
 
     teacher: str = "gcnn_c4"
@@ -75,16 +79,12 @@ class TeacherTrainConfig:
     test_limit: Optional[int] = None
     nbody_size: str = "small"
     checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"   # training forward: fp32 | bf16 | tf32 (symclone.runtime.precision_context)
-    progress: bool = True
     data_root: Optional[str] = None
 
     def __post_init__(self) -> None:
-        from symclone.runtime import check_precision
         from symclone.validation import check_choice, check_float, check_int
 
+        super().__post_init__()
         check_choice(self.task, "task", TASKS)
         check_int(self.epochs, "epochs", minimum=1)
         check_int(self.batch_size, "batch_size", minimum=1)
@@ -93,8 +93,6 @@ class TeacherTrainConfig:
         check_int(self.train_limit, "train_limit", minimum=1, allow_none=True)
         check_int(self.test_limit, "test_limit", minimum=1, allow_none=True)
         check_int(self.checkpoint_every, "checkpoint_every", minimum=1)
-        check_int(self.seed, "seed", minimum=0)
-        check_precision(self.precision)
         if not isinstance(self.teacher_kwargs, dict):
             raise ValueError(f"teacher_kwargs: expected a dict of teacher options, got {self.teacher_kwargs!r}")
 
@@ -105,6 +103,15 @@ RESUME_FIXED = ("teacher", "task", "teacher_kwargs", "batch_size", "optimizer_lr
 
 
 def build_task_teacher(cfg: TeacherTrainConfig) -> nn.Module:
+    """The untrained teacher ``cfg.teacher`` for ``cfg.task``: the task's :data:`TASK_DEFAULTS` updated
+    with ``cfg.teacher_kwargs``; ``ValueError`` naming the supported pairs for any other pair.
+
+    Examples
+    --------
+    >>> build_task_teacher(TeacherTrainConfig(teacher="cnn", task="fashion-mnist",
+    ...                                       teacher_kwargs={"channels": 2, "depth": 1})).head
+    Linear(in_features=4, out_features=10, bias=True)
+    """
     from symclone.registry import create_teacher
 
     if cfg.task not in TASKS:
@@ -124,7 +131,9 @@ def _fashion_mnist(train: bool, root: Optional[str] = None) -> tuple[torch.Tenso
     return load_fashion_mnist(train=train, root=root).tensors
 
 
-def _data(cfg: TeacherTrainConfig):
+def _data(cfg: TeacherTrainConfig
+          ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``((x_train, y_train), (x_test, y_test))`` of ``cfg.task``, cut to ``train_limit``/``test_limit``."""
     if cfg.task == "fashion-mnist":
         tr, te = _fashion_mnist(True, cfg.data_root), _fashion_mnist(False, cfg.data_root)
         return (tuple(t[: cfg.train_limit] for t in tr) if cfg.train_limit else tr,

@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from symclone.analysis import analyze_models, relative_lie_derivative
 from symclone.analysis import plots
 from symclone.analysis._figures import curve_data
-from symclone.analysis._run import model_lie_derivative
+from symclone.analysis._analyze_run import model_lie_derivative
 
 D = torch.float64
 
@@ -101,7 +101,7 @@ class _Opaque(torch.nn.Module):
 
 
 def test_lie_derivative_falls_back_to_float64_finite_difference_and_records_why():
-    from symclone.analysis._run import _lie
+    from symclone.analysis._analyze_run import _lie
     from symclone.registry import create_student
     teacher = _c4_teacher()
     mlp = create_student("mlp", teacher=teacher, seed=2)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from symclone.testing import assert_equivariant, equivariance_error
+from symclone.equivariance import assert_equivariant, equivariance_error
 
 
 def _escnn_conv():

@@ -126,6 +126,25 @@ def test_frozen_keeps_cloned_tensors_bit_identical(lifting):
     assert r.metrics["invariance_error"] < 1e-4                    # frozen exact clone: invariant logits
 
 
+def test_head_only_trains_the_head_alone(lifting):
+    """``head-only``: every parameter outside ``head`` (cloned basis, kernels, per-field bias) stays
+    bit-identical, the head trains, the logits stay invariant. Control: a model without a head."""
+    x, y = _base(48)
+    task = task_from_tensors("c4-breaking", x, y, x[:16], y[:16])
+    model = _net(lifting)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    r = finetune(model, task, mode="head-only", config=CFG)
+    after = model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed and all(k.startswith("head.") for k in changed)
+    assert r.metrics["n_trainable"] == sum(p.numel() for p in model.head.parameters())
+    assert r.metrics["cloned_distance"] == 0.0 and r.metrics["invariance_error"] < 1e-4
+    frozen = finetune(_net(lifting), task, mode="frozen", config=CFG)
+    assert frozen.metrics["n_trainable"] > r.metrics["n_trainable"]     # the two readings differ
+    with pytest.raises(ValueError, match="head-only.*head"):
+        finetune(MLPBaseline((1, 28, 28), 20), task, mode="head-only", config=CFG)
+
+
 def test_frozen_dense_clone_trains_equivariant_biases_only():
     """Frozen cloned MLP: weight and cloned bias vector bit-identical, the per-field bias trains and
     the logits stay invariant. Control: moving the dense bias vector itself breaks the symmetry."""
@@ -353,6 +372,24 @@ def test_run_row_records_mod10_accuracy_at_tiny_size():
     assert "accuracy_mod10" not in gen   # 10-class task: nothing to fold
 
 
+def test_downstream_rerun_of_a_seed_is_exact(tmp_path):
+    """A row rerun with the same seed gives bit-identical numbers, whether its clone is built fresh or
+    read from the cache (the head's initialisation used to depend on which); another seed differs."""
+    from types import SimpleNamespace
+    ds = _downstream()
+    args = SimpleNamespace(dataset="synthetic", data_root=None, seed=0, progress=False)
+    size = {"n_test": 32}
+    row = dict(task="c4-breaking", model="cloned-mlp", mode="frozen", beta=None, anchor=None, n_train=64,
+               epochs=1, sweep="main", fields=1, seed=1)
+    runs = []
+    for _ in range(2):   # first run: fresh clone (written to the cache); second: read back from it
+        runs.append(ds.run_row(row, size, {}, ds.StudentCache(tmp_path / "cache", 1), args))
+    keys = ("accuracy", "primary_accuracy", "accuracy_mod10", "invariance_error", "cloned_distance", "final_ce")
+    assert [runs[0][k] for k in keys] == [runs[1][k] for k in keys]
+    other = ds.run_row({**row, "seed": 2}, size, {}, ds.StudentCache(tmp_path / "cache", 2), args)
+    assert other["final_ce"] != runs[0]["final_ce"]
+
+
 def test_downstream_resume_accumulates_seconds(tmp_path, monkeypatch, capsys):
     import json
     ds = _downstream()
@@ -371,7 +408,8 @@ def test_downstream_resume_accumulates_seconds(tmp_path, monkeypatch, capsys):
     out = tmp_path / "d.json"
     out.write_text(json.dumps({"size": "quick", "rows": [fake_run(rows[0], None, None, None, None)],
                                "seconds": 100.0, "sessions": 1}))
-    assert ds.main(["--quick", "--resume", "--out", str(out), "--no-plots", "--tasks", "c4-breaking"]) == 0
+    assert ds.main(["--quick", "--seeds", "0", "--resume", "--out", str(out), "--no-plots", "--tasks",
+                    "c4-breaking"]) == 0
     data = json.loads(out.read_text())
     assert len(data["rows"]) == 2 and data["sessions"] == 2 and 100.0 <= data["seconds"] < 160.0
     md = (tmp_path / "d.md").read_text()

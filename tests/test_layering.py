@@ -17,22 +17,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: part of the package -> layer (low to high). Parts are the first component below ``symclone``.
 LAYERS: dict[str, int] = {
-    # 0: utilities that know nothing about groups or models
-    "dtypes": 0, "io": 0, "validation": 0, "progress": 0, "schedules": 0, "config": 0, "runtime": 0,
-    "memory": 0, "layered": 0,
-    # 1: groups and representations
-    "groups": 1,
-    # 2: what groups make possible, and the training core
-    "testing": 2, "data": 2, "registry": 2, "distributed": 2, "trainer": 3,
-    # 4: models
-    "teachers": 4, "students": 4,
-    # 5: cloning, then reading runs back
-    "distill": 5, "runs": 6,
-    # 7: what uses cloned runs
-    "symmetrize": 7, "analysis": 7,
-    "finetune": 8, "graphs": 8,
+    # 0: argument checks, used by everything
+    "validation": 0,
+    # 1: utilities that know nothing about groups or models
+    "dtypes": 1, "io": 1, "progress": 1, "schedules": 1, "config": 1, "runtime": 1, "memory": 1, "layered": 1,
+    # 2: groups and representations
+    "groups": 2,
+    # 3: what groups make possible, and the training core
+    "equivariance": 3, "data": 3, "registry": 3, "distributed": 3, "trainer": 4,
+    # 5: models
+    "teachers": 5, "students": 5,
+    # 6: cloning, then reading runs back
+    "distill": 6, "runs": 7,
+    # 8: what uses cloned runs
+    "symmetrize": 8, "analysis": 8,
+    "finetune": 9, "graphs": 9,
     # entry points
-    "commands": 9, "cli": 10, "__main__": 11, "__init__": 11,
+    "commands": 10, "cli": 11, "__main__": 12, "__init__": 12,
 }
 
 
@@ -101,7 +102,7 @@ def test_imports_point_down():
 def test_a_wrong_import_is_caught():
     wrong = "def f():\n    from symclone.distill import distill  # a function-level import upwards\n"
     assert violations(wrong, "symclone.groups._base") == [
-        "symclone.groups._base:2 imports symclone.distill (distill, layer 5) from layer 1 (groups): "
+        "symclone.groups._base:2 imports symclone.distill (distill, layer 6) from layer 2 (groups): "
         "imports must point down"]
     relative = "from ..symmetrize import Symmetrized\n"
     assert violations(relative, "symclone.distill._engine")

@@ -117,7 +117,7 @@ def test_symmetrize_run_bf16_keeps_the_float64_equivariance_check(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _ddp_jobs import make_sym_run
 
-    from symclone.symmetrize._run import SymmetrizeRunConfig, symmetrize_run
+    from symclone.symmetrize import SymmetrizeRunConfig, symmetrize_run
 
     with pytest.raises(ValueError, match="precision"):
         SymmetrizeRunConfig(precision="half")

@@ -5,7 +5,7 @@ import torch
 from symclone.io import CheckpointError
 from symclone.registry import create_student, create_teacher, list_students
 from symclone.students import infer_activations, load_student, save_student
-from symclone.testing import equivariance_error
+from symclone.equivariance import equivariance_error
 
 STUDENTS = ["mlp", "transformer", "blocks"]
 

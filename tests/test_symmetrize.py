@@ -12,7 +12,7 @@ from torch import nn
 from symclone.groups import get_group
 from symclone.symmetrize import (FrameSampler, GroupSample, Sampler, SnSampler, Symmetrized,
                                  sort_permutation, straight_through_permutation, transform)
-from symclone.testing import assert_equivariant, equivariance_error
+from symclone.equivariance import assert_equivariant, equivariance_error
 
 F64 = torch.float64
 

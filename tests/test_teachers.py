@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from symclone.io import CheckpointError
 from symclone.registry import create_teacher, list_teachers
-from symclone.testing import assert_equivariant, equivariance_error
+from symclone.equivariance import assert_equivariant, equivariance_error
 from symclone.teachers import load_teacher, save_teacher
 
 # small instances keep the suite fast; every registered teacher must appear here or build by default

@@ -89,6 +89,8 @@ def compare_runs(name: str, runs: dict[str, str]) -> list[str]:
     teacher, cloned student, 7-block student and untrained MLP together (the untrained MLP is
     added by the analysis).
 
+    Examples
+    --------
     >>> compare_runs("t2_blocks9", {"t2_blocks9": "a", "t2_blocks7": "b", "t2_mlp": "c"})
     ['b']
     >>> compare_runs("t2_mlp", {"t2_blocks9": "a", "t2_blocks7": "b", "t2_mlp": "c"})

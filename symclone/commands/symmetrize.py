@@ -68,7 +68,7 @@ def _k_arg(text: str) -> int | str:
 
 def run(args) -> int:
     from ..distributed import DistributedContext, configure_rank_logging, env_world_size
-    from ..symmetrize._run import SymmetrizeRunConfig, symmetrize_run
+    from ..symmetrize import SymmetrizeRunConfig, symmetrize_run
 
     if args.overrides:
         raise ValueError(f"overrides: symmetrize takes no dotted overrides, got {args.overrides}")

@@ -67,6 +67,8 @@ def find_fashion_mnist(root: Optional[str | os.PathLike] = None) -> Path:
     ``root`` may hold the files directly, or in ``raw/`` or ``FashionMNIST/raw/`` (torchvision's layout);
     each file may be gzipped. A missing dataset raises :class:`DatasetMissingError` saying how to get it.
 
+    Examples
+    --------
     >>> import tempfile
     >>> find_fashion_mnist(tempfile.mkdtemp())
     Traceback (most recent call last):
@@ -127,6 +129,8 @@ def load_mnist(train: bool = True, root: Optional[str | os.PathLike] = None, dow
     fetched, through ``torchvision.datasets.MNIST(root, download=True)``; otherwise a missing dataset
     raises :class:`DatasetMissingError` saying how to get it.
 
+    Examples
+    --------
     >>> import tempfile
     >>> load_mnist(root=tempfile.mkdtemp())
     Traceback (most recent call last):
@@ -174,6 +178,8 @@ class GaussianImages(_SeededGaussian):
 
     Deterministic per index (seeded), so the dataset needs no storage.
 
+    Examples
+    --------
     >>> ds = GaussianImages(4, size=8, seed=0); ds[1][0].shape
     torch.Size([1, 8, 8])
     >>> torch.equal(ds[1][0], ds[1][0])
@@ -193,6 +199,8 @@ class GaussianImages(_SeededGaussian):
 class RandomPointClouds(_SeededGaussian):
     """``n`` Gaussian point clouds of ``n_points`` points in ``dim`` dimensions, centred.
 
+    Examples
+    --------
     >>> RandomPointClouds(3, n_points=5)[0][0].shape
     torch.Size([5, 3])
     """
@@ -214,6 +222,8 @@ def load_image_dataset(name: str, train: bool = True, root: Optional[str] = None
     """``"fashion-mnist" | "mnist" | "gaussian"`` by name; ``root`` and ``download`` reach the file loaders
     (``download`` only applies to MNIST; Gaussian images ignore both).
 
+    Examples
+    --------
     >>> load_image_dataset("gaussian", n=3, size=5)[2][0].shape
     torch.Size([1, 5, 5])
     """

@@ -17,6 +17,8 @@ class OrbitDataset(Dataset):
     ``g`` is a deterministic function of ``(seed, i)``, so epochs are reproducible. Items of the base
     dataset may be tensors or ``(tensor, label)`` pairs; the label is dropped.
 
+    Examples
+    --------
     >>> from symclone.data import GaussianImages
     >>> ds = OrbitDataset(GaussianImages(8, size=6), "c4")
     >>> x, g, gx = ds[0]
@@ -29,7 +31,7 @@ class OrbitDataset(Dataset):
         self.base = base
         self.rep = parse_rep(rep)
         first = self._x(0)
-        if isinstance(group, str) and size is None and self.rep.kind in ("image", "regular"):
+        if isinstance(group, str) and size is None and self.rep.is_image:
             size = tuple(first.shape[-2:])
         self.group = get_group(group, size=size, n=first.shape[0] if self.rep.kind != "image" else None) \
             if isinstance(group, str) else group

@@ -14,6 +14,8 @@ Inputs are packed as ``x`` (B, N, 7) = ``[position (3), velocity (3), charge (1)
 Splits 3000 / 2000 / 2000 are simulated from seeds ``seed``, ``seed + 1``, ``seed + 2`` and cached
 to ``.cache/nbody/`` as ``.npz`` with a SHA-256 checksum (recomputed and verified on load).
 
+Examples
+--------
 >>> ds = load_nbody("train", size="tiny", root=None)
 >>> x, y = ds[0]; tuple(x.shape), tuple(y.shape)
 ((5, 7), (5, 3))
@@ -95,6 +97,8 @@ def simulate(n_sims: int, seed: int, cfg: NBodyConfig = NBodyConfig(), chunk: in
     dict with ``loc`` and ``vel`` (S, T, N, D) float64 at the ``T = steps // save_every - 1`` saved
     frames and ``charges`` (S, N).
 
+    Examples
+    --------
     >>> out = simulate(3, seed=0, cfg=NBodyConfig(steps=300, frame_in=0, frame_out=1))
     >>> out["loc"].shape, sorted(set(out["charges"].ravel().tolist())) <= [-1.0, 1.0]
     ((3, 2, 5, 3), True)

@@ -21,6 +21,8 @@ uses ``θᵀ(X̃ᵀX̃)θ = θᵀX̃ᵀY − θᵀΛθ`` at the solution, so no 
 runs on sparse basis maps and ``P × P`` Gram matrices (:mod:`._sparse_maps`); :func:`family_svd_solve`
 is its dense-input form.
 
+Examples
+--------
 >>> import torch
 >>> acc = RidgeAccumulator(3, 2)
 >>> X = torch.randn(50, 3); W = torch.randn(2, 3)

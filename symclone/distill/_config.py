@@ -1,5 +1,7 @@
 """Configuration of a cloning run (frozen dataclass; dotted CLI overrides such as ``--distill.lr=3e-4``).
 
+Examples
+--------
 >>> cfg = DistillConfig(mode="family", blocks=7)
 >>> cfg.solver, cfg.blocks
 ('auto', 7)
@@ -13,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from ..runtime import RuntimeOptions
+
 __all__ = ["DistillConfig", "MODES", "SOLVERS"]
 
 MODES = ("function", "family")
@@ -20,8 +24,12 @@ SOLVERS = ("auto", "closed_form", "adam", "sgd")
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(RuntimeOptions):
     """How to clone a teacher into a student.
+
+    ``seed``, ``device``, ``precision`` (numerics of the SGD/Adam training forward; closed-form solves and
+    all evaluation/equivariance checks stay fp32/fp64) and ``progress`` come from
+    :class:`~symclone.runtime.RuntimeOptions`.
 
     Attributes
     ----------
@@ -58,12 +66,9 @@ class DistillConfig:
     equivariance_every : steps between points of the layer's equivariance-error curve during SGD/Adam
         cloning (``equivariance_curve`` in the metrics; 4 group elements, 8 training inputs, float32;
         0 disables it).
-    seed, device, progress : reproducibility, ``"cpu"``/``"cuda"``/``"auto"``, tqdm bars.
     data_root : folder holding the dataset files for ``data="fashion-mnist"``/``"mnist"`` (``--data-root``;
         ``None``: the Debian Fashion-MNIST folder, ``~/.cache/symclone/mnist`` for MNIST).
     download : let ``data="mnist"`` fetch missing files with torchvision (``--download``; off by default).
-    precision : numerics of the SGD/Adam training forward, ``"fp32"``, ``"bf16"`` (autocast) or ``"tf32"``
-        (CUDA); closed-form solves and all evaluation/equivariance checks stay fp32/fp64.
     """
 
     mode: str = "function"
@@ -91,10 +96,6 @@ class DistillConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     equivariance_every: int = 50
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"
-    progress: bool = True
     data_root: Optional[str] = None
     download: bool = False
 
@@ -103,15 +104,14 @@ class DistillConfig:
             raise ValueError(f"mode: expected 'function' or 'family', got {self.mode!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver: expected one of {SOLVERS}, got {self.solver!r}")
-        from ..runtime import check_precision
-        check_precision(self.precision)
+        super().__post_init__()
         if self.target not in ("auto", "pre", "post"):
             raise ValueError(f"target: expected 'auto', 'pre' or 'post', got {self.target!r}")
         from ..validation import check_float, check_int
         for name in ("steps", "batch_size", "kernels_per_step", "n_train", "n_eval", "eval_kernels",
                      "checkpoint_every", "log_every"):
             check_int(getattr(self, name), name, minimum=1)
-        for name in ("blocks", "polish_steps", "equivariance_every", "closed_form_max_dim", "seed"):
+        for name in ("blocks", "polish_steps", "equivariance_every", "closed_form_max_dim"):
             check_int(getattr(self, name), name, minimum=0)
         check_float(self.lr, "lr", positive=True)
         for name in ("ridge", "weight_decay", "grad_clip", "closed_form_oversample", "equivariance_weight",

@@ -16,6 +16,8 @@ memory; a function-mode closed form gets at least ``closed_form_oversample · (i
 Adam the reason is logged as a warning and recorded as the layer's ``fallback_reason``; every layer
 records its ``solver``.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
 >>> t = create_teacher("cnn", channels=1, depth=1, size=6)
@@ -134,7 +136,7 @@ def closed_form_inputs(teacher: Any, data: Any, cfg: DistillConfig, need: int, d
     return x.to(device)
 
 
-def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx=None,
+def _fit_layer(student, teacher, l, cfg, h_train, out, run_state, resume_meta, resume_tensors, data, ctx=None,
                solver: str = "auto") -> dict:
     use_pre = use_pre_activation(student, l, cfg.target)
     if cfg.mode == "function":
@@ -152,7 +154,7 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
         params = family_parameters(student, l)
         fresh = data is None or data == "gaussian"
         loss_fn = family_loss_fn(student, teacher, l, h_train, use_pre, cfg.batch_size, cfg.kernels_per_step,
-                                 cfg.seed, fresh_gaussian=fresh and teacher.reps[0].kind in ("image", "regular"),
+                                 cfg.seed, fresh_gaussian=fresh and teacher.reps[0].is_image,
                                  ctx=_multi(ctx))
     opt = make_optimizer(params, solver, cfg.lr, cfg.weight_decay)
     start, curve, eq_curve = 0, [], []
@@ -164,8 +166,8 @@ def _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, re
 
     def on_checkpoint(step, opt_, curve_):
         if out is not None:
-            progress["current"] = {"layer": l, "step": step, "loss_curve": curve_, "equivariance_curve": eq_curve}
-            save_state(out, student, progress, opt_)
+            run_state["current"] = {"layer": l, "step": step, "loss_curve": curve_, "equivariance_curve": eq_curve}
+            save_state(out, student, run_state, opt_)
 
     r = train_steps(params, loss_fn, cfg.steps, cfg.lr, kind=solver, weight_decay=cfg.weight_decay,
                  grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,
@@ -242,7 +244,7 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
     x_train = orbit_inputs(teacher, x_base.cpu(), cfg.seed).to(device) \
         if (cfg.mode == "function" and cfg.augment) else x_base
     untrained = untrained_copy(student)
-    progress: dict = {"mode": cfg.mode, "done": [], "layers": {}, "config": to_dict(cfg)}
+    run_state: dict = {"mode": cfg.mode, "done": [], "layers": {}, "config": to_dict(cfg)}
     resume_meta, resume_tensors = None, None
     if resume:
         if out is None:
@@ -250,15 +252,15 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         loaded = load_state(out, student)
         if loaded is not None:
             resume_meta, resume_tensors = loaded
-            progress.update({k: resume_meta[k] for k in ("done", "layers", "polish") if k in resume_meta})
-            log.info("resumed from %s: layers done %s", out, progress["done"])
+            run_state.update({k: resume_meta[k] for k in ("done", "layers", "polish") if k in resume_meta})
+            log.info("resumed from %s: layers done %s", out, run_state["done"])
     for l in layers:
-        if l in progress["done"]:
+        if l in run_state["done"]:
             continue
         plan = plan_layer(student, teacher, l, cfg, data, x_train, device)
         h_train = teacher_input(teacher, l, plan.x)
         student.train()
-        fit = _fit_layer(student, teacher, l, cfg, h_train, out, progress, resume_meta, resume_tensors, data, ctx,
+        fit = _fit_layer(student, teacher, l, cfg, h_train, out, run_state, resume_meta, resume_tensors, data, ctx,
                          solver=plan.solver)
         del h_train
         resume_meta = None
@@ -273,61 +275,61 @@ def _distill(student, teacher, data, cfg, out, resume, layers, device, ctx=None)
         for key in ("singular_values", "target", "stopped_early", "equivariance_curve", "closed_form"):
             if key in fit:
                 rec[key] = fit[key]
-        progress["layers"][str(l)] = rec
-        progress["done"].append(l)
-        progress.pop("current", None)
-        progress.pop("polish", None)  # a newly cloned layer invalidates an earlier polish
+        run_state["layers"][str(l)] = rec
+        run_state["done"].append(l)
+        run_state.pop("current", None)
+        run_state.pop("polish", None)  # a newly cloned layer invalidates an earlier polish
         log.info("layer %d: rel error %.3e, equivariance error student %s (%.1fs)", l,
                  rec["feature_rel_error"], rec["equivariance_error"]["student"], rec["seconds"])
         if out is not None and _main(ctx):
-            save_state(out, student, progress)
-            _write_metrics(out, progress, cfg, t_start)
+            save_state(out, student, run_state)
+            _write_metrics(out, run_state, cfg, t_start)
         if ctx is not None:
             ctx.barrier()
     if cfg.polish_steps > 0 and cfg.mode == "function":
-        if "polish" in progress:
-            log.info("polish already done (%d steps); not polishing again", progress["polish"]["steps"])
+        if "polish" in run_state:
+            log.info("polish already done (%d steps); not polishing again", run_state["polish"]["steps"])
         else:
-            _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, progress,
+            _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, run_state,
                         resume_meta, resume_tensors, ctx)
-    metrics = _metrics(progress, cfg, t_start)
+    metrics = _metrics(run_state, cfg, t_start)
     if out is not None and _main(ctx):
         write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, progress, resume_meta,
+def _run_polish(student, teacher, untrained, layers, x_train, x_eval, cfg, out, run_state, resume_meta,
                 resume_tensors, ctx) -> None:
-    """Polish, re-evaluate every cloned layer, record ``progress["polish"]`` and checkpoint."""
+    """Polish, re-evaluate every cloned layer, record ``run_state["polish"]`` and checkpoint."""
     if (resume_meta or {}).get("current", {}).get("phase") != POLISH_PHASE:
         resume_meta = resume_tensors = None
-    before = {str(l): progress["layers"][str(l)]["feature_rel_error"] for l in layers}
+    before = {str(l): run_state["layers"][str(l)]["feature_rel_error"] for l in layers}
     student.train()
-    rec = polish(student, teacher, layers, x_train, cfg, out=out, progress=progress, resume_meta=resume_meta,
+    rec = polish(student, teacher, layers, x_train, cfg, out=out, run_state=run_state, resume_meta=resume_meta,
                  resume_tensors=resume_tensors, write=_main(ctx))
     student.eval()
     if not rec["reverted"]:  # a rolled-back polish restored the evaluated parameters bit for bit
         for l in layers:
-            progress["layers"][str(l)].update(evaluate_layer(student, teacher, untrained, l, x_eval, cfg))
+            run_state["layers"][str(l)].update(evaluate_layer(student, teacher, untrained, l, x_eval, cfg))
     rec["feature_rel_error_before"] = before
-    rec["feature_rel_error_after"] = {str(l): progress["layers"][str(l)]["feature_rel_error"] for l in layers}
-    progress["polish"] = rec
-    progress.pop("current", None)
+    rec["feature_rel_error_after"] = {str(l): run_state["layers"][str(l)]["feature_rel_error"] for l in layers}
+    run_state["polish"] = rec
+    run_state.pop("current", None)
     log.info("polish: %d steps, objective %.3e -> %.3e%s", rec["steps"], rec["objective_before"],
              rec["objective_after"], " (reverted)" if rec["reverted"] else "")
     if out is not None and _main(ctx):
-        save_state(out, student, progress)
+        save_state(out, student, run_state)
     if ctx is not None:
         ctx.barrier()
 
 
-def _metrics(progress: dict, cfg: DistillConfig, t_start: float) -> dict:
-    recs = [copy.deepcopy(progress["layers"][str(l)]) for l in sorted(int(k) for k in progress["layers"])]
+def _metrics(run_state: dict, cfg: DistillConfig, t_start: float) -> dict:
+    recs = [copy.deepcopy(run_state["layers"][str(l)]) for l in sorted(int(k) for k in run_state["layers"])]
     out = {"mode": cfg.mode, "layers": recs, "config": to_dict(cfg), "seconds": time.perf_counter() - t_start}
-    if "polish" in progress:
-        out["polish"] = copy.deepcopy(progress["polish"])
+    if "polish" in run_state:
+        out["polish"] = copy.deepcopy(run_state["polish"])
     return out
 
 
-def _write_metrics(out: Path, progress: dict, cfg: DistillConfig, t_start: float) -> None:
-    write_json(out / "metrics.json", _metrics(progress, cfg, t_start))
+def _write_metrics(out: Path, run_state: dict, cfg: DistillConfig, t_start: float) -> None:
+    write_json(out / "metrics.json", _metrics(run_state, cfg, t_start))

@@ -7,6 +7,8 @@ equivariance error of ``x ↦ f_{≤l}(x)`` for teacher, student and untrained s
 Family mode: the layer on ``eval_kernels`` fresh teacher parameter draws (``feature_rel_error`` on
 features, ``pre_activation_rel_error``), and the equivariance of ``h ↦ f_l(h; k)`` for a fresh ``k``.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
 >>> from symclone.distill import DistillConfig

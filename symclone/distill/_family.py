@@ -11,6 +11,8 @@ blocks written as entries), so it scales to layers whose dense ``(P, out, in)`` 
 memory. Layers whose blocks the student stores sparsely (too large to store densely) can only be
 solved in closed form.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
 >>> t = create_teacher("cnn", paper_layer=True)
@@ -151,6 +153,8 @@ def sum_of_squares(y: torch.Tensor) -> torch.Tensor:
     A teacher's batched output is a ``transpose(0, 1)`` view of a contiguous tensor; the sum is
     permutation invariant, so it runs over that contiguous tensor (other layouts are copied once).
 
+    Examples
+    --------
     >>> y = torch.arange(24.0).reshape(4, 2, 3).transpose(0, 1)
     >>> bool(sum_of_squares(y) == (y ** 2).sum())
     True

@@ -12,6 +12,8 @@ whitening of the maps is needed), with relative error ``sqrt(Σ_{b>B} σ_b² / �
 exact ``H = I``, ``W̃_b = T_b`` keeps every block as sparse as one basis map. Orientations ``r > 0`` of
 C4-regular outputs use the least-squares maps ``A_r = V_B diag(σ_B⁻²) V_Bᵀ G_0r``.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.distill._sparse_maps import SparseAffineMaps
 >>> T = torch.zeros(2, 3, 4, dtype=torch.float64); T[0, :, 1] = 1.0; T[1, 0, 0] = 2.0

@@ -1,5 +1,7 @@
 """Inputs for cloning: base samples, orbit pairs ``(x, g·x)`` and teacher features.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.registry import create_teacher
 >>> t = create_teacher("cnn", channels=2, depth=1, size=6)

@@ -7,6 +7,8 @@ the available memory): ridge regression of the teacher's pre-activations on at l
 
     L = ‖f_l(h) − t_l(h)‖² / ‖t_l(h)‖²  +  λ_eq ‖f_l(g·h) − g·f_l(h)‖² / ‖f_l(h)‖²
 
+Examples
+--------
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
 >>> t = create_teacher("cnn", channels=1, depth=1, size=5)

@@ -1,8 +1,10 @@
 """Evaluation of a cloned layer: relative feature error and equivariance errors.
 
 ``rel_error(a, b) = ‖a − b‖ / ‖b‖`` over the whole batch; equivariance errors use the shared checker
-:func:`symclone.testing.equivariance_error` (float64 where the model allows, else float32).
+:func:`symclone.equivariance.equivariance_error` (float64 where the model allows, else float32).
 
+Examples
+--------
 >>> import torch
 >>> round(rel_error(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 1.0])), 6)
 0.707107
@@ -16,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from symclone.groups import Group, RepLike
-from symclone.testing import equivariance_error
+from symclone.equivariance import equivariance_error
 
 __all__ = ["rel_error", "FeatureMap", "safe_equivariance", "groups_to_check", "layer_equivariance_monitor"]
 

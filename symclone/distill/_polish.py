@@ -11,6 +11,8 @@ if polishing raised it (an exact closed-form clone is only perturbed by Adam's f
 parameters are restored and the record says ``reverted``. Checkpoints every ``cfg.checkpoint_every``
 steps store the optimiser and the start parameters, so ``--resume`` continues an interrupted polish.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.registry import create_teacher, create_student
 >>> from symclone.distill import DistillConfig, distill
@@ -38,7 +40,7 @@ __all__ = ["polish", "polish_parameters", "PHASE"]
 
 log = logging.getLogger(__name__)
 
-PHASE = "polish"  # progress["current"]["phase"] of a checkpoint taken during the polish
+PHASE = "polish"  # run_state["current"]["phase"] of a checkpoint taken during the polish
 _START = "polish_start/"  # checkpoint tensors: the parameters before the polish (for the roll-back)
 _CHECK = 512  # training inputs on which the objective is compared before / after
 
@@ -67,14 +69,14 @@ def _objective(student: Any, layers: list[int], x: torch.Tensor, targets: list[t
 
 
 def polish(student: Any, teacher: Any, layers: list[int], x_train: torch.Tensor, cfg: DistillConfig,
-           out: Optional[Path] = None, progress: Optional[dict] = None, resume_meta: Optional[dict] = None,
+           out: Optional[Path] = None, run_state: Optional[dict] = None, resume_meta: Optional[dict] = None,
            resume_tensors: Optional[dict] = None, write: bool = True) -> dict:
     """Polish ``student`` in place; return ``{steps, seconds, loss_curve, final_rel_error,
     objective_before, objective_polished, objective_after, reverted}`` (``objective_after`` is the kept
     parameters' :math:`\\mathcal L`: ``objective_before`` when ``reverted``).
 
-    ``out``/``progress``: checkpoint ``out/checkpoints/last`` every ``cfg.checkpoint_every`` steps
-    (``progress["current"] = {"phase": "polish", ...}``; only when ``write``). ``resume_meta``/
+    ``out``/``run_state``: checkpoint ``out/checkpoints/last`` every ``cfg.checkpoint_every`` steps
+    (``run_state["current"] = {"phase": "polish", ...}``; only when ``write``). ``resume_meta``/
     ``resume_tensors``: a loaded checkpoint taken during the polish, continued from its step.
     """
     params = polish_parameters(student, layers)
@@ -104,10 +106,10 @@ def polish(student: Any, teacher: Any, layers: list[int], x_train: torch.Tensor,
                    for l, t in zip(layers, targets)) / len(layers)
 
     def on_checkpoint(step: int, opt_: torch.optim.Optimizer, curve_: list) -> None:
-        if out is None or progress is None or not write:
+        if out is None or run_state is None or not write:
             return
-        progress["current"] = {"phase": PHASE, "step": step, "loss_curve": curve_, "objective_before": before}
-        save_state(out, student, progress, opt_, extra={f"{_START}{i}": p for i, p in enumerate(start_params)})
+        run_state["current"] = {"phase": PHASE, "step": step, "loss_curve": curve_, "objective_before": before}
+        save_state(out, student, run_state, opt_, extra={f"{_START}{i}": p for i, p in enumerate(start_params)})
 
     r = train_steps(params, loss_fn, cfg.polish_steps, cfg.lr * 0.1, weight_decay=cfg.weight_decay,
                  grad_clip=cfg.grad_clip, start_step=start, optimizer=opt, loss_curve=curve,

@@ -7,6 +7,8 @@ back to the optimiser otherwise; :func:`fallback_reason` logs that with ``loggin
 engine records the reason in the layer's metrics (``"fallback_reason"``). An explicit
 ``solver="closed_form"`` that cannot be honoured raises a ``ValueError`` naming the obstacle.
 
+Examples
+--------
 >>> resolve_solver("auto", None), resolve_solver("auto", "reason"), resolve_solver("adam", None)
 ('closed_form', 'adam', 'adam')
 >>> round(function_closed_form_bytes(6272, 6272, 7842) / 1e9, 2)  # layer 2 of the default CNN, in GB

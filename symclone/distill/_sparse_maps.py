@@ -17,6 +17,8 @@ checked to vanish (else every input gets its own probe), and the result is verif
 
 Gram matrices and the solution from these entries: :mod:`._family_solve`.
 
+Examples
+--------
 >>> import torch
 >>> T = torch.zeros(2, 3, 4, dtype=torch.float64); T[0, :, 1] = 1.0; T[1, 0, 0] = 2.0
 >>> maps = SparseAffineMaps.from_dense(T)

@@ -21,6 +21,8 @@ Anchors (``W0`` = the values at the start of fine-tuning):
   softmax(W_row))``, the softmax taken over the last axis of each tensor (each row of a block
   matrix ``W_b``; a 1-D tensor is one row). It anchors every row up to an additive constant.
 
+Examples
+--------
 >>> import torch
 >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
 >>> names = select_cloned(m, ["0.*"]); names
@@ -141,6 +143,7 @@ class AnchorPenalty:
 
     @torch.no_grad()
     def distance(self, model: nn.Module) -> float:
+        """Relative drift ``sqrt(Σ_W ‖W − W0‖²) / sqrt(Σ_W ‖W0‖²)`` of the anchored tensors (float64)."""
         params = dict(model.named_parameters())
         num = sum(float((params[n].double() - self.w0[n].double()).pow(2).sum()) for n in self.names)
         den = sum(float(self.w0[n].double().pow(2).sum()) for n in self.names)

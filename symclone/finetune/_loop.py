@@ -10,6 +10,9 @@ Modes (``W`` ranges over the cloned tensors declared by the model, see :mod:`._a
   distance (``anchor="l2"``, applied as a decoupled proximal step after each optimiser step, see
   :mod:`._anchor`) or the paper's KL between row-softmaxed weights (``anchor="kl"``, in the loss).
 * ``"free"``: everything trains on the cross-entropy alone.
+* ``"head-only"``: only the classifier head (the parameters under the model's ``head`` module, e.g.
+  :class:`~.models.FeatureClassifier.head`) trains; everything else, cloned or not, stays
+  bit-identical. The strictest reading of "frozen": the features are exactly the cloned ones.
 
 Training: AdamW (``lr``, ``weight_decay``; weight decay is not applied to cloned tensors in
 ``anchored`` mode, the anchor replaces it), ExponentialLR(``gamma``) per epoch, gradient clipping.
@@ -18,6 +21,8 @@ resumes from the last finished epoch. ``FinetuneConfig.device`` / ``precision`` 
 each batch and set the training forward's numerics (:func:`symclone.runtime.precision_context`; the
 cross-entropy, accuracy and the invariance check stay fp32).
 
+Examples
+--------
 >>> import torch
 >>> from symclone.finetune.tasks import task_from_tensors
 >>> x = torch.rand(32, 1, 28, 28); y = torch.arange(32) % 10
@@ -40,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..io import CheckpointError
+from ..runtime import RuntimeOptions
 from ..trainer import TrainingCheckpoint
 from ._anchor import ANCHORS, AnchorPenalty, ClonedSpec, select_cloned
 from ._metrics import evaluate, structure_residuals
@@ -49,20 +55,21 @@ from .tasks import Task
 __all__ = ["MODES", "FinetuneConfig", "FinetuneResult", "finetune"]
 
 log = logging.getLogger(__name__)
-MODES = ("frozen", "anchored", "free")
+MODES = ("frozen", "anchored", "free", "head-only")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(RuntimeOptions):
     """Training hyper-parameters (defaults follow the authors' task-1 recipe, fewer epochs).
+
+    ``seed``, ``device``, ``precision`` and ``progress`` come from :class:`~symclone.runtime.RuntimeOptions`.
 
     ``cloned_lr_scale`` multiplies the learning rate of the cloned tensors (anchored / free modes;
     a differential learning rate: Adam moves every weight by about ``lr`` per step whatever its
     gradient, so dense cloned matrices drift fast unless their rate is lowered or ``beta`` is large).
     ``structure_probes``: probe kernels for the structure residual; ``n_invariance``: test inputs
     for the invariance error; ``eval_limit``: test samples per split (``None``: all).
-    ``device``: ``"cpu" | "cuda" | "cuda:<i>" | "auto"`` (a ``ctx`` passed to :func:`finetune` overrides
-    it with the rank's device); ``precision``: ``"fp32" | "bf16" | "tf32"`` for the training forward.
+    A ``ctx`` passed to :func:`finetune` overrides ``device`` with the rank's device.
     """
 
     epochs: int = 10
@@ -71,19 +78,14 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     gamma: float = 0.95
     grad_clip: float = 1.0
-    seed: int = 0
     eval_limit: Optional[int] = None
     n_invariance: int = 128
     structure_probes: int = 4
     cloned_lr_scale: float = 1.0
-    progress: Optional[bool] = None
-    device: str = "cpu"
-    precision: str = "fp32"
 
-    def __post_init__(self):
-        from ..runtime import check_precision
+    def __post_init__(self) -> None:
         from ..validation import check_float, check_int
-        check_precision(self.precision)
+        super().__post_init__()
         check_int(self.epochs, "epochs", minimum=1)
         check_int(self.batch_size, "batch_size", minimum=1)
         check_float(self.lr, "lr", positive=True)
@@ -91,7 +93,6 @@ class FinetuneConfig:
         check_float(self.gamma, "gamma", positive=True)
         check_float(self.grad_clip, "grad_clip", minimum=0.0)
         check_float(self.cloned_lr_scale, "cloned_lr_scale", minimum=0.0)
-        check_int(self.seed, "seed", minimum=0)
         check_int(self.eval_limit, "eval_limit", minimum=1, allow_none=True)
         check_int(self.n_invariance, "n_invariance", minimum=1)
         check_int(self.structure_probes, "structure_probes", minimum=1)
@@ -99,6 +100,16 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneResult:
+    """What :func:`finetune` returns.
+
+    Attributes
+    ----------
+    model : the trained model (the same object that was passed in, trained in place), in eval mode.
+    metrics : accuracy per test split, invariance error, structure residuals, drift, parameter counts,
+        seconds (see :func:`finetune`).
+    history : one dict per epoch: ``epoch``, mean cross-entropy ``ce``, mean ``anchor`` penalty.
+    """
+
     model: nn.Module
     metrics: dict
     history: list = field(default_factory=list)
@@ -141,7 +152,7 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
     model : classifier ``(B, *task.input_shape) -> (B, task.num_classes)``; declares its cloned
         tensors via ``cloned_parameters()`` or the ``cloned`` argument (names/patterns/callable).
     task : a :class:`~symclone.finetune.tasks.Task`.
-    mode : ``"frozen" | "anchored" | "free"``.
+    mode : ``"frozen" | "anchored" | "free" | "head-only"`` (see the module docstring).
     beta, anchor : anchor strength and kind (``"l2"`` or ``"kl"``), used in ``anchored`` mode.
     config : :class:`FinetuneConfig`; keyword ``overrides`` replace its fields (``epochs=3``).
     checkpoint : file stem without a dot (``.safetensors``/``.json`` are appended); saves every
@@ -177,10 +188,17 @@ def finetune(model: nn.Module, task: Task, mode: str = "anchored", beta: float =
         raise ValueError(f"model: expected logits (B, {task.num_classes}) for task {task.name!r}, "
                          f"got shape {tuple(out.shape)}")
     params = dict(model.named_parameters())
+    if mode == "head-only":
+        head = [n for n in params if n.startswith("head.")]
+        if not head:
+            raise ValueError("mode: 'head-only' needs a classifier head (a submodule named 'head', as in "
+                             f"FeatureClassifier / ClonedNet); {type(model).__name__} has none")
+        for n, p in params.items():
+            p.requires_grad_(n.startswith("head."))
     if mode == "frozen" and not any(p.requires_grad for n, p in params.items() if n not in set(names)):
         raise ValueError("mode: nothing left to train (every parameter is frozen cloned structure)")
     for n in names:
-        params[n].requires_grad_(mode != "frozen")
+        params[n].requires_grad_(mode in ("anchored", "free"))
     penalty = AnchorPenalty(model, names, beta if mode == "anchored" else 0.0, anchor)
     residual_before = structure_residuals(model, cfg.structure_probes)
     opt = _optimizer(model, names, mode, cfg)

@@ -4,6 +4,8 @@ The invariance error is the shared checker's relative error
 ``EE = max_g ||f(g.x) - f(x)|| / ||f(x)||`` on a test batch (logits are ``trivial``), over all four
 rotations for ``c4`` tasks and ``n`` sampled cyclic shifts for ``t2`` tasks.
 
+Examples
+--------
 >>> import torch
 >>> from symclone.finetune.tasks import task_from_tensors
 >>> x = torch.rand(6, 1, 28, 28); y = torch.arange(6)
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from ..runtime import device_of
-from ..testing import equivariance_error
+from ..equivariance import equivariance_error
 from .tasks import Task, TaskSplit
 
 __all__ = ["accuracy", "invariance_error", "evaluate", "structure_residuals"]
@@ -34,6 +36,8 @@ def accuracy(model: nn.Module, split: TaskSplit, batch_size: int = 512, limit: O
     With ``fold = m`` a prediction counts as right when ``argmax(logits) mod m == label mod m``: on a
     20-class breaking task (labels ``y`` / ``y + 10``) ``fold=10`` ignores the symmetry-breaking bit.
 
+    Examples
+    --------
     >>> from symclone.finetune.tasks import task_from_tensors
     >>> x = torch.rand(4, 1, 28, 28); y = torch.arange(4)
     >>> split = task_from_tensors("c4-breaking", x, y, x, y).test["test"]

@@ -17,6 +17,8 @@
   (``z_f = sum_b h_b(k_f) W_b x``, ``F`` output fields sharing the cloned ``W_b``) — the
   "GCNN-shaped network built from cloned block layers".
 
+Examples
+--------
 >>> m = MLPBaseline((1, 28, 28), 20)
 >>> m(torch.rand(3, 1, 28, 28)).shape
 torch.Size([3, 20])
@@ -41,6 +43,13 @@ log = logging.getLogger(__name__)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters of ``model`` (only those with ``requires_grad`` when ``trainable_only``).
+
+    Examples
+    --------
+    >>> count_parameters(nn.Linear(3, 2))
+    8
+    """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -63,6 +72,8 @@ class MLPBaseline(nn.Module):
 class CNNBaseline(nn.Module):
     """``[conv3x3 -> ReLU -> maxpool2] x 3`` (16, 32, 64 channels) -> flatten -> linear.
 
+    Examples
+    --------
     >>> CNNBaseline((1, 48, 48), 20)(torch.rand(2, 1, 48, 48)).shape
     torch.Size([2, 20])
     """
@@ -93,6 +104,8 @@ class InvariantHead(nn.Module):
       over frequencies — exactly invariant to cyclic shifts (a shift only changes the phases) while
       keeping the spatial-frequency content; plus the global max of each channel.
 
+    Examples
+    --------
     >>> h = InvariantHead((8, 6, 6), 10, rep="regular", pool="c4")
     >>> x = torch.randn(2, 8, 6, 6)
     >>> gx = torch.rot90(x.view(2, 2, 4, 6, 6).roll(1, 2).view(2, 8, 6, 6), 1, (-2, -1))
@@ -119,6 +132,7 @@ class InvariantHead(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def pool(self, h: torch.Tensor) -> torch.Tensor:
+        """Invariant summary (B, D) of the features ``h`` (B, C, H, W) under the head's group (see the class)."""
         if h.ndim != 4 or tuple(h.shape[1:]) != self.shape:
             raise ValueError(f"h: expected features (B, {', '.join(map(str, self.shape))}), got {tuple(h.shape)}")
         if self.rep == "regular":
@@ -162,6 +176,7 @@ class FeatureClassifier(nn.Module):
         self.head = InvariantHead(shape, num_classes, _rep_kind(net.reps[-1]), pool, hidden)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map for the inputs ``x`` (what the head pools)."""
         return self.net.forward_features(x)[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,9 +265,13 @@ class ClonedNet(FeatureClassifier):
                      student.reps[-1], "available" if pre_ok else "unavailable")
 
     def cloned_parameters(self) -> list[str]:
+        """Names of the cloned student's parameters (``net.*``): what ``frozen`` freezes and ``anchored``
+        anchors; ``field_bias``, ``kernels`` and the head are not cloned structure."""
         return [f"net.{n}" for n, _ in self.net.named_parameters()]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of ``x``: the cloned layer (once per learnable kernel when ``kernels`` is set) with the
+        per-field bias added before the nonlinearity."""
         if self.field_bias is None:
             if self.kernels is None:
                 return self.net.forward_features(x)[-1]

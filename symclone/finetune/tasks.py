@@ -21,6 +21,8 @@ default; MNIST when its files are present; explicit tensors for tests):
 Transforms are stored per sample (``Task.params``) and applied per batch, so a 60k-sample task
 costs no more memory than the base images.
 
+Examples
+--------
 >>> x = torch.rand(8, 1, 28, 28); y = torch.arange(8) % 10
 >>> t = task_from_tensors("c4-breaking", x, y, x, y, seed=0)
 >>> t.num_classes, sorted(t.test)
@@ -42,7 +44,7 @@ import torch
 
 from ..data import DatasetMissingError, load_fashion_mnist, load_mnist
 from ..groups import Group, get_group
-from ..groups._planar import roll_batched, rot90_batched
+from ..groups import roll_batched, rot90_batched
 
 __all__ = ["TASKS", "TaskSplit", "Task", "make_task", "task_from_tensors", "load_base"]
 
@@ -74,6 +76,7 @@ class TaskSplit:
 
     @property
     def labels(self) -> torch.Tensor:
+        """Labels of every sample: the base label, plus 10 for the symmetry-breaking half of a 20-class task."""
         if self.kind == "rot-break":
             return self.y + 10 * (self.params["k"] >= 2).long()
         if self.kind == "shift-break":
@@ -90,6 +93,7 @@ class TaskSplit:
         return x, self.labels[idx]
 
     def tensors(self, limit: Optional[int] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of the first ``limit`` samples (all when ``None``), transformed as in training."""
         n = len(self) if limit is None else min(limit, len(self))
         return self.batch(torch.arange(n))
 
@@ -99,6 +103,8 @@ def place_on_canvas(x: torch.Tensor, row: torch.Tensor, col: torch.Tensor,
     """Paste each (C, h, w) image on a zero ``canvas x canvas`` image with its top-left corner at
     ``(row, col)`` (may be negative or overflow: the outside part is cut).
 
+    Examples
+    --------
     >>> x = torch.ones(1, 1, 2, 2)
     >>> out = place_on_canvas(x, torch.tensor([1]), torch.tensor([-1]), canvas=4)
     >>> out[0, 0].tolist()
@@ -126,6 +132,7 @@ class Task:
     primary: str = "test"
 
     def describe(self) -> dict:
+        """JSON-ready summary: name, classes, group, input shape, split sizes, primary split, ceiling."""
         return {"name": self.name, "num_classes": self.num_classes, "group": self.group.name,
                 "input_shape": list(self.input_shape), "n_train": len(self.train),
                 "n_test": {k: len(v) for k, v in self.test.items()}, "primary": self.primary,
@@ -176,7 +183,8 @@ def task_from_tensors(name: str, x_train: torch.Tensor, y_train: torch.Tensor, x
 
 
 def load_base(dataset: str = "fashion-mnist", n_train: Optional[int] = None, n_test: Optional[int] = None,
-              root: Optional[str] = None, seed: int = 0):
+              root: Optional[str] = None, seed: int = 0
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Base images: ``"fashion-mnist"``, ``"mnist"`` (falls back to Fashion-MNIST with a warning when
     its files are absent) or ``"synthetic"`` (random images, for tests). ``n_train`` samples are a
     seeded random subset of the training set (class-balanced in expectation)."""

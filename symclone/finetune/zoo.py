@@ -90,6 +90,9 @@ def build_model(kind: str, task: Task, fields: int = 8, depth: int = 1, seed: in
         students[skey] = (teacher, clone_student(skey[0], teacher, seed=seed))
     teacher, student = students[skey]
     student = copy.deepcopy(student)
+    # the head's initialisation depends on the seed alone: cloning a student (above, only when it is not
+    # cached) draws from the global generator, so re-seed; a fresh and a cached clone give the same model
+    torch.manual_seed(seed)
     if kind == "cloned-blocks":
         gen = torch.Generator().manual_seed(seed)
         kernels = teacher.sample_params(1, fields, generator=gen)

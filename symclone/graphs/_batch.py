@@ -30,6 +30,8 @@ def graph_width(n_max: int, d: int) -> int:
 def to_dense(graphs: Sequence[Graph], n_max: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Stack graphs into a ``(B, n_max, n_max + 1 + d)`` tensor ``[A | mask | X]``.
 
+    Examples
+    --------
     >>> from symclone.graphs import Graph, parse_graph6
     >>> a = parse_graph6("Bw"); g = Graph(a, np.ones((3, 1), np.float32))
     >>> to_dense([g], n_max=4)[0]
@@ -75,6 +77,8 @@ def check_graph_batch(x: torch.Tensor, name: str = "x") -> int:
 def split_graph(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split ``[A | m | X]`` into ``A`` (B, N, N), ``m`` (B, N) and ``X`` (B, N, d).
 
+    Examples
+    --------
     >>> a, m, f = split_graph(torch.zeros(2, 5, 5 + 1 + 3))
     >>> a.shape, m.shape, f.shape
     (torch.Size([2, 5, 5]), torch.Size([2, 5]), torch.Size([2, 5, 3]))

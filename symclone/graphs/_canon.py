@@ -38,6 +38,8 @@ def _ranks(rows: np.ndarray) -> np.ndarray:
 def initial_colors(adj: np.ndarray, feats: Optional[np.ndarray] = None) -> np.ndarray:
     """Invariant starting colours from (node features, degree, triangle count).
 
+    Examples
+    --------
     >>> initial_colors(np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]]))
     array([0, 1, 0])
     """
@@ -53,6 +55,8 @@ def refine_colors(adj: np.ndarray, colors: np.ndarray) -> np.ndarray:
 
     Colours are dense ranks and the order of existing cells is preserved (refinement only splits).
 
+    Examples
+    --------
     >>> path = np.array([[0,1,0,0],[1,0,1,0],[0,1,0,1],[0,0,1,0]])
     >>> refine_colors(path, np.zeros(4, dtype=int))
     array([0, 1, 1, 0])
@@ -80,6 +84,8 @@ def canonical_order(adj: np.ndarray, feats: Optional[np.ndarray] = None,
                     max_leaves: int = 20000) -> np.ndarray:
     """Canonical ordering of the nodes of a graph (see the module docstring).
 
+    Examples
+    --------
     >>> p4 = np.array([[0,1,0,0],[1,0,1,0],[0,1,0,1],[0,0,1,0]])
     >>> q = np.array([2, 0, 3, 1]); p4b = p4[q][:, q]          # a relabelled copy
     >>> o, ob = canonical_order(p4), canonical_order(p4b)

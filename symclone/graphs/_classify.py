@@ -56,6 +56,8 @@ class ClassifyConfig:
 def exp_split(num_pairs: int = 600, seed: int = 0, sizes=(400, 100, 100)) -> tuple[torch.Tensor, ...]:
     """Graph indices of the train / val / test parts (pair-level split, both graphs of a pair together).
 
+    Examples
+    --------
     >>> [len(s) for s in exp_split()]
     [800, 200, 200]
     """

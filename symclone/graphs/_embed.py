@@ -49,6 +49,8 @@ def build_model(name: str, n_max: int, d: int, cfg: ModelConfig, seed: int,
                 out_dim: Optional[int] = None) -> nn.Module:
     """The model ``name`` with weights drawn under ``torch.manual_seed(seed)``.
 
+    Examples
+    --------
     >>> m = build_model("learned", 6, 1, ModelConfig(hidden=(8,), out_dim=4), seed=0)
     >>> m(torch.zeros(3, 6, 8)).shape
     torch.Size([3, 4])

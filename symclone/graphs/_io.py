@@ -65,6 +65,8 @@ def parse_graph6(line: Union[str, bytes], where: str = "graph6") -> np.ndarray:
     ``x(i, j), i < j`` in column order ``(0,1), (0,2), (1,2), (0,3), ...``, packed big-endian into
     6-bit groups, each written as the character ``value + 63`` and zero-padded at the end.
 
+    Examples
+    --------
     >>> parse_graph6("Bw")          # the triangle
     array([[0, 1, 1],
            [1, 0, 1],
@@ -107,6 +109,8 @@ def parse_graph6(line: Union[str, bytes], where: str = "graph6") -> np.ndarray:
 def to_graph6(adj: np.ndarray) -> str:
     """Encode a symmetric 0/1 adjacency (n <= 62) as graph6 (inverse of :func:`parse_graph6`).
 
+    Examples
+    --------
     >>> to_graph6(parse_graph6("Ch"))
     'Ch'
     """

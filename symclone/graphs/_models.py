@@ -21,6 +21,8 @@ __all__ = ["GraphMLP", "MessagePassing", "mlp"]
 def mlp(sizes: Sequence[int], act: type[nn.Module] = nn.ReLU, last_act: bool = False) -> nn.Sequential:
     """``Linear -> act -> ... -> Linear`` through ``sizes`` (no activation after the last layer).
 
+    Examples
+    --------
     >>> mlp([4, 8, 2])
     Sequential(
       (0): Linear(in_features=4, out_features=8, bias=True)
@@ -44,6 +46,8 @@ class GraphMLP(nn.Module):
     n_max, d : padded node count and node-feature dimension (input ``(B, n_max, n_max + 1 + d)``).
     hidden : hidden widths. out_dim : embedding / logit size.
 
+    Examples
+    --------
     >>> f = GraphMLP(n_max=4, d=1, hidden=(16,), out_dim=3)
     >>> f(torch.zeros(2, 4, 6)).shape
     torch.Size([2, 3])
@@ -69,6 +73,8 @@ class MessagePassing(nn.Module):
     ``h⁰ = [m | X]``, ``h^{l+1} = MLP_l((1 + ε_l) h^l + A h^l) · m``,
     ``f(x) = W [Σ_i h^1_i | ... | Σ_i h^L_i]``.
 
+    Examples
+    --------
     >>> f = MessagePassing(d=1, hidden=8, layers=2, out_dim=3)
     >>> x = torch.zeros(2, 4, 6); x[:, :3, 4] = 1
     >>> f(x).shape

@@ -30,6 +30,8 @@ def _check(emb: torch.Tensor) -> torch.Tensor:
 def close_pairs(emb: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
     """All pairs ``i < j`` with ``‖e_i − e_j‖₁ ≤ tol``, as a (P, 2) long tensor sorted by rows.
 
+    Examples
+    --------
     >>> e = torch.tensor([[0.], [1.], [0.0004], [5.], [1.0002]])
     >>> close_pairs(e).tolist()
     [[0, 2], [1, 4]]
@@ -63,6 +65,8 @@ def close_pairs(emb: torch.Tensor, tol: float = 1e-3) -> torch.Tensor:
 def close_pairs_bruteforce(emb: torch.Tensor, tol: float = 1e-3, chunk: int = 512) -> torch.Tensor:
     """Reference for :func:`close_pairs`: chunked all-pairs L1 (``chunk × n × D`` memory).
 
+    Examples
+    --------
     >>> close_pairs_bruteforce(torch.tensor([[0.], [1.], [0.0004], [5.], [1.0002]])).tolist()
     [[0, 2], [1, 4]]
     """

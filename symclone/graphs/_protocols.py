@@ -50,6 +50,8 @@ class ProtocolConfig:
 def relabel(x: torch.Tensor, seed: int) -> torch.Tensor:
     """A random relabelling ``g·x`` of every graph (``g`` uniform on ``S_{n_max}``, padding included).
 
+    Examples
+    --------
     >>> x = torch.zeros(1, 3, 4); x[0, :2, 3] = 1; x[0, 0, 1] = x[0, 1, 0] = 1
     >>> y = relabel(x, 0); float(y[..., :3].sum()), float(y[..., 3].sum())
     (2.0, 2.0)

@@ -175,6 +175,8 @@ def random_ir_colors(adj: torch.Tensor, init: torch.Tensor, u: torch.Tensor,
     :func:`~symclone.symmetrize.repeat_batch` (row ``r·B + b`` is branch ``r`` of graph ``b``); the
     u-independent first refinement is done once per graph.
 
+    Examples
+    --------
     >>> c4 = torch.tensor([[0,1,0,1],[1,0,1,0],[0,1,0,1],[1,0,1,0]])
     >>> c = random_ir_colors(c4, torch.zeros(4, dtype=torch.int64), torch.tensor([.5, .1, .9, .3]))
     >>> int(c[1]), sorted(c.tolist())         # node 1 (smallest u) was individualized first
@@ -232,6 +234,8 @@ def refined_noise(a: torch.Tensor, m: torch.Tensor, f: torch.Tensor,
     independent draws per graph, laid out like ``refined_noise(repeat_batch(x, repeats))`` but with
     the u-independent work done once per graph.
 
+    Examples
+    --------
     >>> a = torch.zeros(1, 4, 4); a[0, 0, 1] = a[0, 1, 0] = 1
     >>> e = refined_noise(a, torch.tensor([[1., 1., 1., 0.]]), torch.zeros(1, 4, 0))
     >>> sorted(round(v, 4) for v in e[0, :3].tolist()), float(e[0, 3])

@@ -21,6 +21,8 @@ def _cell(r: Optional[dict], key: str, total: str = "", extra: Optional[str] = N
 def results_table(exp: Iterable[dict] = (), g8c: Iterable[dict] = (), cls: Iterable[dict] = ()) -> str:
     """Rows: models; columns: EXP-iso, GRAPH8c, EXP-classify, each with [seconds, seeds/epochs].
 
+    Examples
+    --------
     >>> print(results_table(exp=[{"model": "mp", "not_separated": 600, "pairs": 600,
     ...                           "copies_separated": 0, "seconds": 3.0, "seeds": 100}]))
     ... # doctest: +NORMALIZE_WHITESPACE

@@ -1,10 +1,22 @@
-"""S_n samplers for dense graphs ``[A | m | X]`` (the :class:`~symclone.symmetrize.Sampler` API).
+"""S_n samplers for dense graphs ``[A | m | X]``: the graph members of the one S_n sampler hierarchy.
 
-Every sampler scores the nodes and sorts them, **real nodes first**: with per-node scores ``s``,
-``p = argsort(where(m, s, +inf))`` (stable), so ``(g⁻¹·x)_j = x_{p(j)}`` puts the real nodes in
-positions ``0..n-1`` by increasing score and the (all-zero, identical) padding nodes after them.
-Padding is never permuted into a real position, whatever the input order (also when the input
-was permuted by a ``g ∈ S_{n_max}`` that interleaves padding and real nodes).
+Every graph sampler is a :class:`~symclone.symmetrize.SnSampler` (scores -> sort -> straight-through
+Sinkhorn + entropy, shared; see :mod:`symclone.symmetrize._sn`). This module adds only what is
+specific to graphs::
+
+    SnSampler                      symclone.symmetrize: the shared pipeline
+    └── GraphSampler               the node mask is the m channel; real nodes first, padding last
+        ├── UniformGraphSampler    s ~ U[0, 1] i.i.d.
+        ├── CanonicalGraphSampler  s = position in the canonical form (deterministic, k = 1)
+        └── LearnedGraphSampler    s = ε + q_ω(A, [m | X | ε]) with a GIN q_ω (ScoreGIN), ties by ε
+
+Layout (:class:`GraphSampler`): with per-node scores ``s``, ``p = argsort(where(m, s, +inf))``
+(stable; :func:`real_first_argsort`), so ``(g⁻¹·x)_j = x_{p(j)}`` puts the real nodes in positions
+``0..n-1`` by increasing score and the (all-zero, identical) padding nodes after them. Padding is never
+permuted into a real position, whatever the input order (also when the input was permuted by a
+``g ∈ S_{n_max}`` that interleaves padding and real nodes). The SoftSort logits follow the same layout
+(:meth:`GraphSampler.soft_logits`), the entropy is taken over [position, node] (:meth:`GraphSampler.entropy_loss`),
+and without gradients a graph sampler returns ``g`` alone.
 
 * :class:`UniformGraphSampler` — ``s ~ U[0, 1]`` i.i.d.: a uniformly random ordering of the real
   nodes; ``f_sym`` is invariant in distribution.
@@ -21,6 +33,11 @@ was permuted by a ``g ∈ S_{n_max}`` that interleaves padding and real nodes).
   propagates that choice), or ``"iid"`` = ``U[0, σ]`` i.i.d. per node (plain LPS). Both are
   equivariant in distribution; refined noise concentrates ``p(g | x)`` on a few reorderings
   per graph (those related by automorphisms give the same input to the backbone).
+
+:func:`make_graph_sampler` builds one of the three by its name (the names of
+:data:`~symclone.symmetrize.SAMPLER_NAMES`). It cannot be a branch of
+:func:`~symclone.symmetrize.make_sampler`: ``symmetrize`` sits below ``graphs`` in the import layers,
+and its ``sn``/``"graph"`` default reads ``[A | X]`` without a mask channel (padding kept in place).
 """
 from __future__ import annotations
 
@@ -30,8 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..groups import get_group
-from ..symmetrize import GroupSample, Sampler, log_sinkhorn, permutation_entropy, repeat_batch
+from ..symmetrize import SnSampler, permutation_entropy
 from ._batch import check_graph_batch, split_graph
 from ._canon import canonical_order
 from ._models import mlp
@@ -46,6 +62,8 @@ _NEG = -1e9
 def real_first_argsort(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``p`` (B, N): real nodes by increasing score, then padding nodes by index.
 
+    Examples
+    --------
     >>> real_first_argsort(torch.tensor([[0.5, 9., 0.1, 0.3]]), torch.tensor([[1, 0, 1, 1]]).bool())
     tensor([[2, 3, 0, 1]])
     """
@@ -53,47 +71,94 @@ def real_first_argsort(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.argsort(key, dim=-1, stable=True)
 
 
-class GraphSampler(Sampler):
-    """Base class: subclasses implement ``scores(x, generator) -> (B, N)``."""
+def _node_mask(x: torch.Tensor) -> torch.Tensor:
+    """The real-node mask (B, N) of dense graphs ``[A | m | X]``: the ``m`` channel."""
+    return x[:, :, x.shape[1]] > 0.5
 
-    def __init__(self, n_max: Optional[int] = None):
-        super().__init__(get_group("sn", n=n_max))
 
-    def scores(self, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+class GraphSampler(SnSampler):
+    """Base class of the graph samplers: an :class:`~symclone.symmetrize.SnSampler` on ``[A | m | X]``.
+
+    Subclasses implement ``scores(x, generator) -> (B, N)``; the node mask is read from the ``m``
+    channel, real nodes are sorted first and padding last (module docstring), and a call without
+    gradients returns ``g`` alone (``perm_matrix=None``, ``aux_loss=0``).
+
+    Parameters
+    ----------
+    n_max : padded number of nodes ``N`` (``None``: any).
+    deterministic : ``k`` forced to 1 and ``exact`` (canonicalization).
+    """
+
+    matrix_without_grad = False
+
+    def __init__(self, n_max: Optional[int] = None, deterministic: bool = False):
+        super().__init__(None, n=n_max, tau=0.01, noise=0.0, mask_fn=_node_mask, deterministic=deterministic)
+
+    def scores(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Per-node scores (B, N) of the graphs ``x``; implemented by subclasses."""
         raise NotImplementedError  # pragma: no cover
 
-    def _check(self, x: torch.Tensor) -> torch.Tensor:
+    def draw_scores(self, x: torch.Tensor, xk: torch.Tensor, generator: Optional[torch.Generator] = None
+                    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``scores(xk, generator)`` (no input noise), ties broken by index."""
+        return self.scores(xk, generator), None
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is a dense graph batch with ``N = n_max``."""
         n = check_graph_batch(x)
         if self.group.n is not None and n != self.group.n:
             raise ValueError(f"x: sampler built for n_max={self.group.n}, got a batch with N={n} "
                              f"(shape {tuple(x.shape)})")
-        return x[:, :, n] > 0.5
 
-    def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
-        k = int(self.fixed_k or k)
-        self._check(x)
-        xk = repeat_batch(x, k)
-        mask = xk[:, :, xk.shape[1]] > 0.5
-        s = self.scores(xk, generator)
-        return GroupSample(g=real_first_argsort(s.detach(), mask), k=k)
+    def argsort(self, s: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Real nodes first by increasing score, padding last (:func:`real_first_argsort`)."""
+        return real_first_argsort(s, mask)
+
+    def soft_logits(self, s: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """SoftSort logits ``-|s_{p(j)} - s_n| / τ`` on real (position, node) pairs; padding rows are
+        pinned to their hard node, real/padding cross terms are excluded."""
+        n_real = mask.sum(1, keepdim=True)
+        pos_real = torch.arange(s.shape[1], device=s.device)[None, :] < n_real
+        logits = -(torch.gather(s, 1, p).unsqueeze(-1) - s.unsqueeze(-2)).abs() / self.tau
+        real = pos_real.unsqueeze(-1) & mask.unsqueeze(-2)
+        pinned = torch.nn.functional.one_hot(p, s.shape[1]).bool() & ~pos_real.unsqueeze(-1)
+        return torch.where(real, logits, torch.where(pinned, torch.zeros_like(logits),
+                                                     torch.full_like(logits, _NEG)))
+
+    def entropy_loss(self, soft: torch.Tensor) -> torch.Tensor:
+        """``entropy_weight ×`` the row + column entropy of ``soft`` [position, node], evaluated in that
+        orientation (as the graph samplers always have; the rounding differs from ``softᵀ``)."""
+        if not self.entropy_weight:
+            return soft.new_zeros(())
+        return self.entropy_weight * permutation_entropy(soft)
 
 
 class UniformGraphSampler(GraphSampler):
     """Uniformly random orderings of the real nodes (padding stays last).
 
+    Examples
+    --------
     >>> x = torch.zeros(1, 5, 7); x[0, :3, 5] = 1; x[0, 0, 1] = x[0, 1, 0] = 1
     >>> s = UniformGraphSampler(5).sample(x, k=4)
     >>> bool((s.g[:, 3:] == torch.tensor([3, 4])).all())   # padding never moves
     True
     """
 
-    def scores(self, x, generator=None):
+    def scores(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``U[0, 1]`` i.i.d. per node, in the dtype and on the device of ``x``."""
         return torch.rand(x.shape[:2], generator=generator, dtype=x.dtype, device=x.device)
 
 
 class CanonicalGraphSampler(GraphSampler):
     """Exact canonicalization: the canonical form of each graph (``k`` forced to 1).
 
+    Parameters
+    ----------
+    n_max : padded number of nodes.
+    max_leaves : leaf budget of the search (:func:`~symclone.graphs.canonical_order`).
+
+    Examples
+    --------
     >>> x = torch.zeros(2, 4, 5); x[:, :3, 4] = 1
     >>> x[0, 0, 1] = x[0, 1, 0] = 1; x[1, 2, 1] = x[1, 1, 2] = 1   # the same graph, relabelled
     >>> smp = CanonicalGraphSampler(4); g = smp.sample(x, k=3).g
@@ -102,14 +167,12 @@ class CanonicalGraphSampler(GraphSampler):
     True
     """
 
-    exact = True
-    fixed_k = 1
-
     def __init__(self, n_max: Optional[int] = None, max_leaves: int = 20000):
-        super().__init__(n_max)
+        super().__init__(n_max, deterministic=True)
         self.max_leaves = int(max_leaves)
 
-    def scores(self, x, generator=None):
+    def scores(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Position of each real node in the canonical form of its graph (0 on padding)."""
         a, m, f = split_graph(x)
         out = torch.zeros(x.shape[:2], dtype=torch.float64)
         for b in range(x.shape[0]):
@@ -125,7 +188,12 @@ class CanonicalGraphSampler(GraphSampler):
 
 
 class ScoreGIN(nn.Module):
-    """Permutation-equivariant node scores: GIN layers on ``h⁰ = [m | X | ε]`` and a linear head."""
+    """Permutation-equivariant node scores: GIN layers on ``h⁰ = [m | X | ε]`` and a linear head.
+
+    Parameters
+    ----------
+    d : node-feature dimension. hidden, layers : width and depth of the GIN.
+    """
 
     def __init__(self, d: int, hidden: int = 32, layers: int = 3):
         super().__init__()
@@ -134,6 +202,7 @@ class ScoreGIN(nn.Module):
         self.head = nn.Linear(hidden, 1)
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Scores (B, N) of the graphs ``x`` with node noise ``eps`` (B, N); 0-masked hidden states."""
         a, m, f = split_graph(x)
         h = torch.cat([m[..., None], f, eps[..., None]], dim=-1) * m[..., None]
         for layer in self.layers:
@@ -147,13 +216,19 @@ class LearnedGraphSampler(GraphSampler):
     Parameters
     ----------
     n_max, d : padded size and node-feature dimension of the inputs.
-    noise : scale σ of the node noise ``ε``. tau : SoftSort temperature.
-    sinkhorn_iters, entropy_weight : LPS defaults 20 and 0.1. hidden, layers : score GIN size.
+    noise : scale σ of the node noise ``ε``.
+    tau : SoftSort temperature.
+    sinkhorn_iters, entropy_weight : LPS defaults 20 and 0.1.
+    hidden, layers : score GIN size.
     noise_kind : ``"refined"`` (IR-leaf noise, default) or ``"iid"`` (``ε ~ U[0, σ]``, plain LPS).
     residual : scores ``ε + q_ω`` with a zero-initialised head (default) instead of ``q_ω``.
 
+    Notes
+    -----
     The straight-through matrix is only built when gradients are enabled (training).
 
+    Examples
+    --------
     >>> smp = LearnedGraphSampler(n_max=5, d=0)
     >>> x = torch.zeros(2, 5, 6); x[:, :4, 5] = 1
     >>> s = smp.sample(x, k=3); s.g.shape, s.perm_matrix.shape
@@ -187,8 +262,16 @@ class LearnedGraphSampler(GraphSampler):
         a, m, f = split_graph(x)
         return refined_noise(a, m, f, generator, repeats=repeats).to(dtype) * self.noise
 
-    def scores(self, x, generator=None):
+    def scores(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Scores (B, N) of ``x`` with freshly drawn noise ``ε``."""
         return self._scores(x, self.draw_noise(x, generator))
+
+    def draw_scores(self, x: torch.Tensor, xk: torch.Tensor, generator: Optional[torch.Generator] = None
+                    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Scores of ``xk = repeat_batch(x, k)`` and the noise ``ε`` as tie-break key: ties of the
+        scores (e.g. a saturated score net) are broken by the noise, never by index."""
+        eps = self.draw_noise(x, generator, repeats=xk.shape[0] // x.shape[0])
+        return self._scores(xk, eps), eps
 
     def _scores(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         head = self.net.head
@@ -197,39 +280,15 @@ class LearnedGraphSampler(GraphSampler):
         s = self.net(x.to(head.weight.dtype), eps)
         return s + eps if self.residual else s
 
-    def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
-        self._check(x)
-        xk = repeat_batch(x, int(k))
-        mask = xk[:, :, xk.shape[1]] > 0.5
-        eps = self.draw_noise(x, generator, repeats=int(k))
-        s = self._scores(xk, eps)
-        # ties of the scores (e.g. a saturated score net) are broken by the noise, never by index
-        first = real_first_argsort(eps, mask)
-        p = torch.gather(first, 1, real_first_argsort(torch.gather(s.detach(), 1, first),
-                                                      torch.gather(mask, 1, first)))
-        if not (torch.is_grad_enabled() and s.requires_grad):
-            return GroupSample(g=p, k=int(k))
-        soft = log_sinkhorn(self._soft_logits(s, p, mask), self.iters)  # [position j, node n]
-        hard = torch.nn.functional.one_hot(p, s.shape[1]).to(s.dtype)
-        M = hard + (soft - soft.detach())
-        aux = self.entropy_weight * permutation_entropy(soft) if self.entropy_weight else s.new_zeros(())
-        return GroupSample(g=p, k=int(k), aux_loss=aux, perm_matrix=M.transpose(-1, -2))
-
-    def _soft_logits(self, s: torch.Tensor, p: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """SoftSort logits ``-|s_{p(j)} - s_n| / τ`` on real (position, node) pairs; padding rows are
-        pinned to their hard node, real/padding cross terms are excluded."""
-        n_real = mask.sum(1, keepdim=True)
-        pos_real = torch.arange(s.shape[1], device=s.device)[None, :] < n_real
-        logits = -(torch.gather(s, 1, p).unsqueeze(-1) - s.unsqueeze(-2)).abs() / self.tau
-        real = pos_real.unsqueeze(-1) & mask.unsqueeze(-2)
-        pinned = torch.nn.functional.one_hot(p, s.shape[1]).bool() & ~pos_real.unsqueeze(-1)
-        return torch.where(real, logits, torch.where(pinned, torch.zeros_like(logits),
-                                                     torch.full_like(logits, _NEG)))
-
 
 def make_graph_sampler(name: str, n_max: int, d: int = 0, **kw) -> GraphSampler:
     """``"uniform"``, ``"canonical"`` or ``"learned"`` graph sampler for inputs ``(B, n_max, n_max+1+d)``.
 
+    The names are those of :data:`~symclone.symmetrize.SAMPLER_NAMES`; ``kw`` go to the canonical
+    (``max_leaves``) and learned samplers, ``d`` to the learned one; the uniform sampler ignores both.
+
+    Examples
+    --------
     >>> make_graph_sampler("canonical", 8).exact
     True
     """

@@ -1,10 +1,14 @@
 """Groups and representations (docs/design.md §2).
 
-``get_group(name, **kw)`` builds a group; ``group.act(g, x, rep)`` applies an element.
+``get_group(name, **kw)`` builds a group; ``group.act(g, x, rep)`` applies an element. Every group
+action lives here (the symmetrization wrappers apply elements through it), and so does the table of
+representation kinds (:data:`REP_KINDS`, :data:`IMAGE_KINDS`, :data:`OBJECT_KINDS`).
 Elements passed to ``act``/``compose``/``inverse`` are validated (``group.validate(g)``); hot loops
 that produce elements themselves can skip the value checks with ``validate=False`` or
 ``with unchecked():``.
 
+Examples
+--------
 >>> G = get_group("c4"); x = torch.randn(1, 8, 6, 6)
 >>> y = G.act(G.elements()[1], x, "regular")
 >>> y.shape
@@ -17,12 +21,13 @@ import torch
 from ._base import Group, check_tensor, orthogonality_tol, unchecked, validation_enabled
 from ._planar import C4, P4, SO2, T2, roll_batched, rot90_batched, rotate_shift
 from ._product import DirectProduct
-from ._reps import REP_KINDS, Rep, RepLike, parse_rep
-from ._spatial import O3, SO3, Sn, random_rotation
+from ._reps import IMAGE_KINDS, OBJECT_KINDS, REP_KINDS, Rep, RepLike, parse_rep
+from ._spatial import O3, SO3, OrthogonalGroup3, Sn, act_o3, irreps_blocks, random_rotation
 
 __all__ = ["Group", "get_group", "list_groups", "Rep", "RepLike", "parse_rep", "REP_KINDS",
-           "T2", "C4", "P4", "SO2", "SO3", "O3", "Sn", "DirectProduct", "check_tensor",
-           "roll_batched", "rot90_batched", "rotate_shift", "random_rotation",
+           "IMAGE_KINDS", "OBJECT_KINDS",
+           "T2", "C4", "P4", "SO2", "OrthogonalGroup3", "SO3", "O3", "Sn", "DirectProduct", "check_tensor",
+           "roll_batched", "rot90_batched", "rotate_shift", "random_rotation", "act_o3", "irreps_blocks",
            "unchecked", "validation_enabled", "orthogonality_tol"]
 
 _FACTORIES = {"t2": T2, "c4": C4, "p4": P4, "so2": SO2, "so3": SO3, "o3": O3, "sn": Sn}
@@ -50,6 +55,8 @@ def get_group(name: str | Group, size=None, n: int | None = None) -> Group:
         for an unknown name, or a ``size``/``n`` that is not a positive int (pair), naming the
         argument and the group.
 
+    Examples
+    --------
     >>> get_group("p4", size=28).order
     3136
     >>> get_group("sn x o3", n=5).name

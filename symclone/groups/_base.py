@@ -11,6 +11,8 @@ Public methods that take elements from the caller (:meth:`Group.act`, :meth:`Gro
   one host sync; on by default, skipped with ``validate=False`` or inside :func:`unchecked` (for
   hot loops that produce the elements themselves, e.g. samplers and orbit loops).
 
+Examples
+--------
 >>> from symclone.groups import get_group
 >>> get_group("c4").act(torch.tensor(1.5), torch.zeros(1, 1, 3, 3))
 Traceback (most recent call last):
@@ -52,6 +54,8 @@ def unchecked() -> Iterator[None]:
     (dtype, shape, batch size) cost no kernel and stay on. The switch is context-local (safe with
     threads and asyncio) and nests.
 
+    Examples
+    --------
     >>> with unchecked():
     ...     validation_enabled()
     False
@@ -73,6 +77,8 @@ def validation_enabled() -> bool:
 def orthogonality_tol(dtype: torch.dtype) -> float:
     """Default bound on ``max |QᵀQ - I|`` (dimensionless, i.e. relative to ``|I| = 1``) for ``dtype``.
 
+    Examples
+    --------
     >>> orthogonality_tol(torch.float32), orthogonality_tol(torch.float64)
     (0.0001, 1e-10)
     """
@@ -103,14 +109,30 @@ def describe(t: torch.Tensor) -> str:
 
 
 def check_tensor(x: Any, rep: Rep, name: str = "x") -> torch.Tensor:
-    """Validate that ``x`` is a tensor laid out as ``rep`` expects; return it."""
+    """Validate that ``x`` is a tensor with at least the dimensions ``rep`` expects; return it.
+
+    Only the type and the number of dimensions (:attr:`Rep.min_ndim`) are checked here; the group's
+    action checks the sizes it needs (square images, channels divisible by 4, the irreps' dim, ...).
+
+    Raises
+    ------
+    ValueError
+        naming ``name``, the rep and its layout (:attr:`Rep.layout`).
+
+    Examples
+    --------
+    >>> from symclone.groups import parse_rep
+    >>> check_tensor(torch.zeros(2, 5, 3), parse_rep("points")).shape
+    torch.Size([2, 5, 3])
+    >>> check_tensor(torch.zeros(5, 3), parse_rep("points"))
+    Traceback (most recent call last):
+    ...
+    ValueError: x: rep points expects a tensor of shape (B, N, 3), got shape (5, 3)
+    """
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
     if x.ndim < rep.min_ndim:
-        layout = {"image": "(B, C, H, W)", "regular": "(B, F*4, H, W)", "irreps": "(B, N, dim)",
-                  "points": "(B, N, 3)", "set": "(B, N, ...)", "graph": "(B, N, N + d)",
-                  "trivial": "(B, ...)"}[rep.kind]
-        raise ValueError(f"{name}: rep {rep} expects a tensor of shape {layout}, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name}: rep {rep} expects a tensor of shape {rep.layout}, got shape {tuple(x.shape)}")
     return x
 
 
@@ -139,11 +161,16 @@ class Group(abc.ABC):
 
     @property
     def is_finite(self) -> bool:
+        """Whether the group has finitely many elements (``order`` is not ``None``).
+
+        A grid group built without ``size`` is finite although its order is unknown.
+        """
         return self.order is not None
 
     @property
     @abc.abstractmethod
-    def identity(self) -> Element: ...
+    def identity(self) -> Element:
+        """The neutral element ``e`` (one element, no batch axis): ``act(e, x) == x``."""
 
     def compose(self, a: Element, b: Element, *, validate: bool = True) -> Element:
         """The product ``a b`` (apply ``b`` first, then ``a``); batches broadcast.
@@ -177,6 +204,15 @@ class Group(abc.ABC):
         raise ValueError(f"group {self.name!r} is continuous: it has no finite list of elements; use sample()")
 
     def equal(self, a: Element, b: Element, atol: float = 1e-6) -> bool:
+        """Whether ``a`` and ``b`` are the same element(s): exact for integer elements, entrywise
+        within ``atol`` (in float64) for floating ones; a batch is equal when every entry is.
+
+        Examples
+        --------
+        >>> from symclone.groups import get_group
+        >>> G = get_group("c4"); G.equal(G.compose(torch.tensor(3), torch.tensor(2)), torch.tensor(1))
+        True
+        """
         a, b = torch.as_tensor(a), torch.as_tensor(b)
         if a.dtype.is_floating_point or b.dtype.is_floating_point:
             return bool(torch.allclose(a.double(), b.double(), atol=atol))
@@ -206,6 +242,8 @@ class Group(abc.ABC):
             naming ``name``, the group and the expected form, e.g.
             ``"g: c4 elements are integers 0..3 of shape () or a batch (B,); got ... = 5"``.
 
+        Examples
+        --------
         >>> from symclone.groups import get_group
         >>> get_group("sn", n=3).validate([2, 0, 1])
         tensor([2, 0, 1])
@@ -281,6 +319,14 @@ class Group(abc.ABC):
 
     # ---- action ----------------------------------------------------------------------------
     def acts_on(self, rep: RepLike) -> bool:
+        """Whether :meth:`act` accepts ``rep``: ``trivial`` or one of ``supported_reps``.
+
+        Examples
+        --------
+        >>> from symclone.groups import get_group
+        >>> get_group("c4").acts_on("regular"), get_group("c4").acts_on("points")
+        (True, False)
+        """
         rep = parse_rep(rep)
         return rep.kind == "trivial" or rep.kind in self.supported_reps
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ._base import Group, positive_int
-from ._reps import Rep
+from ._reps import IMAGE_KINDS
 
 __all__ = ["T2", "C4", "P4", "SO2", "roll_batched", "rot90_batched", "rotate_shift"]
 
@@ -50,6 +50,8 @@ def _size2(size: Any, group: str) -> Optional[tuple[int, int]]:
 def roll_batched(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Cyclic shift of the last two axes by ``shift = (dy, dx)``, one shift per sample if batched.
 
+    Examples
+    --------
     >>> x = torch.arange(9.).view(1, 1, 3, 3)
     >>> torch.equal(roll_batched(x, torch.tensor([1, 2])), torch.roll(x, (1, 2), dims=(-2, -1)))
     True
@@ -67,7 +69,17 @@ def roll_batched(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
 
 def rot90_batched(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``torch.rot90(x, k, dims=(-2, -1))`` with one ``k`` per sample if ``k`` is batched."""
+    """``torch.rot90(x, k, dims=(-2, -1))`` with one ``k`` per sample if ``k`` is batched.
+
+    ``k`` is one integer (shape ``()``, applied to every sample) or one per sample (shape ``(B,)``);
+    it is taken mod 4. The last two axes of ``x`` must be square when ``k`` is odd.
+
+    Examples
+    --------
+    >>> x = torch.arange(8.).view(2, 1, 2, 2)
+    >>> rot90_batched(x, torch.tensor([0, 1]))[1].flatten().tolist()
+    [5.0, 7.0, 4.0, 6.0]
+    """
     if k.ndim == 0:
         return torch.rot90(x, int(k) % 4, dims=(-2, -1))
     out = torch.empty_like(x)
@@ -91,7 +103,16 @@ def _roll_orientations(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def rotate_shift(k: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Rotate shift vectors ``t = (..., 2)`` by ``k`` quarter turns: ``R(s, t) = (-t, s)``."""
+    """Rotate shift vectors ``t = (..., 2)`` by ``k`` quarter turns: ``R^k t`` with ``R(s, t) = (-t, s)``.
+
+    This is how a rotation moves a shift in p4: ``rot90_k ∘ roll_t = roll_{R^k t} ∘ rot90_k``.
+    ``k`` broadcasts against ``t[..., 0]``.
+
+    Examples
+    --------
+    >>> rotate_shift(torch.tensor(1), torch.tensor([2, 3])).tolist()
+    [-3, 2]
+    """
     k = k % 4
     s, u = t[..., 0], t[..., 1]
     out_s = torch.where(k == 0, s, torch.where(k == 1, -u, torch.where(k == 2, -s, u)))
@@ -114,6 +135,8 @@ def _check_regular(x: torch.Tensor) -> None:
 class T2(Group):
     """Cyclic translations Z_H × Z_W of an H×W grid.
 
+    Examples
+    --------
     >>> g = T2((4, 4)); x = torch.randn(2, 1, 4, 4)
     >>> torch.equal(g.act(torch.tensor([1, 3]), x), torch.roll(x, (1, 3), dims=(-2, -1)))
     True
@@ -123,13 +146,14 @@ class T2(Group):
 
     name = "t2"
     element_ndim = 1
-    supported_reps = ("image", "regular")
+    supported_reps = IMAGE_KINDS
 
     def __init__(self, size: Any = None):
         self.size = _size2(size, self.name)
 
     @property
-    def order(self):
+    def order(self) -> Optional[int]:
+        """``H·W``, or ``None`` when built without ``size``."""
         return None if self.size is None else self.size[0] * self.size[1]
 
     @property
@@ -151,6 +175,7 @@ class T2(Group):
 
     @property
     def is_finite(self) -> bool:
+        """Always ``True`` (a torus of any size has finitely many shifts, even if unknown)."""
         return True
 
     def _need_size(self) -> tuple[int, int]:
@@ -164,7 +189,8 @@ class T2(Group):
         return t % torch.tensor(self.size, device=t.device)
 
     @property
-    def identity(self):
+    def identity(self) -> torch.Tensor:
+        """The zero shift ``(0, 0)`` (long)."""
         return torch.zeros(2, dtype=torch.long)
 
     def _compose(self, a, b):
@@ -173,12 +199,14 @@ class T2(Group):
     def _inverse(self, a):
         return self._mod(-a)
 
-    def sample(self, n, generator=None):
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``n`` uniform shifts ``(n, 2)`` (long); needs ``size``."""
         H, W = self._need_size()
         return torch.stack([torch.randint(0, H, (n,), generator=generator),
                             torch.randint(0, W, (n,), generator=generator)], dim=-1)
 
-    def elements(self):
+    def elements(self) -> torch.Tensor:
+        """All ``H·W`` shifts ``(H·W, 2)``, row-major (``dy`` slowest); needs ``size``."""
         H, W = self._need_size()
         yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
         return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
@@ -198,6 +226,8 @@ class T2(Group):
 class C4(Group):
     """Rotations by multiples of 90 degrees.
 
+    Examples
+    --------
     >>> g = C4(); x = torch.randn(1, 1, 5, 5)
     >>> torch.equal(g.act(torch.tensor(1), x), torch.rot90(x, 1, dims=(-2, -1)))
     True
@@ -205,16 +235,18 @@ class C4(Group):
 
     name = "c4"
     element_ndim = 0
-    supported_reps = ("image", "regular")
+    supported_reps = IMAGE_KINDS
 
     element_form = "integers 0..3 of shape () or a batch (B,)"
 
     @property
-    def order(self):
+    def order(self) -> int:
+        """4."""
         return 4
 
     @property
-    def identity(self):
+    def identity(self) -> torch.Tensor:
+        """``k = 0`` (a long scalar)."""
         return torch.tensor(0)
 
     def _check_dtype(self, g, name):
@@ -229,10 +261,12 @@ class C4(Group):
     def _inverse(self, a):
         return (-a) % 4
 
-    def sample(self, n, generator=None):
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``n`` uniform quarter-turn counts ``(n,)`` in ``0..3`` (long)."""
         return torch.randint(0, 4, (n,), generator=generator)
 
-    def elements(self):
+    def elements(self) -> torch.Tensor:
+        """``tensor([0, 1, 2, 3])``."""
         return torch.arange(4)
 
     def _act(self, g, x, rep):
@@ -247,6 +281,8 @@ class C4(Group):
 class P4(Group):
     """p4 = C4 ⋉ T(2) on an N×N torus; element ``(k, dy, dx)`` acts as ``roll ∘ rot90``.
 
+    Examples
+    --------
     >>> g = P4(4); a, b = g.sample(1)[0], g.sample(1)[0]; x = torch.randn(1, 4, 4, 4)
     >>> torch.allclose(g.act(a, g.act(b, x, "regular"), "regular"), g.act(g.compose(a, b), x, "regular"))
     True
@@ -254,7 +290,7 @@ class P4(Group):
 
     name = "p4"
     element_ndim = 1
-    supported_reps = ("image", "regular")
+    supported_reps = IMAGE_KINDS
 
     def __init__(self, size: Any = None):
         size = _size2(size, self.name)
@@ -263,7 +299,8 @@ class P4(Group):
         self.size = size
 
     @property
-    def order(self):
+    def order(self) -> Optional[int]:
+        """``4·N²``, or ``None`` when built without ``size``."""
         return None if self.size is None else 4 * self.size[0] * self.size[1]
 
     @property
@@ -284,13 +321,15 @@ class P4(Group):
 
     @property
     def is_finite(self) -> bool:
+        """Always ``True`` (finite for any grid size, even if unknown)."""
         return True
 
     def _mod(self, t):
         return t if self.size is None else t % self.size[0]
 
     @property
-    def identity(self):
+    def identity(self) -> torch.Tensor:
+        """``(k, dy, dx) = (0, 0, 0)`` (long)."""
         return torch.zeros(3, dtype=torch.long)
 
     def _compose(self, a, b):
@@ -303,7 +342,8 @@ class P4(Group):
         t = self._mod(-rotate_shift(k, a[..., 1:]))
         return torch.cat([k[..., None], t], dim=-1)
 
-    def sample(self, n, generator=None):
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``n`` uniform elements ``(n, 3)`` = ``(k, dy, dx)`` (long); needs ``size``."""
         if self.size is None:
             raise ValueError("size: group 'p4' needs the grid size, e.g. get_group('p4', size=28)")
         N = self.size[0]
@@ -311,7 +351,8 @@ class P4(Group):
                             torch.randint(0, N, (n,), generator=generator),
                             torch.randint(0, N, (n,), generator=generator)], dim=-1)
 
-    def elements(self):
+    def elements(self) -> torch.Tensor:
+        """All ``4·N²`` elements ``(4·N², 3)``, ``k`` slowest then ``dy``, ``dx``; needs ``size``."""
         if self.size is None:
             raise ValueError("size: group 'p4' needs the grid size to list its elements")
         N = self.size[0]
@@ -335,6 +376,8 @@ class SO2(Group):
     """Continuous planar rotations, acting on images by bilinear interpolation (approximate) and
     exactly on 2D point clouds ``(B, N, 2)``.
 
+    Examples
+    --------
     >>> g = SO2(); x = torch.randn(1, 1, 5, 5)
     >>> torch.allclose(g.act(torch.tensor(math.pi / 2), x), torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5)
     True
@@ -348,7 +391,8 @@ class SO2(Group):
     element_form = "finite angles in radians (floating point) of shape () or a batch (B,)"
 
     @property
-    def identity(self):
+    def identity(self) -> torch.Tensor:
+        """The angle ``0.0``."""
         return torch.tensor(0.0)
 
     def _check_dtype(self, g, name):
@@ -366,16 +410,33 @@ class SO2(Group):
     def _inverse(self, a):
         return torch.remainder(-a, 2 * math.pi)
 
-    def equal(self, a, b, atol=1e-6):
+    def equal(self, a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
+        """Whether the angles agree mod ``2π`` within ``atol`` (so ``0`` equals ``2π``).
+
+        Examples
+        --------
+        >>> SO2().equal(torch.tensor(0.0), torch.tensor(2 * math.pi))
+        True
+        """
         d = torch.remainder(torch.as_tensor(a) - torch.as_tensor(b) + math.pi, 2 * math.pi) - math.pi
         return bool((d.abs() < atol).all())
 
-    def sample(self, n, generator=None):
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``n`` uniform angles ``(n,)`` in ``[0, 2π)`` (float64)."""
         return torch.rand(n, generator=generator, dtype=torch.float64) * 2 * math.pi
 
     @staticmethod
     def matrix(theta: torch.Tensor) -> torch.Tensor:
-        """2x2 rotation matrix (acting on (x, y) coordinates, counter-clockwise)."""
+        """Rotation matrices ``[[cos θ, −sin θ], [sin θ, cos θ]]``, shape ``(*θ.shape, 2, 2)``.
+
+        They act on ``(x, y)`` coordinates counter-clockwise; on points ``(B, N, 2)`` the action is
+        ``x ↦ x Rᵀ``.
+
+        Examples
+        --------
+        >>> SO2.matrix(torch.tensor(math.pi / 2, dtype=torch.float64)).round().tolist()
+        [[0.0, -1.0], [1.0, 0.0]]
+        """
         c, s = torch.cos(theta), torch.sin(theta)
         return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
 
@@ -385,7 +446,7 @@ class SO2(Group):
             if x.shape[-1] != 2:
                 raise ValueError(f"x: so2 acts on 2D points (B, N, 2), got shape {tuple(x.shape)}")
             R = self.matrix(theta)
-            return x @ (R.transpose(-1, -2) if R.ndim == 2 else R.transpose(-1, -2))
+            return x @ R.transpose(-1, -2)
         B = x.shape[0]
         theta = theta.expand(B) if theta.ndim == 0 else theta
         c, s = torch.cos(theta), torch.sin(theta)

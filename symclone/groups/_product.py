@@ -1,12 +1,12 @@
 """Direct products of groups, e.g. ``sn x o3`` for n-body systems."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from ._base import _VALIDATE, Group, check_tensor
-from ._reps import parse_rep
+from ._reps import RepLike, parse_rep
 
 __all__ = ["DirectProduct"]
 
@@ -17,6 +17,8 @@ class DirectProduct(Group):
     Every factor acts on the representations it knows (the others act trivially); factors of a
     direct product commute, so the order of application does not matter.
 
+    Examples
+    --------
     >>> from symclone.groups import get_group
     >>> G = get_group("sn x o3", n=4); g = G.sample(2); x = torch.randn(2, 4, 3, dtype=torch.float64)
     >>> y = G.act(g, x, "points")
@@ -42,7 +44,8 @@ class DirectProduct(Group):
         self.supported_reps = tuple(sorted({r for f in factors for r in f.supported_reps}))
 
     @property
-    def order(self):
+    def order(self) -> Optional[int]:
+        """The product of the factors' orders, ``None`` if any factor is continuous or of unknown order."""
         orders = [f.order for f in self.factors]
         if any(o is None for o in orders):
             return None
@@ -52,7 +55,8 @@ class DirectProduct(Group):
         return out
 
     @property
-    def identity(self):
+    def identity(self) -> tuple:
+        """The tuple of the factors' identities."""
         return tuple(f.identity for f in self.factors)
 
     @property
@@ -85,25 +89,39 @@ class DirectProduct(Group):
     def _inverse(self, a):
         return tuple(f._inverse(x) for f, x in zip(self.factors, a))
 
-    def sample(self, n, generator=None):
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> tuple:
+        """``n`` uniform elements: a tuple of ``n`` samples of each factor (drawn factor by factor)."""
         return tuple(f.sample(n, generator) for f in self.factors)
 
-    def elements(self):
+    def elements(self) -> tuple:
+        """Every element, as a tuple of per-factor batches of length ``|G_1|·…·|G_m|`` (the last
+        factor varies fastest).
+
+        Examples
+        --------
+        >>> from symclone.groups import get_group
+        >>> p, k = get_group("sn x c4", n=2).elements(); p.shape, k.tolist()
+        (torch.Size([8, 2]), [0, 1, 2, 3, 0, 1, 2, 3])
+        """
         els = [f.elements() for f in self.factors]
         sizes = [e.shape[0] for e in els]
         grids = torch.meshgrid(*[torch.arange(s) for s in sizes], indexing="ij")
         return tuple(e[g.reshape(-1)] for e, g in zip(els, grids))
 
-    def equal(self, a, b, atol=1e-6):
+    def equal(self, a: tuple, b: tuple, atol: float = 1e-6) -> bool:
+        """Whether every factor of ``a`` equals the same factor of ``b`` (each by its group's ``equal``)."""
         return all(f.equal(x, y, atol) for f, x, y in zip(self.factors, a, b))
 
-    def batch_size(self, g):
+    def batch_size(self, g: tuple) -> Optional[int]:
+        """Leading batch size of ``g`` (that of its first factor; validation makes them agree)."""
         return self.factors[0].batch_size(g[0])
 
-    def index(self, g, i):
+    def index(self, g: tuple, i: int) -> tuple:
+        """The ``i``-th element of a batch: the ``i``-th entry of every factor."""
         return tuple(x[i] for x in g)
 
-    def act(self, g, x, rep="points", *, validate: bool = True):
+    def act(self, g: tuple, x: torch.Tensor, rep: RepLike = "points", *,
+            validate: bool = True) -> torch.Tensor:
         """Apply every factor of ``g`` that acts on ``rep`` (see :meth:`Group.act`); all factors
         are validated, including those acting trivially on ``rep``."""
         rep = parse_rep(rep)

@@ -5,78 +5,36 @@ elements, using the straight-through carriers of the sample when present so that
 the sampler:
 
 * ``perm_matrix`` ``P`` (``sn`` factor): ``g·x = P x``, ``g⁻¹·x = Pᵀ x`` (``P A Pᵀ`` on graphs);
-* ``weights`` over ``candidates`` (finite groups): ``Σ_m w_m c_m^{±1}·x``;
-* O(3)/SO(3) on irreps with ``l ≤ 1``: a fast block-diagonal ``D(Q)`` built from ``Q`` itself
-  (``1o: Q``, ``1e: det Q · Q``, ``0o: det Q``), equal to e3nn's ``D_from_matrix`` and
-  differentiable in ``Q`` (tested against :meth:`Group.act`).
+* ``candidate_weights`` over ``candidates`` (finite groups): ``Σ_m w_m c_m^{±1}·x``.
 
-Everything else goes through :meth:`Group.act`.
+Everything else goes through :meth:`Group.act <symclone.groups.Group.act>` without value checks
+(the samplers produce valid elements); in particular O(3)/SO(3) on points and irreps is
+:func:`symclone.groups.act_o3`, differentiable in ``Q`` (closed form for ``l <= 1``).
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
-from ..groups import DirectProduct, Group, Rep, parse_rep
-from ..groups._spatial import SO3, Sn
+from ..groups import DirectProduct, Group, Rep, RepLike, Sn, parse_rep
 from ._base import GroupSample
 
-__all__ = ["transform", "act_o3_fast", "permute_by_matrix"]
-
-
-@functools.lru_cache(maxsize=64)
-def _low_l_blocks(irreps: str):
-    """``[(start, mul, l, p)]`` if every irrep has ``l <= 1``, else ``None``."""
-    from e3nn import o3
-    out, start = [], 0
-    for mul, ir in o3.Irreps(irreps):
-        if ir.l > 1:
-            return None
-        out.append((start, mul, ir.l, ir.p))
-        start += mul * ir.dim
-    return out
-
-
-def act_o3_fast(Q: torch.Tensor, x: torch.Tensor, rep: Rep) -> torch.Tensor | None:
-    """``Q·x`` for points or low-``l`` irreps (``None`` when not applicable).
-
-    >>> from symclone.groups import get_group
-    >>> G = get_group("o3"); Q = G.sample(2); x = torch.randn(2, 4, 7, dtype=torch.float64)
-    >>> rep = parse_rep("irreps:1x1o+1x1e+1x0o")
-    >>> torch.allclose(act_o3_fast(Q, x, rep), G.act(Q, x, rep))
-    True
-    """
-    Q = Q.to(x.dtype)
-    if Q.ndim == 3:
-        Qb = Q.view(Q.shape[0], *([1] * (x.ndim - 3)), 3, 3)
-    else:
-        Qb = Q
-    if rep.kind == "points":
-        return x @ Qb.transpose(-1, -2)
-    if rep.kind != "irreps":
-        return None
-    blocks = _low_l_blocks(rep.irreps)
-    if blocks is None:
-        return None
-    det = torch.linalg.det(Q)
-    detb = det.view(-1, *([1] * (x.ndim - 1))) if det.ndim == 1 else det
-    parts = []
-    for start, mul, l, p in blocks:
-        if l == 0:
-            seg = x[..., start:start + mul]
-            parts.append(seg * detb if p == -1 else seg)
-            continue
-        seg = x[..., start:start + 3 * mul].unflatten(-1, (mul, 3))
-        rot = seg @ Qb.unsqueeze(-3).transpose(-1, -2)
-        if p == 1:
-            rot = rot * detb.unsqueeze(-1)
-        parts.append(rot.flatten(-2))
-    return torch.cat(parts, dim=-1)
+__all__ = ["transform", "permute_by_matrix"]
 
 
 def permute_by_matrix(P: torch.Tensor, x: torch.Tensor, rep: Rep, inverse: bool) -> torch.Tensor:
-    """``P x`` (``Pᵀ x`` if ``inverse``) along axis 1; graphs ``[A | X]`` get ``P A Pᵀ`` too."""
+    """``P x`` (``Pᵀ x`` if ``inverse``) along axis 1; graphs ``[A | X]`` get ``P A Pᵀ`` too.
+
+    ``P`` is ``(B, N, N)`` (or one ``(N, N)``), ``x`` ``(B, N, ...)`` laid out as ``rep``. With
+    ``P[i, j] = [p(j) = i]`` this equals ``Sn().act(p, x, rep)`` (``inverse``: ``p⁻¹``), and it is
+    differentiable in ``P`` (the straight-through matrices of :func:`straight_through_permutation`).
+
+    Examples
+    --------
+    >>> from symclone.groups import Sn, parse_rep
+    >>> p = torch.tensor([[2, 0, 1]]); P = torch.eye(3)[:, p[0]][None]; x = torch.randn(1, 3, 2)
+    >>> torch.equal(permute_by_matrix(P, x, parse_rep("set"), False), Sn(3).act(p, x, "set"))
+    True
+    """
     M = P.transpose(-1, -2) if inverse else P
     M = M.to(x.dtype)
     if rep.kind == "graph":
@@ -89,10 +47,6 @@ def permute_by_matrix(P: torch.Tensor, x: torch.Tensor, rep: Rep, inverse: bool)
 
 
 def _act_one(group: Group, g, x: torch.Tensor, rep: Rep) -> torch.Tensor:
-    if isinstance(group, SO3) and isinstance(g, torch.Tensor):
-        y = act_o3_fast(g, x, rep)
-        if y is not None:
-            return y
     return group.act(g, x, rep, validate=False)  # elements come from the samplers
 
 
@@ -109,16 +63,29 @@ def _act_factors(group: Group, g, x: torch.Tensor, rep: Rep, perm_matrix, invers
     return x
 
 
-def transform(group: Group, s: GroupSample, x: torch.Tensor, rep, inverse: bool = False) -> torch.Tensor:
-    """Apply the sampled elements (``g`` or ``g⁻¹`` if ``inverse``) to ``x`` of batch ``k·B``."""
+def transform(group: Group, s: GroupSample, x: torch.Tensor, rep: RepLike,
+              inverse: bool = False) -> torch.Tensor:
+    """Apply the sampled elements (``g`` or ``g⁻¹`` if ``inverse``) to ``x`` of batch ``k·B``.
+
+    Sample ``i`` of ``s`` acts on ``x[i]`` (the sample-major layout of :func:`repeat_batch`). The
+    result equals ``group.act(s.g, x, rep)`` (``group.act(group.inverse(s.g), x, rep)``) in the
+    forward pass; through ``s.perm_matrix`` and ``s.candidate_weights`` gradients reach the sampler.
+
+    Examples
+    --------
+    >>> from symclone.groups import get_group
+    >>> G = get_group("c4"); g = torch.tensor([1, 3]); x = torch.randn(2, 1, 4, 4)
+    >>> torch.equal(transform(G, GroupSample(g=g, k=1), x, "image", inverse=True), G.act(-g % 4, x))
+    True
+    """
     rep = parse_rep(rep)
     if rep.kind == "trivial":
         return x
-    if s.weights is not None:
+    if s.candidate_weights is not None:
         if s.candidates is None:
-            raise ValueError("candidates: straight-through weights need candidate elements")
+            raise ValueError("candidates: straight-through candidate_weights need candidate elements")
         out = 0
-        w = s.weights.to(x.dtype)
+        w = s.candidate_weights.to(x.dtype)
         for m in range(w.shape[1]):
             c = s.candidates[:, m]
             y = _act_one(group, group.inverse(c, validate=False) if inverse else c, x, rep)

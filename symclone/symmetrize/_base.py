@@ -26,6 +26,8 @@ def element_to(el: Any, device: torch.device) -> Any:
     """A group element (a tensor, or nested tuples / named tuples / lists of tensors for product
     groups) moved to ``device``.
 
+    Examples
+    --------
     >>> element_to((torch.zeros(2), [torch.ones(1)]), torch.device("cpu"))
     (tensor([0., 0.]), [tensor([1.])])
     """
@@ -40,6 +42,8 @@ def element_to(el: Any, device: torch.device) -> Any:
 def repeat_batch(x: torch.Tensor, k: int) -> torch.Tensor:
     """Stack ``k`` copies of ``x`` along the batch axis, sample-major: ``(k·B, ...)``.
 
+    Examples
+    --------
     >>> repeat_batch(torch.tensor([[1.], [2.]]), 2).flatten().tolist()
     [1.0, 2.0, 1.0, 2.0]
     """
@@ -62,22 +66,24 @@ class GroupSample:
         ``sn`` factor, ``P[i, j] = 1`` iff ``p(j) = i`` in the forward pass (so ``g·x = P x``,
         ``g⁻¹·x = Pᵀ x``) with the gradient of a soft (Sinkhorn) matrix. When given, the
         ``sn`` factor is applied through ``P`` so that gradients reach the sampler.
-    weights, candidates : optional straight-through one-hot weights ``(k·B, M)`` over per-sample
-        candidate elements ``candidates`` (batched ``(k·B, M, ...)``), used for finite groups:
-        ``g⁻¹·x = Σ_m w_m c_m⁻¹·x`` — exactly ``g⁻¹·x`` in the forward pass because ``w`` is
+    candidate_weights, candidates : optional straight-through one-hot weights ``w`` ``(k·B, M)``
+        over per-sample candidate elements ``candidates`` (batched ``(k·B, M, ...)``), used for finite
+        groups: ``g⁻¹·x = Σ_m w_m c_m⁻¹·x`` — exactly ``g⁻¹·x`` in the forward pass because ``w`` is
         one-hot there, with the softmax gradient in the backward pass. ``g`` must equal
         ``candidates[argmax w]``.
-    weight : number of elements this sample stands for in an exact average over a chunked
-        enumeration (``k`` for ordinary samples); :class:`Symmetrized` divides by the sum.
+    average_weight : weight of this sample in the average over the chunks that
+        :meth:`Sampler.chunks` yields (``None``: ``k``, as for ordinary samples; an exhaustive
+        enumeration gives each chunk the number of elements it holds): :class:`Symmetrized` computes
+        ``Σ_chunks average_weight · mean_k(g·f(g⁻¹·x)) / Σ_chunks average_weight``.
     """
 
     g: Any
     k: int
     aux_loss: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
     perm_matrix: Optional[torch.Tensor] = None
-    weights: Optional[torch.Tensor] = None
+    candidate_weights: Optional[torch.Tensor] = None
     candidates: Optional[torch.Tensor] = None
-    weight: Optional[float] = None
+    average_weight: Optional[float] = None
 
 
 class Sampler(nn.Module):
@@ -103,6 +109,8 @@ class Sampler(nn.Module):
       ``k``); :meth:`describe` — one line saying what a call with ``k`` computes.
     * ``supports_all``: whether ``k="all"`` (the exact average over every element) is possible.
 
+    Examples
+    --------
     >>> class Identity(Sampler):
     ...     def sample(self, x, k, generator=None):
     ...         e = self.group.identity

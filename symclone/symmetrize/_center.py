@@ -6,35 +6,40 @@ to outputs that are positions (rep ``points`` or irreps whose first block is ``1
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
 
-from ..groups import Group, Rep
+from ..groups import DirectProduct, Group, OrthogonalGroup3, Rep, irreps_blocks
 
 __all__ = ["Centering", "position_slice"]
 
 
-@functools.lru_cache(maxsize=64)
-def _first_1o(irreps: str) -> Optional[int]:
-    from e3nn import o3
-    first = o3.Irreps(irreps)[0]
-    return 0 if (first.ir.l == 1 and first.ir.p == -1) else None
-
-
 def position_slice(rep: Rep) -> Optional[slice]:
-    """Slice of the last axis holding positions, or ``None`` if ``rep`` carries none."""
+    """Slice of the last axis holding positions, or ``None`` if ``rep`` carries none.
+
+    Positions are the points themselves (``points``) or the first copy of a leading ``1o`` block.
+
+    Examples
+    --------
+    >>> from symclone.groups import parse_rep
+    >>> position_slice(parse_rep("irreps:1x1o+1x1o+1x0e")), position_slice(parse_rep("irreps:1x0e+1x1o"))
+    (slice(0, 3, None), None)
+    """
     if rep.kind == "points":
         return slice(0, None)
-    if rep.kind == "irreps" and _first_1o(rep.irreps) is not None:
-        return slice(0, 3)
+    if rep.kind == "irreps":
+        _, _, l, p = irreps_blocks(rep.irreps)[0]
+        if (l, p) == (1, -1):
+            return slice(0, 3)
     return None
 
 
 class Centering:
     """Subtract / restore the centroid of the positions (over axis 1, the points).
 
+    Examples
+    --------
     >>> from symclone.groups import parse_rep
     >>> c = Centering(parse_rep("points"), parse_rep("points"))
     >>> x = torch.randn(2, 5, 3); xc, m = c.split(x)
@@ -51,21 +56,30 @@ class Centering:
 
     @staticmethod
     def default(group: Group, rep_in: Rep, rep_out: Rep, center: Optional[bool]) -> Optional["Centering"]:
-        names = group.name.split(" x ")
+        """The centring :class:`Symmetrized` uses: ``center=None`` centres when ``group`` has an
+        O(3)/SO(3) factor and ``rep_in`` carries positions; ``True``/``False`` force it on/off.
+        Returns ``None`` when off."""
+        factors = group.factors if isinstance(group, DirectProduct) else (group,)
         if center is None:
-            center = any(n in ("so3", "o3") for n in names) and position_slice(rep_in) is not None
+            center = (any(isinstance(f, OrthogonalGroup3) for f in factors)
+                      and position_slice(rep_in) is not None)
         return Centering(rep_in, rep_out) if center else None
 
-    def split(self, x: torch.Tensor):
+    def split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x − c, c)``: ``x`` (B, N, dim) with its positions centred, and the centroid ``c``
+        (B, 1, d) of the positions over the points (axis 1). ``x`` itself is not modified."""
         c = x[..., self.sl_in].mean(dim=1, keepdim=True)
         x = x.clone()
         x[..., self.sl_in] = x[..., self.sl_in] - c
         return x, c
 
     def center_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its positions centred (the first element of :meth:`split`)."""
         return self.split(x)[0]
 
     def restore(self, y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Add the centroid ``c`` back to the positions of the output ``y``; ``y`` unchanged when
+        ``rep_out`` carries no positions (or ``y`` is not laid out per point like ``c``)."""
         if self.sl_out is None or y.ndim != c.ndim:
             return y
         y = y.clone()

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..groups import DirectProduct, Group, Rep, RepLike, parse_rep
-from ..groups._planar import C4, P4, SO2
-from ..groups._spatial import SO3, Sn
+from ..groups import C4, P4, SO2, DirectProduct, Group, OrthogonalGroup3, RepLike, Sn, parse_rep
 from ._base import Sampler
 
 __all__ = ["make_sampler", "SAMPLER_NAMES"]
@@ -24,6 +22,8 @@ def make_sampler(name: str, group: Group, rep_in: RepLike, noise: Optional[float
     ``sn x o3``/``sn x so3`` → :class:`FrameSampler`; sn → :class:`SnSampler` with a DeepSets or
     graph score network.
 
+    Examples
+    --------
     >>> from symclone.groups import get_group
     >>> type(make_sampler("learned", get_group("sn x o3", n=5), "points")).__name__
     'FrameSampler'
@@ -41,7 +41,7 @@ def make_sampler(name: str, group: Group, rep_in: RepLike, noise: Optional[float
         raise ValueError(f"noise: the canonical sampler is deterministic (noise 0), got noise={noise}")
     if isinstance(group, (C4, P4)):
         from ._finite import C4Sampler
-        if rep.kind not in ("image", "regular"):
+        if not rep.is_image:
             raise ValueError(f"rep_in: {group.name} samplers act on 'image' or 'regular', got {rep}")
         kw.setdefault("regular_input", rep.kind == "regular")
         kw.setdefault("in_channels", 4 if rep.kind == "regular" else 1)
@@ -52,7 +52,7 @@ def make_sampler(name: str, group: Group, rep_in: RepLike, noise: Optional[float
             raise ValueError(f"rep_in: the learned so2 sampler supports 2D 'points' (B, N, 2), got {rep}")
         return SO2Sampler(noise=0.1 if noise is None else noise, deterministic=det, **kw)
     factors = group.factors if isinstance(group, DirectProduct) else (group,)
-    if any(isinstance(f, SO3) for f in factors):
+    if any(isinstance(f, OrthogonalGroup3) for f in factors):
         from ._frames import FrameSampler
         return FrameSampler(group, rep, noise=0.1 if noise is None else noise, deterministic=det, **kw)
     if isinstance(group, Sn):

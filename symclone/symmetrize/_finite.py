@@ -21,8 +21,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..groups import Group, get_group
-from ..groups._planar import C4, P4
+from ..groups import C4, P4, Group, get_group
 from ._base import GroupSample, Sampler, repeat_batch
 from ..dtypes import default_dtype
 from ._noise import add_noise
@@ -39,6 +38,8 @@ def gumbel(shape, like: torch.Tensor, generator: Optional[torch.Generator] = Non
 class C4Net(nn.Module):
     """escnn p4-equivariant CNN: ``in_channels`` trivial (or regular) fields → 1 regular field.
 
+    Examples
+    --------
     >>> net = C4Net(in_channels=1, hidden=2)
     >>> x = torch.randn(1, 1, 8, 8); L = net(x)
     >>> torch.allclose(net(torch.rot90(x, 1, (-2, -1))), C4().act(torch.tensor(1), L, "regular"), atol=1e-5)
@@ -101,6 +102,8 @@ class C4Sampler(Sampler):
     noise : Gaussian input-noise scale; temperature ``T`` of the straight-through softmax.
     deterministic : canonicalization (argmax, no noise, k = 1).
 
+    Examples
+    --------
     >>> smp = C4Sampler("c4", in_channels=1, hidden=2, deterministic=True)
     >>> x = torch.randn(2, 1, 8, 8); g = smp.sample(x, 1).g
     >>> torch.equal(smp.sample(torch.rot90(x, 1, (-2, -1)), 1).g, (g + 1) % 4)
@@ -168,4 +171,4 @@ class C4Sampler(Sampler):
             g = table[idx]
         soft = torch.softmax(logits / self.temperature, dim=-1)
         w = torch.nn.functional.one_hot(r, 4).to(soft.dtype) + (soft - soft.detach())
-        return GroupSample(g=g, k=k, weights=w, candidates=cands)
+        return GroupSample(g=g, k=k, candidate_weights=w, candidates=cands)

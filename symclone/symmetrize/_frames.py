@@ -30,9 +30,7 @@ from typing import Optional
 
 import torch
 
-from ..groups import DirectProduct, Group, RepLike, get_group, parse_rep
-from ..groups._planar import SO2
-from ..groups._spatial import SO3, Sn
+from ..groups import SO2, SO3, DirectProduct, Group, OrthogonalGroup3, RepLike, Sn, get_group, parse_rep
 from ._base import GroupSample, Sampler, repeat_batch
 from ._center import position_slice
 from ._noise import add_noise
@@ -65,6 +63,8 @@ def gram_schmidt(V: torch.Tensor, proper: bool = False, eps: Optional[float] = N
     smallest normal number) only guards divisions by zero: a zero ``v₁`` or ``v₂ ∥ v₁`` gives zero
     columns instead of NaN.
 
+    Examples
+    --------
     >>> Q = gram_schmidt(torch.randn(4, 3, 3, dtype=torch.float64), proper=True)
     >>> torch.allclose(Q.transpose(1, 2) @ Q, torch.eye(3, dtype=torch.float64).expand(4, 3, 3))
     True
@@ -99,6 +99,8 @@ def principal_axes(u: torch.Tensor, proper: bool = False) -> torch.Tensor:
     third moments non-zero; near such points it moves by ~(perturbation of ``S``)/(eigenvalue gap)
     or flips a sign. Pass positions relative to their centroid.
 
+    Examples
+    --------
     >>> u = torch.randn(4, 6, 3, dtype=torch.float64)
     >>> H = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
     >>> torch.allclose(principal_axes(u @ H.T), H @ principal_axes(u))
@@ -132,7 +134,7 @@ def frame_dtype_for(x: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.dtyp
 def _factors(group: Group):
     fs = group.factors if isinstance(group, DirectProduct) else (group,)
     sn = next((f for f in fs if isinstance(f, Sn)), None)
-    rot = next((f for f in fs if isinstance(f, SO3)), None)
+    rot = next((f for f in fs if isinstance(f, OrthogonalGroup3)), None)
     if rot is None or len(fs) != (2 if sn is not None else 1):
         raise ValueError(f"group: FrameSampler needs 'o3', 'so3', 'sn x o3' or 'sn x so3', got {group.name!r}")
     return sn, rot, fs
@@ -181,6 +183,8 @@ class FrameSampler(Sampler):
         rounding, and float64 would cost ~40 % of an n-body training step on CPU (k = 20), so it
         keeps the input's dtype. MPS (no float64) always keeps the input's dtype.
 
+    Examples
+    --------
     >>> smp = FrameSampler("sn x o3", "points", n=4, deterministic=True)
     >>> s = smp.sample(torch.randn(2, 4, 3), 1); s.g[0].shape, s.g[1].shape, s.g[1].dtype, smp.frame
     (torch.Size([2, 4]), torch.Size([2, 3, 3]), torch.float32, 'principal')
@@ -210,7 +214,7 @@ class FrameSampler(Sampler):
 
     def frame_of(self, h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """The frame ``Q`` (B, 3, 3) from node features ``h`` and vector channels ``u`` (B, N, C, 3)."""
-        proper = self.rot.name == "so3"
+        proper = isinstance(self.rot, SO3)
         if self.frame == "vectors":
             return gram_schmidt(self.net.vectors(h, u), proper=proper)
         rel = getattr(self.net, "relative", lambda t: t)(u.to(h.dtype))
@@ -261,6 +265,8 @@ class SO2Sampler(Sampler):
     rounding residue of their mean (float32 canonical wrappers, 1,000 centred 6-point clouds: worst
     relative error 1.3e-3 – 3.3e-2).
 
+    Examples
+    --------
     >>> smp = SO2Sampler(deterministic=True); x = torch.randn(3, 6, 2, dtype=torch.float64)
     >>> smp = smp.double(); t = smp.sample(x, 1).g
     >>> R = SO2.matrix(torch.tensor(0.7, dtype=torch.float64))

@@ -15,6 +15,8 @@ so that pairwise interactions (the physics of a charged n-body system) need not 
 absolute token positions. Both models are permutation-equivariant but not rotation-equivariant: wrap
 them in :class:`Symmetrized` with group ``sn x o3`` to make them O(3)-equivariant.
 
+Examples
+--------
 >>> m = ParticleTransformer(in_dim=7, dim=16, depth=1, heads=2)
 >>> m(torch.randn(2, 5, 7)).shape
 torch.Size([2, 5, 3])

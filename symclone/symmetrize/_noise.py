@@ -19,6 +19,8 @@ def add_noise(x: torch.Tensor, scale: float, kind: str = "gaussian",
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``x + ε`` with ``ε ~ N(0, scale²)`` or ``U[0, scale]`` i.i.d.; ``x`` itself if ``scale == 0``.
 
+    Examples
+    --------
     >>> add_noise(torch.zeros(2), 0.0).tolist()
     [0.0, 0.0]
     >>> bool((add_noise(torch.zeros(100), 0.5, "uniform") <= 0.5).all())

@@ -21,6 +21,8 @@ coefficients' variation over the points (measured: the dominant float32 error of
 Every layer computes in the dtype of its input (weights are cast on use), so a float32 network can
 be evaluated in float64 without a copy.
 
+Examples
+--------
 >>> net = PointNet("irreps:1x1o+1x1o+1x0e", n_vectors=3)
 >>> x = torch.randn(2, 5, 7); h, u = net.features(x)
 >>> net.scores(h).shape, net.vectors(h, u).shape
@@ -36,13 +38,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..groups import RepLike, parse_rep
-from ._action import _low_l_blocks
+from ..groups import RepLike, irreps_blocks, parse_rep
 
 __all__ = ["PointNet", "CastLinear", "split_irreps", "mlp"]
 
 
-def split_irreps(rep: RepLike, dim: int = 3):
+def split_irreps(rep: RepLike, dim: int = 3) -> tuple[list[slice], list[slice], list[slice]]:
     """``(vector_slices, scalar_slices, other_slices)`` of the last axis for ``rep``.
 
     Vector slices are the ``1o`` copies (points: the whole axis); scalars the ``0e`` copies;
@@ -53,8 +54,8 @@ def split_irreps(rep: RepLike, dim: int = 3):
         return [slice(0, dim)], [], []
     if rep.kind != "irreps":
         raise ValueError(f"rep: the point network needs rep 'points' or 'irreps:...', got {rep}")
-    blocks = _low_l_blocks(rep.irreps)
-    if blocks is None:
+    blocks = irreps_blocks(rep.irreps)
+    if any(l > 1 for _, _, l, _ in blocks):
         raise ValueError(f"rep: the learned O(3) sampler supports irreps with l <= 1, got {rep.irreps!r}")
     vec, sca, oth = [], [], []
     for start, mul, l, p in blocks:
@@ -73,6 +74,8 @@ class CastLinear(nn.Linear):
     Same parameters and state-dict keys as ``nn.Linear``; gradients reach the stored parameters
     through the cast.
 
+    Examples
+    --------
     >>> CastLinear(3, 2)(torch.randn(4, 3, dtype=torch.float64)).dtype
     torch.float64
     """
@@ -123,8 +126,14 @@ class PointNet(nn.Module):
         self.score_head = CastLinear(hidden, 1)
         self.vec_head = mlp(hidden, hidden, n_vectors * C) if n_vectors else None
 
-    def features(self, x: torch.Tensor):
-        """``(h (B, N, H), u (B, N, C, 3))``, computed in ``x.dtype``."""
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Node features and vector channels of ``x`` (B, N, dim), computed in ``x.dtype``.
+
+        Returns
+        -------
+        h : (B, N, H) node features, O(3)-invariant and permuting with the nodes.
+        u : (B, N, C, d) the ``C`` vector channels of every node (the ``1o`` blocks, or the points).
+        """
         u = torch.stack([x[..., s] for s in self.vec], dim=-2)               # (B, N, C, 3)
         gram = (u.unsqueeze(-2) * u.unsqueeze(-3)).sum(-1).flatten(-2)       # (B, N, C*C)
         parts = [x[..., s] for s in self.sca] + [x[..., s].pow(2).sum(-1, keepdim=True) for s in self.oth]
@@ -141,6 +150,7 @@ class PointNet(nn.Module):
         return h, u
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
+        """Node scores ``(B, N)`` from node features ``h`` (B, N, H): S_n-equivariant, O(3)-invariant."""
         return self.score_head(h).squeeze(-1)
 
     def relative(self, u: torch.Tensor) -> torch.Tensor:

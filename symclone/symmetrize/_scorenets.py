@@ -10,6 +10,8 @@ __all__ = ["DeepSetScores", "GraphScores"]
 class DeepSetScores(nn.Module):
     """``s_i = ρ([φ(x_i), mean_j φ(x_j)])`` on sets ``(B, N, ...)`` (features flattened).
 
+    Examples
+    --------
     >>> net = DeepSetScores(3); x = torch.randn(2, 5, 3); p = torch.randperm(5)
     >>> torch.allclose(net(x[:, p]), net(x)[:, p], atol=1e-6)
     True
@@ -33,6 +35,8 @@ class DeepSetScores(nn.Module):
 class GraphScores(nn.Module):
     """Scores on dense graphs ``[A | X]`` (B, N, N + d): ``s_i = MLP([deg_i, X_i, (A X)_i, (A² 1)_i])``.
 
+    Examples
+    --------
     >>> net = GraphScores(2); A = (torch.rand(1, 4, 4) > .5).float(); A = A + A.transpose(1, 2)
     >>> x = torch.cat([A, torch.randn(1, 4, 2)], -1); p = torch.randperm(4)
     >>> xp = torch.cat([A[:, p][:, :, p], x[:, p, 4:]], -1)

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
-from ..runtime import device_of
+from ..runtime import RuntimeOptions, device_of
 from ..schedules import cosine_lr
 from ._base import element_to
 
@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RuntimeOptions):
     """Settings of :func:`train_regressor`.
 
-    ``device``: ``"cpu" | "cuda" | "cuda:<i>" | "auto"`` (under DDP the process's own device is used);
-    ``precision``: numerics of the training forward, ``"fp32" | "bf16" | "tf32"``
-    (:func:`symclone.runtime.precision_context`; validation, evaluation and equivariance checks stay fp32/fp64).
+    ``seed``, ``device`` (under DDP the process's own device is used), ``precision`` (numerics of the
+    training forward; validation, evaluation and equivariance checks stay fp32/fp64) and ``progress``
+    (off by default here) come from :class:`~symclone.runtime.RuntimeOptions`.
     """
 
     lr: float = 5e-4
@@ -42,15 +42,11 @@ class TrainConfig:
     epochs: int = 1000
     minutes: Optional[float] = None     # CPU-time budget of this process (stops at whichever comes first)
     eval_every: int = 5
-    seed: int = 0
     progress: bool = False
     cosine: bool = True
-    device: str = "cpu"
-    precision: str = "fp32"
 
-    def __post_init__(self):
-        from ..runtime import check_precision
-        check_precision(self.precision)
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
             raise ValueError(f"batch_size, epochs, eval_every: expected >= 1, >= 0, >= 1, got "
                              f"{self.batch_size}, {self.epochs}, {self.eval_every}")
@@ -84,6 +80,8 @@ def training_precision(model: nn.Module, precision: str, device: torch.device) -
     fp32 (bf16's 2⁻⁸ rounding would break the orthogonality the equivariance rests on; CPU has no bf16
     LU). Any other model runs wholly under it.
 
+    Examples
+    --------
     >>> m = nn.Linear(4, 4)
     >>> with training_precision(m, "bf16", torch.device("cpu")):
     ...     m(torch.randn(2, 4)).dtype
@@ -259,7 +257,7 @@ def equivariance_vs_k(f: nn.Module, x: torch.Tensor, ks=(1, 4, 16), n_elements: 
     Monte-Carlo spread ``‖f(x) − f'(x)‖ / ‖f(x)‖`` (two independent evaluations), measured in
     ``dtype`` (model and input cast temporarily; float64 by default; ``x`` and the group elements move
     to the model's device). Never run under a reduced precision: this is the exactness check."""
-    from ..testing import cast_module
+    from ..equivariance import cast_module
     x = x.to(device_of(f))
     if dtype is not None:
         with cast_module(f, dtype):

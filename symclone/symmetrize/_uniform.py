@@ -40,6 +40,8 @@ class UniformSampler(Sampler):
     group : a group or its name (``group_kw`` passed to :func:`~symclone.groups.get_group`).
     chunk_size : elements evaluated together when averaging over the whole group.
 
+    Examples
+    --------
     >>> s = UniformSampler("c4"); x = torch.zeros(3, 1, 4, 4)
     >>> [c.g.shape[0] for c in s.chunks(x, k=10)]          # |C4| = 4 <= 10: the exact average
     [12]
@@ -116,7 +118,7 @@ class UniformSampler(Sampler):
             c = len(idx)
             # sample-major layout: element i of the chunk for every input b at i*B + b
             g = _take(els, idx.repeat_interleave(B))
-            yield GroupSample(g=element_to(g, x.device), k=c, weight=float(c))
+            yield GroupSample(g=element_to(g, x.device), k=c, average_weight=float(c))
 
     def extra_repr(self) -> str:
         return f"group={self.group.name}, order={self.order}, chunk_size={self.chunk_size}"

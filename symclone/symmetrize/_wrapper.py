@@ -26,6 +26,9 @@ class Symmetrized(nn.Module):
     ``"uniform"`` averaging over every element of a finite group (the Reynolds operator; ``k="all"``,
     or automatically when ``|G| <= k``) it is exactly equivariant per call.
 
+    Keeps no state between calls. ``forward`` returns ``f_sym(x)``; ``forward_with_aux`` also
+    returns the sampler's auxiliary loss (add it to the training loss).
+
     Parameters
     ----------
     model : any ``nn.Module`` (or callable) mapping ``rep_in`` tensors to ``rep_out`` tensors.
@@ -47,9 +50,8 @@ class Symmetrized(nn.Module):
     sampler_kw : extra keyword arguments for the default sampler (e.g. ``tau``, ``hidden``,
         ``chunk_size``, ``in_channels``).
 
-    Keeps no state between calls. ``forward`` returns ``f_sym(x)``; ``forward_with_aux`` also
-    returns the sampler's auxiliary loss (add it to the training loss).
-
+    Examples
+    --------
     >>> mlp = nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.Unflatten(1, (1, 4, 4)))
     >>> f = Symmetrized(mlp, "c4", "image", "image", sampler="uniform")
     >>> x = torch.randn(2, 1, 4, 4)
@@ -115,6 +117,7 @@ class Symmetrized(nn.Module):
         return self.sampler.describe(self.current_k())
 
     def current_k(self) -> int | str:
+        """The ``k`` of the current mode: ``k`` in training mode, ``k_eval`` in eval mode."""
         return self.k if self.training else self.k_eval
 
     def _check_all(self, k: Any, name: str) -> None:
@@ -144,25 +147,32 @@ class Symmetrized(nn.Module):
 
     def forward(self, x: torch.Tensor, k: Optional[int | str] = None,
                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """``f_sym(x)`` (see :meth:`forward_with_aux`, which also returns the auxiliary loss)."""
         return self.forward_with_aux(x, k, generator)[0]
 
     def forward_with_aux(self, x: torch.Tensor, k: Optional[int | str] = None,
-                         generator: Optional[torch.Generator] = None):
-        """``(f_sym(x), aux_loss)``; ``k`` (default: the mode's ``k`` / ``k_eval``) as in the class doc."""
+                         generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(f_sym(x), aux_loss)``; ``k`` (default: the mode's ``k`` / ``k_eval``) as in the class doc.
+
+        ``f_sym(x) = Σ_chunks a_c Σ_i g_i·f(g_i⁻¹·x) / k_c / Σ_c a_c`` over the chunks the sampler
+        yields (one chunk of ``k`` samples, or the whole group in chunks; ``a_c`` their
+        ``average_weight``), with the positions centred first and the centroid restored on the output
+        when :attr:`centering` is on. ``aux_loss`` (a scalar) is the sum of the chunks' ``aux_loss``.
+        """
         x = self._check_input(x)
         k = self._resolve_k(k)
         B = x.shape[0]
         xc, centroid = (self.centering.split(x) if self.centering else (x, None))
-        total, weight, aux = 0, 0.0, x.new_zeros(())
+        total, weight_sum, aux = 0, 0.0, x.new_zeros(())
         for s in self.sampler.chunks(xc, k, generator):
             x_in = transform(self.group, s, repeat_batch(xc, s.k), self.rep_in, inverse=True)
             y = self.model(x_in)
             y = self._transform_output(s, y, B)
-            w = float(s.weight if s.weight is not None else s.k)
+            w = float(s.average_weight if s.average_weight is not None else s.k)
             total = total + y.view(s.k, B, *y.shape[1:]).sum(0) * (w / s.k)
-            weight += w
+            weight_sum += w
             aux = aux + s.aux_loss.to(aux.dtype)
-        out = total / weight
+        out = total / weight_sum
         if centroid is not None:
             out = self.centering.restore(out, centroid)
         return out, aux

@@ -11,6 +11,8 @@ multi-process run rank 0 writes and every rank waits for it.
 Tensor names inside the file: ``<module>/<key>`` for each module, ``opt/...`` for the optimiser
 (:func:`symclone.io.flatten_optimizer`), ``rng/<name>`` for generators, ``x/<name>`` for extras.
 
+Examples
+--------
 >>> import tempfile, torch
 >>> d = tempfile.mkdtemp(); m = torch.nn.Linear(2, 1); opt = torch.optim.AdamW(m.parameters())
 >>> m(torch.ones(1, 2)).sum().backward(); opt.step()

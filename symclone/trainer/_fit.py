@@ -12,6 +12,8 @@ on every rank.
 gradients of equal-sized shards, which is then the gradient of the global mean): call ``model(...)``,
 the DDP wrapper, not the bare module, so gradients are synchronised. ``batch_size`` is the global batch.
 
+Examples
+--------
 >>> import torch
 >>> from torch.utils.data import TensorDataset
 >>> x = torch.randn(64, 3); y = x @ torch.tensor([1.0, -2.0, 0.5])

@@ -1,5 +1,7 @@
 """The optimisers of symclone's training loops: SGD with momentum, or AdamW (fused where supported).
 
+Examples
+--------
 >>> import torch
 >>> opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], "adam", 1e-3, 0.0)
 >>> type(opt).__name__

@@ -9,6 +9,8 @@ cloning and by the end-to-end polish.
 ``loss_fn(step)`` returns the relative MSE ``‖pred − target‖² / ‖target‖²`` of a fresh batch;
 its square root is the running relative error that is logged.
 
+Examples
+--------
 >>> import torch
 >>> w = torch.nn.Parameter(torch.zeros(3)); target = torch.tensor([1.0, 2.0, 3.0])
 >>> loss = lambda step: ((w - target) ** 2).sum() / (target ** 2).sum()

@@ -34,6 +34,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..runtime import RuntimeOptions
 from ._train import TrainConfig, equivariance_vs_k, evaluate_mse, time_forward, train_regressor
 from ._wrapper import Symmetrized
 
@@ -50,11 +51,30 @@ class Displacement(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x[..., :3] + net(x)``: the positions (first 3 features of each particle) plus the
+        predicted displacement, ``(B, N, 3)``."""
         return x[..., :3] + self.net(x)
 
 
 @dataclass(frozen=True)
-class SymmetrizeRunConfig:
+class SymmetrizeRunConfig(RuntimeOptions):
+    """Settings of :func:`symmetrize_run` (the ``symclone symmetrize`` command), validated on creation.
+
+    ``sampler``: ``"uniform" | "canonical" | "learned"``; ``k`` / ``k_eval``: samples per input in
+    training / evaluation, or ``"all"`` (every element of a finite group); ``task``: ``"nbody" |
+    "teacher"`` (default: from the run, :func:`task_of_run`); ``train_student``: train the student
+    too (otherwise only the sampler); ``noise``: the learned sampler's input noise; ``minutes`` /
+    ``epochs``: CPU-time / epoch budget (``epochs=0`` evaluates the untrained wrapper);
+    ``n_train`` / ``n_eval``: dataset sizes; ``ks``: the ``k`` at which equivariance is measured;
+    ``seed`` / ``device`` / ``precision`` (of the training forward; the equivariance check stays float64)
+    / ``progress``: :class:`~symclone.runtime.RuntimeOptions` (under torchrun the rank's device is used).
+
+    Examples
+    --------
+    >>> SymmetrizeRunConfig(sampler="uniform", k="all").k
+    'all'
+    """
+
     sampler: str = "learned"
     k: int | str = 20                   # samples per input, or "all" (every element of a finite group)
     k_eval: Optional[int | str] = None
@@ -68,15 +88,10 @@ class SymmetrizeRunConfig:
     n_train: int = 3000
     n_eval: int = 500
     ks: tuple = (1, 4, 20)
-    seed: int = 0
-    progress: bool = True
-    device: str = "cpu"                 # cpu | cuda | cuda:<i> | auto (under torchrun: the rank's device)
-    precision: str = "fp32"             # training forward: fp32 | bf16 | tf32 (equivariance checks: float64)
 
-    def __post_init__(self):
-        from ..runtime import check_precision
+    def __post_init__(self) -> None:
         from ._wrapper import _check_k
-        check_precision(self.precision)
+        super().__post_init__()
         _check_k(self.k, "k")
         if self.k_eval is not None:
             _check_k(self.k_eval, "k_eval")
@@ -89,23 +104,23 @@ class SymmetrizeRunConfig:
         check_int(self.batch_size, "batch_size", minimum=1)
         check_int(self.n_train, "n_train", minimum=1)
         check_int(self.n_eval, "n_eval", minimum=1)
-        check_int(self.seed, "seed", minimum=0)
         check_float(self.noise, "noise", minimum=0.0, allow_none=True)
 
 
 def task_of_run(arts) -> str:
+    """The default task of a loaded run: ``"nbody"`` for the e3nn teacher with ``input="nbody"``,
+    else ``"teacher"`` (see the module doc)."""
     kw = arts.config.get("teacher", {}).get("kwargs", {})
     return "nbody" if arts.config.get("teacher", {}).get("name") == "e3nn" and kw.get("input") == "nbody" else "teacher"
 
 
 def _teacher_inputs(teacher, n: int, seed: int) -> torch.Tensor:
-    kind = teacher.reps[0].kind
     shape = tuple(teacher.feature_shapes[0])
     if getattr(teacher, "input", None) == "nbody":
         from ..data.nbody import nbody_tensors
         split = "train" if seed == 0 else "test"
         return nbody_tensors(split, size=n)[0]
-    if kind in ("image", "regular"):
+    if teacher.reps[0].is_image:
         if shape[0] == 1 and shape[-1] == 28:
             try:
                 from ..data import load_fashion_mnist

@@ -1,9 +1,21 @@
-"""Analyse a clone run: structure metrics, figures, ``report.md`` and ``metrics.json["structure"]``.
+"""Analyse a clone run directory: structure metrics, figures, ``report.md`` and ``metrics.json["structure"]``.
 
-:func:`analyze_models` does the work on in-memory models (any teacher/student following the
-contract in ``notes/contracts.md``); :func:`analyze_run` reads ``runs/NAME`` through
-``symclone.runs.load_run`` and writes the results next to it.
+:func:`analyze_models` does the work on in-memory models; :func:`analyze_run` reads ``runs/NAME``
+through ``symclone.runs.load_run`` and writes the results next to it (the run directory layout:
+docs/runs.md; the command ``symclone analyze``: docs/analysis.md).
 
+The models are duck-typed on the teacher/student feature API (docs/design.md §3, docs/teachers.md).
+Required of the teacher: ``feature_shapes`` (input first) and ``reps`` (and ``num_layers`` when
+neither ``layers`` nor the run's metrics or config name the layers); of the student:
+``dense_matrix(l, params=None)`` ``(out_dim, in_dim)`` for the weight-structure metrics (a student
+without it gets a note instead). Used when present: the teacher's ``group`` (its residual),
+``as_dense``, ``kernel``, ``kernel_size``, ``padding`` and ``layer_params`` (teacher matrices,
+Toeplitz reports, the blocks student's matrix at the teacher's own kernel), the student's
+``block_matrices`` and ``config``, and ``forward_features`` / ``layer_forward(l, h,
+pre_activation=True)`` of both (feature grid, Lie derivatives).
+
+Examples
+--------
 >>> import tempfile, torch
 >>> from types import SimpleNamespace
 >>> class Lin:

@@ -8,6 +8,8 @@ over all elements of a small finite group, or ``n`` sampled elements otherwise. 
 precision is float64 (the model and input are cast, then restored). ``assert_equivariant`` raises
 when the largest error exceeds the tolerance of the dtype.
 
+Examples
+--------
 >>> import torch
 >>> f = lambda x: torch.relu(x) * 2
 >>> r = equivariance_error(f, "c4", "image", "image", input_shape=(2, 1, 5, 5))
@@ -99,7 +101,7 @@ def equivariance_error(f: Callable, group: str | Group, rep_in: RepLike, rep_out
             raise ValueError("x: give an input batch x or input_shape")
         x = torch.randn(*input_shape, generator=gen)
     if isinstance(group, str):
-        size = tuple(x.shape[-2:]) if rep_in.kind in ("image", "regular") else None
+        size = tuple(x.shape[-2:]) if rep_in.is_image else None
         npts = x.shape[1] if rep_in.kind in ("points", "set", "irreps") else None
         group = get_group(group, size=size, n=npts)
     if not group.acts_on(rep_in):

@@ -2,6 +2,8 @@
 
 ``runs/NAME/config.json``, ``teacher.*``, ``student.*``, ``metrics.json``, ``checkpoints/last.*``.
 
+Examples
+--------
 >>> import tempfile, torch
 >>> from symclone.distill import DistillConfig
 >>> t, s = build_pair("cnn", "mlp", teacher_kwargs=dict(channels=1, depth=1, size=5))
