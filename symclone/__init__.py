@@ -1,6 +1,23 @@
 """symclone: symmetry cloning — distil equivariant teachers into group-agnostic students.
 
-Public API (imported lazily, so ``import symclone`` is cheap):
+The top-level names are shortcuts, imported lazily (``import symclone`` stays cheap); each lives in
+the package that owns it:
+
+| name | home |
+|---|---|
+| ``clone`` | cloning (``symclone.distill.distill``) |
+| ``get_group``, ``list_groups``, ``Group``, ``Rep``, ``parse_rep`` | ``symclone.groups`` |
+| ``OrbitDataset``, ``GaussianImages``, ``load_fashion_mnist`` | ``symclone.data`` |
+| ``equivariance_error``, ``assert_equivariant`` | ``symclone.equivariance`` |
+| ``create_teacher``, ``list_teachers``, ``register_teacher`` | ``symclone.registry`` |
+| ``create_student``, ``list_students``, ``register_student`` | ``symclone.registry`` |
+| ``DistillConfig`` | ``symclone.distill`` |
+| ``Symmetrized`` | ``symclone.symmetrize`` |
+| ``resolve_device`` | ``symclone.runtime`` |
+| ``DistributedContext`` | ``symclone.distributed`` |
+
+Subpackages are attributes too (``symclone.distill``, ``symclone.finetune``, ``symclone.teachers``,
+...): always the package, never a function.
 
 Examples
 --------

@@ -112,3 +112,69 @@ def test_a_wrong_import_is_caught():
 @pytest.mark.parametrize("part", sorted({part_of(module_name(p)) for p in _sources()}))
 def test_every_part_has_a_layer(part):
     assert part in LAYERS, f"add {part!r} to LAYERS in tests/test_layering.py"
+
+
+def _module_graph(all_levels: bool) -> dict[str, set[str]]:
+    """module -> symclone modules it imports (``all_levels``: also imports inside functions).
+    ``from pkg import name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``."""
+    modules = {module_name(p).removesuffix(".__init__"): p for p in _sources()}
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        targets = set()
+        for node in (ast.walk(tree) if all_levels else tree.body):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    stem = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    stem = node.module or ""
+                names = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in modules else stem for a in node.names]
+            else:
+                continue
+            for target in names:
+                while target not in modules and "." in target:
+                    target = target.rsplit(".", 1)[0]
+                if target in modules and target != mod:
+                    targets.add(target)
+        graph[mod] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (as a list of modules, first == last), or ``[]``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str]:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                return stack[stack.index(t):] + [t]
+            if t not in state:
+                found = visit(t)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return []
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return []
+
+
+@pytest.mark.parametrize("all_levels", [False, True], ids=["module-level", "with-function-level"])
+def test_no_import_cycles(all_levels):
+    """The modules' imports form no cycle — at module level, and also counting the imports inside
+    functions (between parts the layer rule already forbids cycles; this covers modules within a part)."""
+    cycle = find_cycle(_module_graph(all_levels))
+    assert not cycle, " -> ".join(cycle)
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]   # control

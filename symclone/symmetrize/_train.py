@@ -187,7 +187,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             c = float(ctx.all_reduce_mean(torch.tensor(c, dtype=torch.float64, device=dev)))
         return c
 
-    def progress(step: int, cpu_at_epoch_start: float) -> float:  # fraction of the budget used
+    def budget_fraction(step: int, cpu_at_epoch_start: float) -> float:  # of epochs or CPU time, the larger
         p = (state["epoch"] + step / steps_per_epoch) / max(cfg.epochs, 1)
         if budget:  # CPU time is reduced across ranks once per epoch, not per step
             p = max(p, cpu_at_epoch_start / budget)
@@ -208,7 +208,7 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
                 idx = ctx.shard(idx)
             if cfg.cosine:  # cosine decay over the budget (epochs or CPU time)
                 for grp in opt.param_groups:
-                    grp["lr"] = cosine_lr(cfg.lr, progress(s, cpu_start), 1.0, floor=0.0)
+                    grp["lr"] = cosine_lr(cfg.lr, budget_fraction(s, cpu_start), 1.0, floor=0.0)
             with training_precision(model, cfg.precision, dev):
                 pred, aux = fwd(xtr[idx])
             loss = (pred.float() - ytr[idx]).pow(2).mean()
