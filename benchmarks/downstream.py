@@ -197,6 +197,33 @@ def _summary(size_name: str, size: dict, args, rows: list, seconds: float, sessi
             "seconds": seconds, "sessions": sessions}
 
 
+def _merge(paths: list, out: Path, plots_too: bool = True) -> int:
+    """Combine per-process result files of one size into ``out`` (rows keyed by config and seed; a later
+    file wins a duplicate); ``seconds`` adds up the wall-clock of the parts."""
+    parts = [read_json(Path(q)) for q in paths]
+    sizes = {d["size"] for d in parts}
+    if len(sizes) != 1:
+        raise SystemExit(f"--merge: the files hold different sizes {sorted(sizes)}")
+    rows = {}
+    for d in parts:
+        rows.update({row_key(r): r for r in d["rows"]})
+    first = parts[0]
+    seeds = sorted({r.get("seed", 0) for r in rows.values()})
+    data = {"size": first["size"], "config": first["config"], "dataset": first["dataset"],
+            "threads": first["threads"], "seeds": seeds, "rows": list(rows.values()),
+            "summary": aggregate(list(rows.values())), "seconds": sum(float(d.get("seconds", 0.0)) for d in parts),
+            "sessions": sum(int(d.get("sessions", 1)) for d in parts), "merged_from": len(parts)}
+    write_json(out, data)
+    md = markdown(data, command=f"python -m benchmarks.downstream --size {first['size']} --seeds "
+                                f"{','.join(map(str, seeds))}")
+    atomic_write_text(out.with_suffix(".md"), md)
+    print(md)
+    if plots_too:
+        for path in plots(data, out.parent):
+            print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the quick size (same as --size quick)")
@@ -213,8 +240,13 @@ def main(argv=None) -> int:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--plots-only", action="store_true",
                    help="run nothing: redraw the figures next to --out from the rows already in it")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="run nothing: combine the rows of these result files (e.g. one process per seed, "
+                        "same size) into --out, with its tables and figures")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.merge:
+        return _merge(args.merge, Path(args.out), plots_too=not args.no_plots)
     if args.plots_only:
         out = Path(args.out)
         if not out.exists():
