@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=100)
     p.add_argument("--stochastic-seeds", type=int, default=20, help="EXP-iso seeds for uniform/learned")
     p.add_argument("--g8c-stochastic-seeds", type=int, default=100, help="GRAPH8c seeds for uniform/learned")
-    p.add_argument("--classify-seconds", type=float, default=600.0, help="CPU budget per EXP-classify run")
+    p.add_argument("--classify-seconds", type=float, default=0.0,
+                   help="optional CPU-time cap per EXP-classify run (0, the default: none; the budget is epochs)")
     p.add_argument("--out", default="results/graphs.json")
     p.add_argument("--state", default=None, help="resume-state folder (runs/graphs[_quick])")
     p.add_argument("--resume", action="store_true")
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         for m in models:
             if args.resume and any(r["model"] == m for r in res["exp_classify"]):
                 continue
-            cfg = ClassifyConfig(max_seconds=args.classify_seconds)
+            cfg = ClassifyConfig(max_seconds=args.classify_seconds or None)
             save("exp_classify", exp_classify(m, cfg, args.data_root, state / "classify", args.resume, progress))
     print(results_table(res["exp_iso"], res["graph8c"], res["exp_classify"]))
     print(f"wrote {out}")

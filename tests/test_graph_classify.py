@@ -58,3 +58,17 @@ def test_classify_bad_input():
         exp_classify("mlp", _cfg(), progress=False, limit=3)
     with pytest.raises(ValueError, match="sizes"):
         exp_split(10, 0, (5, 3, 3))
+
+
+def test_classify_model_does_not_depend_on_the_machines_speed(tmp_path, monkeypatch):
+    """Budgets are epochs: on a clock where every reading is 1000 CPU-seconds later (an extremely slow
+    machine) the trained weights are identical. Control: an explicit ``max_seconds`` cap stops that run."""
+    import time as _time
+    exp_classify("mlp", _cfg(), out=tmp_path / "a", progress=False, limit=12)
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(_time, "process_time", lambda: 1000.0 * next(ticks))
+    exp_classify("mlp", _cfg(), out=tmp_path / "b", progress=False, limit=12)
+    a, b = _weights(tmp_path / "a" / "classify_mlp"), _weights(tmp_path / "b" / "classify_mlp")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capped = exp_classify("mlp", _cfg(max_seconds=600.0), out=tmp_path / "c", progress=False, limit=12)
+    assert capped["stopped_by_time_budget"] and capped["epochs_run"] < 2

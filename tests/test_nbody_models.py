@@ -99,3 +99,63 @@ def test_train_regressor_reports_why_it_stopped_and_a_spent_budget_stays_spent(t
     assert first["stopped_by"] == "budget" and first["epoch"] == 1
     again = train_regressor(model, (x, y), (x, y), tiny, checkpoint=stem, stop_after=10)
     assert again["stopped_by"] == "budget" and again["epoch"] == 1   # no extra epoch on resume
+
+
+def test_train_regressor_model_does_not_depend_on_the_machines_speed(monkeypatch):
+    """The schedule (cosine over epochs) never reads a clock: with a CPU clock running 1000x faster (a
+    slow machine) the trained weights are bit-identical. Control: with a ``minutes`` cap the slow
+    clock stops the run early and the weights differ."""
+    import time as _time
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 5, 7), torch.randn(30, 5, 3)
+    # a generous cap the run never reaches: it must not shape the schedule either (it used to: the cosine
+    # ran over max(epoch fraction, CPU fraction), so a slower machine decayed the learning rate sooner)
+    cfg = TrainConfig(epochs=3, lr=1e-2, batch_size=10, eval_every=1, cosine=True, minutes=1000.0)
+
+    def trained(cfg):
+        torch.manual_seed(1)
+        m = PairTransformer(dim=8, depth=1, heads=2)
+        st = train_regressor(m, (x, y), (x[:10], y[:10]), cfg)
+        return st, {k: v.clone() for k, v in m.state_dict().items()}
+
+    normal, w_normal = trained(cfg)
+    real = _time.process_time
+    start = real()
+    monkeypatch.setattr(_time, "process_time", lambda: start + 1000.0 * (real() - start))
+    slow, w_slow = trained(cfg)
+    # same epochs, training losses and validation MSEs (the CPU-seconds column differs, as it should)
+    assert [(r[0], r[2], r[3]) for r in normal["curve"]] == [(r[0], r[2], r[3]) for r in slow["curve"]]
+    assert all(torch.equal(w_normal[k], w_slow[k]) for k in w_normal)
+    assert slow["stopped_by"] == normal["stopped_by"] == "epochs"
+    capped, w_capped = trained(TrainConfig(**{**cfg.__dict__, "minutes": 1e-3}))
+    assert capped["stopped_by"] == "budget" and capped["epoch"] < 3
+
+
+def test_train_regressor_schedule_ignores_the_cpu_clock(monkeypatch):
+    """The learning rate at every step is a function of (epoch, step) alone. A clock on which every
+    reading is 1000 CPU-seconds later than the last (an extremely slow machine) leaves the first epoch's
+    schedule unchanged; the cap still stops that run after it (the old schedule, max(epoch fraction,
+    CPU fraction), jumped to the end of the cosine at once)."""
+    import time as _time
+    import symclone.symmetrize._train as train_mod
+    torch.manual_seed(0)
+    x, y = torch.randn(30, 5, 7), torch.randn(30, 5, 3)
+    cfg = TrainConfig(epochs=3, lr=1e-2, batch_size=10, eval_every=1, cosine=True, minutes=10.0)
+    seen: list = []
+    real_cosine = train_mod.cosine_lr
+    monkeypatch.setattr(train_mod, "cosine_lr", lambda lr, t, total, floor=0.0: (seen.append(t / total),
+                                                                                 real_cosine(lr, t, total, floor))[1])
+
+    def fractions():
+        seen.clear()
+        torch.manual_seed(1)
+        st = train_regressor(PairTransformer(dim=8, depth=1, heads=2), (x, y), (x[:10], y[:10]), cfg)
+        return st, list(seen)
+
+    normal, f_normal = fractions()
+    assert normal["stopped_by"] == "epochs" and f_normal[:3] == [0.0, 1 / 9, 2 / 9]
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setattr(_time, "process_time", lambda: 1000.0 * next(ticks))
+    slow, f_slow = fractions()
+    assert slow["stopped_by"] == "budget" and slow["epoch"] == 1
+    assert f_slow == f_normal[:3]

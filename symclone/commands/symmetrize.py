@@ -39,7 +39,9 @@ def register(subparsers) -> None:
     p.add_argument("--noise", type=float, default=None,
                    help="learned sampler: input-noise scale (n-body: 1.0 measured best of 0.1/0.3/1/3)")
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--minutes", type=float, default=5.0, help="CPU-minute training budget (0: none, epochs only)")
+    p.add_argument("--minutes", type=float, default=0.0,
+                   help="optional CPU-minute cap (0, the default: none; the budget is --epochs, so a seed gives "
+                        "the same model on any machine; a cap makes it depend on the machine's speed)")
     p.add_argument("--batch-size", type=int, default=100, help="global batch (divisible by the number of processes)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--n-train", type=int, default=3000)

@@ -63,8 +63,8 @@ class SymmetrizeRunConfig(RuntimeOptions):
     ``sampler``: ``"uniform" | "canonical" | "learned"``; ``k`` / ``k_eval``: samples per input in
     training / evaluation, or ``"all"`` (every element of a finite group); ``task``: ``"nbody" |
     "teacher"`` (default: from the run, :func:`task_of_run`); ``train_student``: train the student
-    too (otherwise only the sampler); ``noise``: the learned sampler's input noise; ``minutes`` /
-    ``epochs``: CPU-time / epoch budget (``epochs=0`` evaluates the untrained wrapper);
+    too (otherwise only the sampler); ``noise``: the learned sampler's input noise; ``epochs``: the training
+    budget (the schedule follows it); ``minutes``: an optional CPU-time cap (stops early, machine-dependent) (``epochs=0`` evaluates the untrained wrapper);
     ``n_train`` / ``n_eval``: dataset sizes; ``ks``: the ``k`` at which equivariance is measured;
     ``seed`` / ``device`` / ``precision`` (of the training forward; the equivariance check stays float64)
     / ``progress``: :class:`~symclone.runtime.RuntimeOptions` (under torchrun the rank's device is used).
@@ -81,7 +81,7 @@ class SymmetrizeRunConfig(RuntimeOptions):
     task: Optional[str] = None          # "nbody" | "teacher"; default from the run
     train_student: bool = False
     noise: Optional[float] = None       # learned sampler's input-noise scale (None: the sampler's default)
-    minutes: Optional[float] = 5.0      # CPU minutes of training
+    minutes: Optional[float] = None     # optional CPU-minute cap (stops a run; the schedule follows epochs)
     epochs: int = 50
     lr: float = 1e-3
     batch_size: int = 100
