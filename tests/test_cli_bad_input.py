@@ -76,6 +76,12 @@ CASES = [
     ("analyze-missing-run", ["analyze", "runs/nope"], "runs/nope"),
     ("graphs-unknown-benchmark", ["graphs", "exp-isomorphism"], "exp-isomorphism"),
     ("graphs-unknown-model", ["graphs", "exp-iso", "--models", "mlp,transfomer", "--out", "runs/g"], "transfomer"),
+    ("graphs-pattern-unknown-model", ["graphs", "pattern", "--models", "transformer,gin", "--out", "runs/g"], "gin"),
+    ("graphs-pattern-seeds-zero", ["graphs", "pattern", "--seeds", "0", "--out", "runs/g"], "--seeds"),
+    ("graphs-pattern-epochs-zero", ["graphs", "pattern", "--pattern.epochs=0", "--out", "runs/g"], "epochs"),
+    ("graphs-pattern-heads", ["graphs", "pattern", "--pattern.d_model=10", "--out", "runs/g"], "heads"),
+    ("graphs-pattern-foreign-override", ["graphs", "pattern", "--classify.epochs=3", "--out", "runs/g"],
+     "classify.epochs"),
     ("unknown-command", ["clonee"], "clonee"),
     ("graphs-under-torchrun", ["graphs", "exp-iso", "--out", "runs/g", "--env", "WORLD_SIZE=2"], "torchrun"),
 ]

@@ -1,4 +1,4 @@
-"""``symclone graphs exp-iso|graph8c|exp-classify``: the LPS graph-separation benchmarks.
+"""``symclone graphs exp-iso|graph8c|exp-classify|pattern``: the LPS graph benchmarks and PATTERN.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     symclone graphs graph8c --models learned --seeds 20 --out results/graphs --resume
     symclone graphs exp-classify --models canonical,learned --classify.epochs=60
     symclone graphs exp-iso --model.k=20 --model.hidden=256,256     # dotted config overrides
+    symclone graphs pattern --models transformer,canonical,mp --seeds 3 --pattern.epochs=40
 """
 from __future__ import annotations
 

@@ -386,6 +386,9 @@ def run_pattern(models: Sequence[str], seeds: int, config: PatternConfig = Patte
                 callback: Optional[Callable[[dict], None]] = None, recipe: PatternRecipe = PatternRecipe()) -> dict:
     """Train every model with training seeds ``0 … seeds − 1`` on one dataset; write ``<out>/pattern.json``.
 
+    The dataset (``config.data_seed``) is the same for every run; ``config.seed`` is replaced by each
+    training seed.
+
     The record: ``{"protocol": "pattern", "test_accuracy": {model: [per seed]}, "val_accuracy": {...},
     "cpu_minutes": {...}, "summary": {model: {"test_mean", "test_sd", "val_mean", "val_sd",
     "cpu_minutes_mean"}}, "model": {model: {"label", "parameters", "averaging"}}, "config", "recipe",

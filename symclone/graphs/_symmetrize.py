@@ -25,7 +25,10 @@ def symmetrize_graph_model(model: nn.Module, sampler: Union[str, GraphSampler], 
       permutation invariant;
     * ``"set"`` — one output per node ``(B, N, ...)``; ``g_i ·`` moves the output of position ``j``
       back to the node it came from, ``(g·y)_{g(j)} = y_j``, so ``f_sym(h·x) = h·f_sym(x)``
-      (node outputs are an equivariant representation of S_n).
+      (node outputs are an equivariant representation of S_n). With the canonical sampler this is
+      exact per call for graphs without non-trivial automorphisms; on a graph with automorphisms the
+      node outputs are determined up to one (automorphic nodes may exchange their outputs), as for
+      any canonicalization of node-level outputs.
 
     ``sampler`` is ``"uniform"``, ``"canonical"``, ``"learned"`` or a :class:`GraphSampler`. Returns the
     :class:`~symclone.symmetrize.Symmetrized` wrapper.

@@ -244,12 +244,7 @@ class OrthogonalGroup3(Group):
 
 
 class SO3(OrthogonalGroup3):
-    """Proper 3D rotations (det +1).
-
-    Parameters
-    ----------
-    tol : bound on ``max |QᵀQ - I|`` when validating elements; default by dtype
-        (:func:`~symclone.groups.orthogonality_tol`: 1e-4 for float32, 1e-10 for float64).
+    """Proper 3D rotations (det +1); ``tol`` as in :class:`OrthogonalGroup3`, plus a check of ``det Q = 1``.
 
     Examples
     --------
