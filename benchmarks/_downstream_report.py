@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["aggregate", "markdown", "plots", "beta_figure", "samples_figure"]
+__all__ = ["aggregate", "config_key", "markdown", "plots", "beta_figure", "samples_figure"]
 
 #: metrics averaged over seeds (``<m>`` = mean, ``<m>_sd`` = sample sd, ``<m>_values`` = per seed)
 METRICS = ("primary_accuracy", "accuracy_mod10", "invariance_error", "cloned_distance", "train_seconds",
@@ -17,7 +17,8 @@ _LABEL = {"mlp": "MLP baseline", "cnn": "CNN baseline", "equivariant": "equivari
           "cloned-blocks": "cloned blocks net", "cloned-mlp": "cloned MLP", "cloned-mlp-sym": "Symmetrized cloned MLP"}
 
 
-def _config_key(r: dict) -> tuple:
+def config_key(r: dict) -> tuple:
+    """What identifies a row apart from its seed (rows with equal keys are averaged over seeds)."""
     return tuple(r.get(k) for k in ("task", "model", "mode", "beta", "anchor", "n_train", "fields", "sweep"))
 
 
@@ -37,7 +38,7 @@ def aggregate(rows: list) -> list:
 
     groups: dict = {}
     for r in rows:
-        groups.setdefault(_config_key(r), []).append(r)
+        groups.setdefault(config_key(r), []).append(r)
     out = []
     for grp in groups.values():
         grp = sorted(grp, key=lambda r: r.get("seed", 0))

@@ -46,7 +46,7 @@ from symclone.finetune import FinetuneConfig, accuracy, finetune, make_task
 from symclone.finetune.zoo import build_model
 from symclone.io import atomic_write_text, read_json, write_json
 
-from ._downstream_report import aggregate, markdown, plots
+from ._downstream_report import aggregate, config_key, markdown, plots
 
 log = logging.getLogger("benchmarks.downstream")
 
@@ -106,11 +106,7 @@ def grid(size: dict) -> list[dict]:
 
 def row_key(r: dict) -> str:
     """The row's configuration (what is averaged over seeds) plus its seed."""
-    return f"{config_key(r)}|seed{r.get('seed', 0)}"
-
-
-def config_key(r: dict) -> str:
-    return f"{r['task']}|{r['model']}|{r['mode']}|{r['beta']}|{r['anchor']}|{r['n_train']}|{r['fields']}"
+    return "|".join(map(str, config_key(r))) + f"|seed{r.get('seed', 0)}"
 
 
 class StudentCache(dict):
@@ -190,9 +186,10 @@ def run_row(r: dict, size: dict, tasks: dict, cache: StudentCache, args) -> dict
     return out
 
 
-def _summary(size_name: str, size: dict, args, rows: list, seconds: float, sessions: int) -> dict:
+def _summary(size_name: str, size: dict, dataset: str, threads: int, rows: list, seconds: float,
+             sessions: int) -> dict:
     """The JSON record; ``seconds`` is the wall-clock of all ``sessions`` (``--resume`` adds up)."""
-    return {"size": size_name, "config": size, "dataset": args.dataset, "threads": args.threads,
+    return {"size": size_name, "config": size, "dataset": dataset, "threads": threads,
             "seeds": sorted({r.get("seed", 0) for r in rows}), "rows": rows, "summary": aggregate(rows),
             "seconds": seconds, "sessions": sessions}
 
@@ -208,14 +205,12 @@ def _merge(paths: list, out: Path, plots_too: bool = True) -> int:
     for d in parts:
         rows.update({row_key(r): r for r in d["rows"]})
     first = parts[0]
-    seeds = sorted({r.get("seed", 0) for r in rows.values()})
-    data = {"size": first["size"], "config": first["config"], "dataset": first["dataset"],
-            "threads": first["threads"], "seeds": seeds, "rows": list(rows.values()),
-            "summary": aggregate(list(rows.values())), "seconds": sum(float(d.get("seconds", 0.0)) for d in parts),
-            "sessions": sum(int(d.get("sessions", 1)) for d in parts), "merged_from": len(parts)}
+    data = _summary(first["size"], first["config"], first["dataset"], first["threads"], list(rows.values()),
+                    sum(float(d.get("seconds", 0.0)) for d in parts), sum(int(d.get("sessions", 1)) for d in parts))
+    data["merged_from"] = len(parts)
     write_json(out, data)
     md = markdown(data, command=f"python -m benchmarks.downstream --size {first['size']} --seeds "
-                                f"{','.join(map(str, seeds))}")
+                                f"{','.join(map(str, data['seeds']))}")
     atomic_write_text(out.with_suffix(".md"), md)
     print(md)
     if plots_too:
@@ -288,9 +283,9 @@ def main(argv=None) -> int:
         print(f"[{i}/{len(rows)}] seed {r['seed']} {r['task']:18s} {r['model']:15s} {r['mode']:8s}{beta:12s} n={res['n_train_actual']:5d} "
               f"acc {acc:.4f}  EE {res['invariance_error']:.2e}  drift {res['cloned_distance']:.3g}  "
               f"{res['train_seconds']:.1f}s", flush=True)
-        write_json(out, _summary(size_name, size, args, results, prev_seconds + time.perf_counter() - t_start,
+        write_json(out, _summary(size_name, size, args.dataset, args.threads, results, prev_seconds + time.perf_counter() - t_start,
                                  sessions))
-    data = _summary(size_name, size, args, results, prev_seconds + time.perf_counter() - t_start, sessions)
+    data = _summary(size_name, size, args.dataset, args.threads, results, prev_seconds + time.perf_counter() - t_start, sessions)
     write_json(out, data)
     md = markdown(data, command=f"python -m benchmarks.downstream --size {size_name} --seeds {args.seeds}")
     atomic_write_text(out.with_suffix(".md"), md)

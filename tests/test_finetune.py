@@ -414,3 +414,26 @@ def test_downstream_resume_accumulates_seconds(tmp_path, monkeypatch, capsys):
     assert len(data["rows"]) == 2 and data["sessions"] == 2 and 100.0 <= data["seconds"] < 160.0
     md = (tmp_path / "d.md").read_text()
     assert "over 2 session(s)" in md and "acc mod 10" in md and "| 0.400 | 0.700 |" in md
+
+
+def test_downstream_merge_combines_per_seed_files(tmp_path, capsys):
+    import json
+    ds = _downstream()
+    row = dict(task="c4-breaking", model="mlp", mode="free", beta=None, anchor=None, n_train=64, epochs=1,
+               sweep="main", fields=8, accuracy={"test": 0.4}, primary="test", invariance_error=1.0,
+               structure_residual_before=None, structure_residual_after=None, cloned_distance=0.0, n_params=10,
+               n_trainable=10, train_seconds=1.0, build_seconds=0.0, n_train_actual=64, invariant_ceiling=0.5,
+               final_ce=1.0)
+    for seed, acc in ((0, 0.4), (1, 0.6)):
+        rec = {"size": "quick", "config": {}, "dataset": "synthetic", "threads": 1, "seconds": 10.0, "sessions": 1,
+               "rows": [{**row, "seed": seed, "primary_accuracy": acc, "accuracy": {"test": acc}}]}
+        (tmp_path / f"s{seed}.json").write_text(json.dumps(rec))
+    out = tmp_path / "all.json"
+    assert ds.main(["--merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"), "--out", str(out),
+                    "--no-plots"]) == 0
+    data = json.loads(out.read_text())
+    assert data["seeds"] == [0, 1] and len(data["rows"]) == 2 and data["seconds"] == 20.0
+    (s,) = data["summary"]
+    assert s["n_seeds"] == 2 and s["primary_accuracy"] == pytest.approx(0.5)
+    assert s["primary_accuracy_sd"] == pytest.approx(0.1414, abs=1e-4) and s["primary_accuracy_values"] == [0.4, 0.6]
+    assert "0.500 ± 0.141" in (tmp_path / "all.md").read_text()
