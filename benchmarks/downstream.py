@@ -33,7 +33,6 @@ Cloned students are built once (closed-form cloning via ``symclone.distill``) an
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time

@@ -26,7 +26,6 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from symclone.groups import Group, Rep, parse_rep

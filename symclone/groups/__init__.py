@@ -19,10 +19,12 @@ from __future__ import annotations
 import torch
 
 from ._base import Group, check_tensor, orthogonality_tol, unchecked, validation_enabled
-from ._planar import C4, P4, SO2, T2, roll_batched, rot90_batched, rotate_shift
+from ._image_ops import roll_batched, rot90_batched, rotate_shift
+from ._planar import C4, P4, SO2, T2
 from ._product import DirectProduct
 from ._reps import IMAGE_KINDS, OBJECT_KINDS, REP_KINDS, Rep, RepLike, parse_rep
-from ._spatial import O3, SO3, OrthogonalGroup3, Sn, act_o3, irreps_blocks, random_rotation
+from ._permutation import Sn
+from ._spatial import O3, SO3, OrthogonalGroup3, act_o3, irreps_blocks, random_rotation
 
 __all__ = ["Group", "get_group", "list_groups", "Rep", "RepLike", "parse_rep", "REP_KINDS",
            "IMAGE_KINDS", "OBJECT_KINDS",

@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from ..groups import SO2, SO3, DirectProduct, Group, OrthogonalGroup3, RepLike, Sn, get_group, parse_rep
+from ..groups import SO2, SO3, DirectProduct, Group, OrthogonalGroup3, RepLike, Sn, get_group, parse_rep  # noqa: F401 (SO2: doctests)
 from ._base import GroupSample, Sampler, repeat_batch
 from ._center import position_slice
 from ._noise import add_noise

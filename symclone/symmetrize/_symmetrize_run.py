@@ -26,7 +26,6 @@ writes (non-main ranks return ``{"rank": r, "train": ...}``).
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
