@@ -92,7 +92,7 @@ def run(args) -> int:
 def _pattern(args) -> int:
     """``symclone graphs pattern``: train the PATTERN models over training seeds, write ``pattern.json``."""
     from ..config import apply_overrides
-    from ..graphs._pattern_train import PATTERN_MODELS, PatternConfig, pattern_table, run_pattern
+    from ..graphs import PATTERN_MODELS, PatternConfig, pattern_table, run_pattern
     from ..validation import check_out_dir
 
     text = args.models or DEFAULT_MODELS["pattern"]

@@ -5,10 +5,10 @@ from ._canon import CanonicalBudgetError, canonical_order, initial_colors, refin
 from ._io import (GRAPH_DATA_ENV, Graph, find_graph_data, load_exp, load_graph8c, parse_graph6,
                   read_graph6, to_graph6)
 from ._models import GraphMLP, MessagePassing, NodeMessagePassing, NodeTransformer, mlp
-from ._pattern import (SPLITS, PatternData, PatternRecipe, generate_pattern, load_pattern, pattern_class_weights,
-                       pattern_expectations, pattern_motifs, pattern_statistics, weighted_accuracy)
-from ._pattern_train import (PATTERN_MODELS, PatternConfig, build_pattern_model, canonical_pattern, pattern_table,
-                             run_pattern, train_pattern)
+from ._pattern import SPLITS, PatternData, PatternRecipe, generate_pattern, load_pattern, pattern_motifs
+from ._pattern_runs import pattern_table, run_pattern
+from ._pattern_stats import pattern_class_weights, pattern_expectations, pattern_statistics, weighted_accuracy
+from ._pattern_train import PATTERN_MODELS, PatternConfig, build_pattern_model, canonical_pattern, train_pattern
 from ._refine_noise import random_ir_colors, refined_noise
 from ._symmetrize import symmetrize_graph_model
 from ._samplers import (CanonicalGraphSampler, GraphSampler, LearnedGraphSampler, UniformGraphSampler,
