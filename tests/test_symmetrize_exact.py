@@ -205,3 +205,27 @@ def test_principal_axes_are_equivariant_and_the_sign_fix_is_needed():
     # control: plain eigenvectors (no sign fix) are not equivariant
     plain = lambda v: torch.linalg.eigh(v.transpose(-1, -2) @ v)[1]      # noqa: E731
     assert not torch.allclose(plain(u @ H.transpose(-1, -2)), H @ plain(u), atol=1e-3)
+
+
+@pytest.mark.parametrize("name, rep, shape", [("c4", "image", (3, 1, 5, 5)), ("c4", "regular", (3, 8, 5, 5)),
+                                              ("p4", "image", (2, 1, 4, 4)), ("t2", "image", (2, 2, 3, 3)),
+                                              ("sn", "set", (3, 4, 2)), ("sn", "graph", (2, 4, 5))])
+def test_exhaustive_blocks_equal_the_batched_action(name, rep, shape):
+    """An exhaustive chunk carries one element per block; applying it block by block (into one buffer,
+    from the repeated or the un-repeated batch) gives bit for bit the per-sample batched action."""
+    import dataclasses
+    from symclone.groups import get_group
+    from symclone.symmetrize import UniformSampler, transform
+    from symclone.symmetrize._base import repeat_batch
+    kw = {"size": shape[-2:]} if name in ("p4", "t2") else ({"n": shape[1]} if name == "sn" else {})
+    G = get_group(name, **kw)
+    x = torch.randn(*shape, dtype=torch.float64)
+    chunks = list(UniformSampler(G, chunk_size=5).chunks(x, "all"))
+    assert sum(s.k for s in chunks) == G.order and all(s.block_elements is not None for s in chunks)
+    for s in chunks:
+        plain = dataclasses.replace(s, block_elements=None)
+        xk = repeat_batch(x, s.k)
+        for inverse in (True, False):
+            ref = transform(G, plain, xk, rep, inverse=inverse)
+            assert torch.equal(transform(G, s, xk, rep, inverse=inverse), ref)
+            assert torch.equal(transform(G, s, x, rep, inverse=inverse), ref)

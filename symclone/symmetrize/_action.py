@@ -91,4 +91,29 @@ def transform(group: Group, s: GroupSample, x: torch.Tensor, rep: RepLike,
             y = _act_one(group, group.inverse(c, validate=False) if inverse else c, x, rep)
             out = out + w[:, m].view(-1, *([1] * (x.ndim - 1))) * y
         return out
+    if s.block_elements is not None and s.perm_matrix is None:
+        return _act_blocks(group, s, x, rep, inverse)
     return _act_factors(group, s.g, x, rep, s.perm_matrix, inverse)
+
+
+def _act_blocks(group: Group, s: GroupSample, x: torch.Tensor, rep: Rep, inverse: bool) -> torch.Tensor:
+    """``transform`` when block ``i`` of the sample-major layout holds one element for every input:
+    one unbatched action per block, written into one ``(k·B, ...)`` buffer. ``x`` is the repeated batch
+    ``(k·B, ...)`` or the ``B`` inputs themselves (then every block reads them)."""
+    els = s.block_elements
+    k = s.k
+    repeated = x.shape[0] % k == 0 and x.shape[0] != 0 and _batch_of(s.g) == x.shape[0]
+    B = x.shape[0] // k if repeated else x.shape[0]
+    out = None
+    for i in range(k):
+        el = tuple(t[i] for t in els) if isinstance(els, tuple) else els[i]
+        xi = x[i * B:(i + 1) * B] if repeated else x
+        yi = _act_factors(group, el, xi, rep, None, inverse)
+        if out is None:
+            out = yi.new_empty((k * B,) + tuple(yi.shape[1:]))
+        out[i * B:(i + 1) * B] = yi
+    return out
+
+
+def _batch_of(g) -> int:
+    return len(g[0]) if isinstance(g, tuple) else len(g)

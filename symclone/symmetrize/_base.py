@@ -75,6 +75,11 @@ class GroupSample:
         :meth:`Sampler.chunks` yields (``None``: ``k``, as for ordinary samples; an exhaustive
         enumeration gives each chunk the number of elements it holds): :class:`Symmetrized` computes
         ``Σ_chunks average_weight · mean_k(g·f(g⁻¹·x)) / Σ_chunks average_weight``.
+    block_elements : optional; set when every input draws the same element in each block of the
+        sample-major layout, ``g[i·B + b] = block_elements[i]`` for all ``b`` (an exhaustive enumeration
+        of a finite group). :func:`~symclone.symmetrize.transform` then applies one unbatched action
+        per block into one output buffer (one ``rot90`` over ``B`` inputs instead of a masked batched
+        rotation) and accepts the un-repeated batch of ``B`` inputs.
     """
 
     g: Any
@@ -84,6 +89,7 @@ class GroupSample:
     candidate_weights: Optional[torch.Tensor] = None
     candidates: Optional[torch.Tensor] = None
     average_weight: Optional[float] = None
+    block_elements: Any = None
 
 
 class Sampler(nn.Module):

@@ -118,7 +118,8 @@ class UniformSampler(Sampler):
             c = len(idx)
             # sample-major layout: element i of the chunk for every input b at i*B + b
             g = _take(els, idx.repeat_interleave(B))
-            yield GroupSample(g=element_to(g, x.device), k=c, average_weight=float(c))
+            yield GroupSample(g=element_to(g, x.device), k=c, average_weight=float(c),
+                              block_elements=element_to(_take(els, idx), x.device))
 
     def extra_repr(self) -> str:
         return f"group={self.group.name}, order={self.order}, chunk_size={self.chunk_size}"

@@ -165,7 +165,9 @@ class Symmetrized(nn.Module):
         xc, centroid = (self.centering.split(x) if self.centering else (x, None))
         total, weight_sum, aux = 0, 0.0, x.new_zeros(())
         for s in self.sampler.chunks(xc, k, generator):
-            x_in = transform(self.group, s, repeat_batch(xc, s.k), self.rep_in, inverse=True)
+            # exhaustive blocks read the B inputs directly (no k-fold copy of the batch)
+            x_rep = xc if s.block_elements is not None and s.perm_matrix is None else repeat_batch(xc, s.k)
+            x_in = transform(self.group, s, x_rep, self.rep_in, inverse=True)
             y = self.model(x_in)
             y = self._transform_output(s, y, B)
             w = float(s.average_weight if s.average_weight is not None else s.k)
