@@ -349,8 +349,7 @@ def train_pattern(model_name: str, config: PatternConfig = PatternConfig(), out:
             best = {"val": val, "loss": val_loss, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
         bar.update(1, loss=total / count, val=val)
         if ckpt is not None:
-            ckpt.save(_meta(fingerprint, history, best, seconds, prep), {"model": model}, opt,
-                      tensors={f"best.{k}": v for k, v in (best["state"] or {}).items()})
+            _save(ckpt, _meta(fingerprint, history, best, seconds, prep), model, opt, best)
     bar.close()
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -365,9 +364,13 @@ def train_pattern(model_name: str, config: PatternConfig = PatternConfig(), out:
               "cpu_seconds": round(seconds + prep, 2), "cpu_seconds_prepare": round(prep, 2),
               "cpu_seconds_per_epoch": round(history[-1]["cpu_seconds"] / len(history), 3) if history else 0.0}
     if ckpt is not None:
-        ckpt.save({**_meta(fingerprint, history, best, seconds, prep), "result": result}, {"model": model}, opt,
-                  tensors={f"best.{k}": v for k, v in (best["state"] or {}).items()})
+        _save(ckpt, {**_meta(fingerprint, history, best, seconds, prep), "result": result}, model, opt, best)
     return result
+
+
+def _save(ckpt: TrainingCheckpoint, meta: dict, model: nn.Module, opt: torch.optim.Optimizer, best: dict) -> None:
+    """The run's checkpoint: model, optimiser, the best weights so far (``best.*``) and ``meta``."""
+    ckpt.save(meta, {"model": model}, opt, tensors={f"best.{k}": v for k, v in (best["state"] or {}).items()})
 
 
 def _meta(fingerprint: dict, history: list, best: dict, seconds: float, prep: float) -> dict:

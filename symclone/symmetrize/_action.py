@@ -91,7 +91,7 @@ def transform(group: Group, s: GroupSample, x: torch.Tensor, rep: RepLike,
             y = _act_one(group, group.inverse(c, validate=False) if inverse else c, x, rep)
             out = out + w[:, m].view(-1, *([1] * (x.ndim - 1))) * y
         return out
-    if s.block_elements is not None and s.perm_matrix is None:
+    if s.blockwise:
         return _act_blocks(group, s, x, rep, inverse)
     return _act_factors(group, s.g, x, rep, s.perm_matrix, inverse)
 
@@ -102,7 +102,7 @@ def _act_blocks(group: Group, s: GroupSample, x: torch.Tensor, rep: Rep, inverse
     ``(k·B, ...)`` or the ``B`` inputs themselves (then every block reads them)."""
     els = s.block_elements
     k = s.k
-    repeated = x.shape[0] % k == 0 and x.shape[0] != 0 and _batch_of(s.g) == x.shape[0]
+    repeated = _batch_of(s.g) == x.shape[0]
     B = x.shape[0] // k if repeated else x.shape[0]
     out = None
     for i in range(k):

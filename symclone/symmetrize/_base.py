@@ -91,6 +91,13 @@ class GroupSample:
     average_weight: Optional[float] = None
     block_elements: Any = None
 
+    @property
+    def blockwise(self) -> bool:
+        """Whether :func:`~symclone.symmetrize.transform` applies this sample block by block (it has
+        ``block_elements`` and no straight-through carrier that needs the per-sample path); such a
+        sample also accepts the un-repeated batch of ``B`` inputs."""
+        return self.block_elements is not None and self.perm_matrix is None and self.candidate_weights is None
+
 
 class Sampler(nn.Module):
     """Base class of all samplers ``p(g | x)``.

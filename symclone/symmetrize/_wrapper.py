@@ -166,7 +166,7 @@ class Symmetrized(nn.Module):
         total, weight_sum, aux = 0, 0.0, x.new_zeros(())
         for s in self.sampler.chunks(xc, k, generator):
             # exhaustive blocks read the B inputs directly (no k-fold copy of the batch)
-            x_rep = xc if s.block_elements is not None and s.perm_matrix is None else repeat_batch(xc, s.k)
+            x_rep = xc if s.blockwise else repeat_batch(xc, s.k)
             x_in = transform(self.group, s, x_rep, self.rep_in, inverse=True)
             y = self.model(x_in)
             y = self._transform_output(s, y, B)
