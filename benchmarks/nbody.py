@@ -44,6 +44,9 @@ MODELS = ("transformer", "uniform", "canonical", "learned", "e3nn", "cloned")
 
 def build(name: str, args) -> nn.Module:
     tf = dict(dim=args.dim, depth=args.depth, heads=4)
+    if args.backbone == "pair":
+        tf |= dict(dropout=args.dropout, center=args.center, velocity_step=args.velocity_step,
+                   charge_pairs=args.charge_pairs)
     backbone = {"transformer": ParticleTransformer, "pair": PairTransformer}[args.backbone]
     if name == "transformer":
         return backbone(**tf)
@@ -97,9 +100,10 @@ def run_model(name: str, data: dict, args, out_dir: Path) -> dict:
     return row
 
 
-#: default epoch budgets per model (what 10 / 30 CPU-minutes bought on a 2-core development machine,
-#: one torch thread, full data); ``--epochs`` overrides them for every model, ``--quick`` scales them down
-EPOCHS = {"transformer": 160, "uniform": 35, "e3nn": 12, "canonical": 400, "learned": 250, "cloned": 250}
+#: default epoch budgets per model: about what 10 CPU-minutes (transformer, uniform, e3nn, cloned) or 30
+#: (canonical, learned) bought in the recorded runs of docs/results.md (2-core development machine, one torch
+#: thread, full data, k = 2); ``--epochs`` overrides them for every model, ``--quick`` scales them down
+EPOCHS = {"transformer": 800, "uniform": 400, "e3nn": 300, "canonical": 1500, "learned": 1000, "cloned": 300}
 
 
 def _run_model(name: str, data: dict, args, out_dir: Path) -> dict:
@@ -113,7 +117,7 @@ def _run_model(name: str, data: dict, args, out_dir: Path) -> dict:
         epochs = max(2, epochs // 50)
     cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch, epochs=epochs, minutes=minutes,
                       eval_every=args.eval_every, seed=args.seed, progress=args.progress, device=args.device,
-                      precision=args.precision)
+                      precision=args.precision, ema=args.ema)
     ckpt = str(out_dir / "nbody_ckpt" / name) if args.resume else None
     log = lambda st: logging.info("%s epoch %d cpu %.0fs valid %.5f", name, st["epoch"], st["cpu_seconds"],
                                   st["curve"][-1][3])
@@ -150,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="pair", choices=("transformer", "pair"),
                    help="plain particle transformer, or with pair features (PairTransformer)")
     p.add_argument("--weight-decay", type=float, default=1e-12)
+    p.add_argument("--dropout", type=float, default=0.0, help="pair backbone: dropout on block outputs")
+    p.add_argument("--center", action="store_true", help="pair backbone: token embedding sees centred positions")
+    p.add_argument("--velocity-step", action="store_true", help="pair backbone: predict p + tau v + residual")
+    p.add_argument("--charge-pairs", action="store_true",
+                   help="pair backbone: charge product and clipped pair force as pair features")
+    p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--k", type=int, default=2, help="samples per input in training")

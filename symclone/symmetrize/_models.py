@@ -74,9 +74,10 @@ class ParticleTransformer(_ParticleModel):
 class _PairBlock(nn.Module):
     """One pre-LN block with pair-biased attention and edge-conditioned values (module doc)."""
 
-    def __init__(self, dim: int, heads: int, pair_dim: int, mlp_ratio: int):
+    def __init__(self, dim: int, heads: int, pair_dim: int, mlp_ratio: int, dropout: float = 0.0):
         super().__init__()
         self.heads, self.hd = heads, dim // heads
+        self.drop = nn.Dropout(dropout)
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.bias = nn.Linear(pair_dim, heads)
@@ -92,8 +93,8 @@ class _PairBlock(nn.Module):
         att = logits.softmax(-1)
         ev = self.edge_value(pair).view(B, N, N, self.heads, self.hd)                 # (B, N, N, H, hd)
         out = torch.einsum("bhij,bjhd->bihd", att, v) + torch.einsum("bhij,bijhd->bihd", att, ev)
-        h = h + self.proj(out.reshape(B, N, D))
-        return h + self.mlp(self.ln2(h))
+        h = h + self.drop(self.proj(out.reshape(B, N, D)))
+        return h + self.drop(self.mlp(self.ln2(h)))
 
 
 class PairTransformer(_ParticleModel):
@@ -105,23 +106,69 @@ class PairTransformer(_ParticleModel):
         the residual adds to when ``residual``).
     dim, depth, heads, mlp_ratio : width, number of blocks, attention heads, MLP expansion.
     pair_hidden : width of the shared pair-feature MLP applied to ``e_ij`` before the per-layer maps.
+    dropout : dropout on each block's attention and MLP outputs (training only).
+    center : the token embedding sees positions relative to the system's mean position, so ``Δ`` is
+        invariant to translations of the system (the pair features already are).
+    velocity_step : predict ``p + τ v + Δ`` with a learned scalar ``τ`` (initialised to 1, the time between
+        input and target frames of the n-body task), i.e. ``Δ`` is the residual over a constant-velocity
+        step; needs the velocities at inputs ``out_dim … 2 out_dim − 1``.
+    charge_pairs : append the charge product ``q_i q_j`` and the clipped pair force
+        ``q_i q_j (p_i − p_j) / ‖p_i − p_j‖³`` (components clipped to ±100, as in the simulator) to ``e_ij``;
+        needs the charge as the last input. Both transform like the positions they are made of, so the
+        model's symmetry is unchanged.
+
+    Examples
+    --------
+    >>> m = PairTransformer(dim=16, depth=1, heads=2, center=True, velocity_step=True, charge_pairs=True)
+    >>> x = torch.randn(2, 5, 7)
+    >>> shift = torch.tensor([1.0, -2.0, 0.5, 0, 0, 0, 0])
+    >>> torch.allclose(m(x + shift), m(x) + shift[:3], atol=1e-5)   # translation-equivariant when centred
+    True
     """
 
     def __init__(self, in_dim: int = 7, out_dim: int = 3, dim: int = 64, depth: int = 4, heads: int = 4,
-                 mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True):
+                 mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True, dropout: float = 0.0,
+                 center: bool = False, velocity_step: bool = False, charge_pairs: bool = False):
         super().__init__()
+        if velocity_step and (not residual or in_dim < 2 * out_dim):
+            raise ValueError(f"velocity_step: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
+                             f"(positions then velocities), got residual={residual}, in_dim={in_dim}")
+        if charge_pairs and in_dim < out_dim + 1:
+            raise ValueError(f"charge_pairs: needs the charge as the last of in_dim > out_dim inputs, got in_dim={in_dim}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
         self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio,
-                      pair_hidden=pair_hidden)
-        self.pair_embed = nn.Sequential(nn.Linear(in_dim + 1, pair_hidden), nn.GELU(),
+                      pair_hidden=pair_hidden, dropout=dropout, center=center, velocity_step=velocity_step,
+                      charge_pairs=charge_pairs)
+        self.center, self.charge_pairs = center, charge_pairs
+        pair_in = in_dim + 1 + (1 + out_dim if charge_pairs else 0)
+        self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_hidden), nn.GELU(),
                                         nn.Linear(pair_hidden, pair_hidden))
-        self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio, dropout) for _ in range(depth))
+        self.tau = nn.Parameter(torch.ones(())) if velocity_step else None
+
+    def _pair_features(self, x: torch.Tensor) -> torch.Tensor:
+        diff = x.unsqueeze(2) - x.unsqueeze(1)                                           # (B, N, N, in)
+        dist = diff[..., :self.out_dim].norm(dim=-1, keepdim=True)
+        feats = [diff, dist]
+        if self.charge_pairs:
+            qq = (x[..., -1:].unsqueeze(2) * x[..., -1:].unsqueeze(1))                   # (B, N, N, 1)
+            cube = torch.where(dist > 0, dist.pow(3), torch.ones_like(dist))             # i == j: force 0
+            force = (qq * diff[..., :self.out_dim] / cube).clamp(-100.0, 100.0)
+            feats += [qq, force]
+        return torch.cat(feats, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_dim)
-        diff = x.unsqueeze(2) - x.unsqueeze(1)                                           # (B, N, N, in)
-        dist = diff[..., :3].norm(dim=-1, keepdim=True)
-        pair = self.pair_embed(torch.cat([diff, dist], -1))
-        h = self.embed(x)
+        pair = self.pair_embed(self._pair_features(x))
+        tokens = x
+        if self.center:
+            p = x[..., :self.out_dim]
+            tokens = torch.cat([p - p.mean(1, keepdim=True), x[..., self.out_dim:]], -1)
+        h = self.embed(tokens)
         for blk in self.blocks:
             h = blk(h, pair)
-        return self._readout(x, h)
+        y = self._readout(x, h)
+        if self.tau is not None:
+            y = y + self.tau * x[..., self.out_dim:2 * self.out_dim]
+        return y

@@ -1,7 +1,8 @@
 """Training and measurement helpers for symmetrized regressors (used by the benchmark and CLI).
 
 * :func:`train_regressor` — AdamW (decoupled weight decay) + MSE (+ the sampler's auxiliary loss), a wall-clock or epoch
-  budget, best-on-validation weights, optional checkpoint/resume (safetensors via ``symclone.io``).
+  budget, best-on-validation weights, optional exponential moving average of the weights, optional
+  checkpoint/resume (safetensors via ``symclone.io``).
 * :func:`evaluate_mse` — mean squared error over a dataset in eval mode (``k_eval`` samples).
 * :func:`equivariance_vs_k` — relative error under random group actions and the Monte-Carlo spread.
 * :func:`time_forward` — seconds per forward pass of a batch.
@@ -49,9 +50,12 @@ class TrainConfig(RuntimeOptions):
     eval_every: int = 5
     progress: bool = False
     cosine: bool = True
+    ema: float = 0.0                    # > 0: validate, select and return an EMA of the weights (decay per step)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema: expected a decay in [0, 1), got {self.ema}")
         if self.batch_size < 1 or self.epochs < 0 or self.eval_every < 1:
             raise ValueError(f"batch_size, epochs, eval_every: expected >= 1, >= 0, >= 1, got "
                              f"{self.batch_size}, {self.epochs}, {self.eval_every}")
@@ -111,6 +115,37 @@ def training_precision(model: nn.Module, precision: str, device: torch.device) -
         del inner.forward
 
 
+class _WeightAverage:
+    """Exponential moving average of a model's floating-point state tensors (see :func:`train_regressor`)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """``θ̄ ← d θ̄ + (1 − d) θ`` for every tracked tensor."""
+        current = model.state_dict()
+        for k, avg in self.state.items():
+            avg.lerp_(current[k].detach(), 1.0 - self.decay)
+
+    def load(self, tensors: dict) -> None:
+        """Restore the average from a checkpoint (missing entries keep their current value)."""
+        for k, v in tensors.items():
+            if k in self.state:
+                self.state[k].copy_(v)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: nn.Module) -> Iterator[None]:
+        """Run the body with the averaged weights loaded into ``model``; the trained weights come back after."""
+        live = {k: v.detach().clone() for k, v in model.state_dict().items() if k in self.state}
+        model.load_state_dict(self.state, strict=False)
+        try:
+            yield
+        finally:
+            model.load_state_dict(live, strict=False)
+
+
 @torch.no_grad()
 def evaluate_mse(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
     """Mean squared error of ``model`` on ``(x, y)`` in eval mode (batches moved to the model's device)."""
@@ -134,6 +169,10 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     process) and the ``curve`` (``[epoch, cpu_seconds, train_loss, valid_mse]``). With ``checkpoint``
     (a path stem) the model, best weights, optimiser state and progress are saved at every evaluation
     and training resumes from them.
+
+    With ``cfg.ema = d > 0`` an exponential moving average ``θ̄ ← d θ̄ + (1 − d) θ`` of every floating-point
+    tensor of the state (parameters and buffers) is updated after each optimiser step; validation, the
+    best-weights choice and the returned model use ``θ̄`` (Polyak averaging), training continues from ``θ``.
 
     The model and both datasets move to ``cfg.device`` once (whole tensors: no loader between the
     steps); the training forward runs under :func:`training_precision` (a symmetrized model: its backbone
@@ -165,12 +204,15 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = {"epoch": 0, "seconds": 0.0, "best_valid": float("inf"), "curve": []}
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    averaged = _WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     saved = TrainingCheckpoint(checkpoint, ctx) if checkpoint else None
     # model, Adam moments and step counts, the best weights so far: the resumed run continues the same trajectory
     restored = saved.load({"model": model}, opt) if saved is not None else None
     if restored is not None:
         meta, extra = restored
         best = {k[5:]: v.to(dev) for k, v in extra.items() if k.startswith("best.")}
+        if averaged is not None:
+            averaged.load({k[4:]: v for k, v in extra.items() if k.startswith("ema.")})
         state = meta["state"]
         log.info("resumed %s at epoch %d", checkpoint, state["epoch"])
     if dist_on:
@@ -219,6 +261,8 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
             opt.zero_grad(set_to_none=True)
             (loss + aux.float()).backward()
             opt.step()
+            if averaged is not None:
+                averaged.update(model)
             run += loss.detach().double()
         if dist_on:
             run = ctx.all_reduce_mean(run)
@@ -229,19 +273,22 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
         state["cpu_seconds"] = cpu_seconds()
         out_of_time = budget is not None and state["cpu_seconds"] > budget
         if state["epoch"] % cfg.eval_every == 0 or state["epoch"] in (cfg.epochs, end) or out_of_time:
-            v = evaluate_mse(model, *valid)
+            with (averaged.swapped_in(model) if averaged is not None else contextlib.nullcontext()):
+                v = evaluate_mse(model, *valid)
+                candidate = {k: t.detach().clone() for k, t in model.state_dict().items()}  # the weights validated
             if dist_on:  # the mean of the ranks' estimates: identical on every rank, so is the best-weights choice
                 v = float(ctx.all_reduce_mean(torch.tensor(v, dtype=torch.float64, device=dev)))
             state["curve"].append([state["epoch"], round(state["cpu_seconds"], 1), run / steps_per_epoch, v])
             if v < state["best_valid"]:
                 state["best_valid"] = v
-                best = {k: t.detach().clone() for k, t in model.state_dict().items()}
+                best = candidate
             state["seconds"] = elapsed
             if on_eval and is_main:
                 on_eval(state)
             if saved is not None:  # rank 0 writes, every rank waits
                 saved.save({"state": state, "world_size": 1 if ctx is None else ctx.world_size}, {"model": model},
-                           opt, tensors={f"best.{k}": t for k, t in best.items()})
+                           opt, tensors={f"best.{k}": t for k, t in best.items()}
+                           | ({f"ema.{k}": t for k, t in averaged.state.items()} if averaged is not None else {}))
         if out_of_time:
             state["stopped_by"] = "budget"
             break
