@@ -46,7 +46,7 @@ def build(name: str, args) -> nn.Module:
     tf = dict(dim=args.dim, depth=args.depth, heads=4)
     if args.backbone == "pair":
         tf |= dict(dropout=args.dropout, center=args.center, velocity_step=args.velocity_step,
-                   charge_pairs=args.charge_pairs)
+                   charge_pairs=args.charge_pairs, charge_flip_invariant=args.charge_flip)
     backbone = {"transformer": ParticleTransformer, "pair": PairTransformer}[args.backbone]
     if name == "transformer":
         return backbone(**tf)
@@ -159,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--velocity-step", action="store_true", help="pair backbone: predict p + tau v + residual")
     p.add_argument("--charge-pairs", action="store_true",
                    help="pair backbone: charge product and clipped pair force as pair features")
+    p.add_argument("--charge-flip", action="store_true",
+                   help="pair backbone: exactly invariant to flipping every charge's sign")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)

@@ -198,6 +198,12 @@ def test_pair_transformer_levers_keep_the_symmetry_and_mean_what_they_say():
     out, aux = g.forward_with_aux(x)
     (out.pow(2).mean() + aux).backward()
     assert all(torch.isfinite(p.grad).all() for p in g.parameters() if p.grad is not None)
+    # charge-flip invariance: exact with the option, not without (control)
+    flip = x.clone()
+    flip[..., 6] = -flip[..., 6]
+    inv = PairTransformer(**(kw | dict(charge_flip_invariant=True))).double().eval()
+    assert torch.allclose(inv(flip), inv(x), atol=1e-12)
+    assert (plain(flip) - plain(x)).abs().max() > 1e-6                          # control: not without it
     with pytest.raises(ValueError, match="velocity_step"):
         PairTransformer(in_dim=4, velocity_step=True)
     with pytest.raises(ValueError, match="dropout"):

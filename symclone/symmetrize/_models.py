@@ -116,6 +116,10 @@ class PairTransformer(_ParticleModel):
         ``q_i q_j (p_i − p_j) / ‖p_i − p_j‖³`` (components clipped to ±100, as in the simulator) to ``e_ij``;
         needs the charge as the last input. Both transform like the positions they are made of, so the
         model's symmetry is unchanged.
+    charge_flip_invariant : make ``Δ`` exactly invariant to flipping the sign of every charge (a symmetry of
+        Coulomb dynamics, whose forces depend on ``q_i q_j`` only): the token embedding gets ``|q_i|`` instead of
+        ``q_i`` and the pair vector ``|q_i − q_j|`` instead of ``q_i − q_j``; with ``charge_pairs`` the sign
+        information left is the flip-invariant ``q_i q_j``.
 
     Examples
     --------
@@ -128,19 +132,20 @@ class PairTransformer(_ParticleModel):
 
     def __init__(self, in_dim: int = 7, out_dim: int = 3, dim: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True, dropout: float = 0.0,
-                 center: bool = False, velocity_step: bool = False, charge_pairs: bool = False):
+                 center: bool = False, velocity_step: bool = False, charge_pairs: bool = False,
+                 charge_flip_invariant: bool = False):
         super().__init__()
         if velocity_step and (not residual or in_dim < 2 * out_dim):
             raise ValueError(f"velocity_step: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
                              f"(positions then velocities), got residual={residual}, in_dim={in_dim}")
-        if charge_pairs and in_dim < out_dim + 1:
+        if (charge_pairs or charge_flip_invariant) and in_dim < out_dim + 1:
             raise ValueError(f"charge_pairs: needs the charge as the last of in_dim > out_dim inputs, got in_dim={in_dim}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
         self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio,
                       pair_hidden=pair_hidden, dropout=dropout, center=center, velocity_step=velocity_step,
-                      charge_pairs=charge_pairs)
-        self.center, self.charge_pairs = center, charge_pairs
+                      charge_pairs=charge_pairs, charge_flip_invariant=charge_flip_invariant)
+        self.center, self.charge_pairs, self.flip_invariant = center, charge_pairs, charge_flip_invariant
         pair_in = in_dim + 1 + (1 + out_dim if charge_pairs else 0)
         self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_hidden), nn.GELU(),
                                         nn.Linear(pair_hidden, pair_hidden))
@@ -150,6 +155,8 @@ class PairTransformer(_ParticleModel):
     def _pair_features(self, x: torch.Tensor) -> torch.Tensor:
         diff = x.unsqueeze(2) - x.unsqueeze(1)                                           # (B, N, N, in)
         dist = diff[..., :self.out_dim].norm(dim=-1, keepdim=True)
+        if self.flip_invariant:
+            diff = torch.cat([diff[..., :-1], diff[..., -1:].abs()], -1)
         feats = [diff, dist]
         if self.charge_pairs:
             qq = (x[..., -1:].unsqueeze(2) * x[..., -1:].unsqueeze(1))                   # (B, N, N, 1)
@@ -161,10 +168,10 @@ class PairTransformer(_ParticleModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_dim)
         pair = self.pair_embed(self._pair_features(x))
-        tokens = x
+        tokens = torch.cat([x[..., :-1], x[..., -1:].abs()], -1) if self.flip_invariant else x
         if self.center:
             p = x[..., :self.out_dim]
-            tokens = torch.cat([p - p.mean(1, keepdim=True), x[..., self.out_dim:]], -1)
+            tokens = torch.cat([p - p.mean(1, keepdim=True), tokens[..., self.out_dim:]], -1)
         h = self.embed(tokens)
         for blk in self.blocks:
             h = blk(h, pair)
