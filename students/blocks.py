@@ -98,7 +98,8 @@ class BlockLayer(_BlockLayerBase):
         super().__init__()
         O = self._layout(in_dim, out_dim, num_params, blocks, orientations)
         bound = 1.0 / math.sqrt(in_dim * blocks)
-        self.W = nn.Parameter((torch.rand(blocks, O, in_dim, generator=gen) * 2 - 1) * bound)
+        # U(-bound, bound) in one pass (the same values and generator state as (rand * 2 - 1) * bound)
+        self.W = nn.Parameter(torch.empty(blocks, O, in_dim).uniform_(-bound, bound, generator=gen))
         self._shared_parameters(gen)
 
     def effective(self, z: torch.Tensor) -> torch.Tensor:
@@ -130,8 +131,9 @@ class SparseBlockLayer(_BlockLayerBase):
     """A :class:`BlockLayer` whose blocks are stored as entries: ``W_index (3, nnz)`` (block, row, column)
     and ``W_values (nnz,)``; ``c``, ``H``, ``A``, ``kernel``, ``scale`` as in the dense layer.
 
-    The forward builds the ``(R·O, I)`` map ``Σ_b h_b(A_r k̃) W_b`` of each kernel (one dense map in flight)
-    and applies it; everything is differentiable in ``W_values``. A fresh layer holds a random sparse
+    The forward applies the blocks as index operations (``u_b = W_b x`` from the entries, then
+    ``Σ_b h_b(A_r k̃) u_b`` for every kernel: no dense ``(R·O, I)`` map); everything is differentiable in
+    ``W_values``. A fresh layer holds a random sparse
     ``W``: ``n = min(B·O·I, SPARSE_INIT_ENTRIES)`` entries at uniformly random ``(b, o, i)``, values
     ``U(−a, a)`` with ``a = sqrt(O / n)`` (so each output's variance matches the dense init's), a
     group-agnostic baseline like the dense one.
@@ -187,20 +189,40 @@ class SparseBlockLayer(_BlockLayerBase):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
+    def blocks_apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``u[b, o, n] = (W_b x_n)[o]`` ``(B, O, N)`` for ``x (N, I)`` from the entries: a gather of the
+        inputs each entry reads and an index-add into its block row (``nnz · N`` products, no dense map)."""
+        b, o, i = self.W_index
+        src = x.T[i] * self.W_values.to(x.dtype)[:, None]  # (nnz, N)
+        u = torch.zeros(self.B * self.O, x.shape[0], dtype=x.dtype, device=x.device)
+        return u.index_add(0, b * self.O + o, src).reshape(self.B, self.O, x.shape[0])
+
     def forward(self, h_flat: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """``h_flat (N, I)`` or ``(K, N, I)``, ``k (P,)`` or ``(K, P)`` -> ``(..., N, R, O)``."""
+        """``h_flat (N, I)`` or ``(K, N, I)``, ``k (P,)`` or ``(K, P)`` -> ``(..., N, R, O)``.
+
+        Inputs are taken in chunks of ``n`` rows with ``B·O·n`` and ``nnz·n`` at most ``max(R·O·I, 2²²)``
+        (never more memory than one dense map): ``u = W x`` per block from the entries
+        (:meth:`blocks_apply`), then ``z_r = Σ_b h_b(A_r k̃) u_b + c`` for every kernel."""
         z = self.coefficients(k)
         zk = z.unsqueeze(0) if k.ndim == 1 else z  # (K, R, B)
         if h_flat.ndim == 3 and h_flat.shape[0] != zk.shape[0]:
             raise ValueError(f"h: (K, N, I) inputs need K = {zk.shape[0]} kernels, got {tuple(h_flat.shape)}")
         bias = zk @ self.c  # (K, R, O)
+        K, N = zk.shape[0], h_flat.shape[-2]
+        per_row = max(self.B * self.O, self.nnz, 1)
+        n = max(1, min(N, max(self.R * self.O * self.I, 1 << 22) // per_row))
+        xs = [h_flat] if h_flat.ndim == 2 else list(h_flat)
         outs = []
-        for j in range(zk.shape[0]):
-            x = h_flat if h_flat.ndim == 2 else h_flat[j]
-            M = self.effective(zk[j]).to(x.dtype)
-            y = (x @ M.reshape(-1, self.I).T).reshape(x.shape[0], self.R, self.O)
-            outs.append(y + bias[j].to(y.dtype))
-        y = torch.stack(outs)
+        for j, x in enumerate(xs):
+            zj = zk if len(xs) == 1 else zk[j:j + 1]  # shared inputs: every kernel at once
+            parts = []
+            for n0 in range(0, N, n):
+                u = self.blocks_apply(x[n0:n0 + n])  # (B, O, n)
+                y = (zj.reshape(-1, self.B).to(u.dtype) @ u.reshape(self.B, -1))  # (k R, O n)
+                parts.append(y.reshape(zj.shape[0], self.R, self.O, -1))
+            y = torch.cat(parts, -1).permute(0, 3, 1, 2)  # (k, N, R, O)
+            outs.append(y + (bias if len(xs) == 1 else bias[j:j + 1]).to(y.dtype)[:, None])
+        y = torch.cat(outs)
         return y[0] if k.ndim == 1 else y
 
 

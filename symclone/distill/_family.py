@@ -35,7 +35,7 @@ from symclone.students._base import POINTWISE
 from ._feeds import batched, teacher_input
 from ..memory import memory_obstacle
 from ._solver import resolve_solver
-from ._family_solve import PAIR_CHUNK, family_blocks_solve, second_moment
+from ._family_solve import PAIR_CHUNK, family_blocks_solve, layer_moment
 from ._sparse_maps import probe_affine_maps, probe_bytes
 
 __all__ = ["family_solver", "family_obstacle", "fit_family_closed_form", "family_loss_fn", "family_parameters",
@@ -43,13 +43,16 @@ __all__ = ["family_solver", "family_obstacle", "fit_family_closed_form", "family
 
 
 def family_closed_form_bytes(student: Any, l: int) -> int:
-    """Estimated peak bytes of :func:`fit_family_closed_form` for layer ``l``: ``E[x̃x̃ᵀ]`` (float64),
-    the probe (chunks + about ``P · out`` entries), the streamed Gram join and the assigned blocks."""
+    """Estimated peak bytes of :func:`fit_family_closed_form` for layer ``l``: the band of ``E[x̃x̃ᵀ]``
+    (float64, at most ``P²`` offsets and never more than the dense ``(I+1)²``: :func:`._family_solve.layer_moment`),
+    one float64 chunk of inputs, the probe (chunks + about ``P · out`` entries), the streamed Gram join
+    and the assigned blocks."""
     layer = student.layers[l - 1]
     d, out = student.in_dim(l) + 1, student.out_dim(l)
     nnz = layer.P * out  # about one entry per parameter and output row (a convolution has out / C_out)
     block_nnz = nnz * (layer.B if layer.B < layer.P else 1)  # W̃_b = Σ_p V_pb T_p for B < P
-    return 8 * d * d + probe_bytes(out, d - 1, layer.P, nnz) + 80 * PAIR_CHUNK + 40 * block_nnz
+    moment = 8 * d * min(d, layer.P ** 2) + 2 * 8 * 256 * d
+    return moment + probe_bytes(out, d - 1, layer.P, nnz) + 80 * PAIR_CHUNK + 40 * block_nnz
 
 
 def family_obstacle(student: Any, teacher: Any, l: int, max_dim: int,
@@ -62,8 +65,8 @@ def family_obstacle(student: Any, teacher: Any, l: int, max_dim: int,
         return f"layer {l}'s input size {student.in_dim(l)} exceeds closed_form_max_dim={max_dim}"
     if not check_affine_in_params(teacher, l):
         return f"teacher layer {l} is not affine in its parameters"
-    what = (f"the family closed form of layer {l} (second moment {d} x {d} float64, sparse basis maps of "
-            f"{student.layers[l - 1].P} parameters)")
+    what = (f"the family closed form of layer {l} (input size {d - 1}: band of the second moment in float64, "
+            f"sparse basis maps of {student.layers[l - 1].P} parameters)")
     return memory_obstacle(what, family_closed_form_bytes(student, l), device)
 
 
@@ -107,16 +110,17 @@ def check_affine_in_params(teacher: Any, l: int, tol: float = 1e-4) -> bool:
 def fit_family_closed_form(student: Any, teacher: Any, l: int, h_train: torch.Tensor) -> dict:
     """Set student layer ``l`` to the optimal blocks for the input distribution of ``h_train``.
 
-    Probe the teacher's sparse basis maps, stream ``Σ = E[x̃x̃ᵀ]`` over ``h_train``, solve
-    (:func:`._sparse_maps.family_blocks_solve`) and write ``W`` (dense or sparse, as the layer stores
+    Probe the teacher's sparse basis maps, stream the band of ``Σ = E[x̃x̃ᵀ]`` that the Gram joins read
+    over ``h_train`` (:func:`._family_solve.layer_moment`), solve (:func:`._family_solve.family_blocks_solve`)
+    and write ``W`` (dense or sparse, as the layer stores
     it), ``c``, ``H`` and ``A``. The record's ``closed_form`` holds the probe's entry count and timings.
     """
     t0 = time.perf_counter()
     layer = student.layers[l - 1]
     maps = probe_affine_maps(teacher, l, float(layer.scale), verify_on=h_train[:4])
     t_probe = time.perf_counter()
-    sigma = second_moment(h_train.reshape(h_train.shape[0], -1)).to(maps.val.device)
     fields = student.feature_shapes[l][0] // layer.R
+    sigma = layer_moment(maps, h_train.reshape(h_train.shape[0], -1), layer.R, fields)
     sol = family_blocks_solve(maps, sigma, layer.B, layer.R, fields)
     dev = layer.c.device
     layer.assign(sol.W_block.to(dev), sol.W_row.to(dev), sol.W_col.to(dev), sol.W_val.to(dev))

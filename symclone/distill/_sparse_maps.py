@@ -13,7 +13,9 @@ colouring of the column-intersection graph ``AᵀA``); one probe ``x_g = Σ_{i�
 and kernel ``e_p`` then recovers every entry of ``M_p`` in those columns, because each output row sees at
 most one of them. A 3×3 conv needs ~25·C_in probes instead of ``I``. Outputs outside the pattern are
 checked to vanish (else every input gets its own probe), and the result is verified on random
-``(k, x)`` against the teacher.
+``(k, x)`` against the teacher. For image layers the pattern is first guessed from ``C`` probes (the
+outputs the centre pixel's inputs reach, shifted to every pixel: :func:`_shift_pattern`), which costs
+``C`` forwards instead of ``I``; the guess is kept only if the grouped probe and the verification pass.
 
 Gram matrices and the solution from these entries: :mod:`._family_solve`.
 
@@ -170,6 +172,33 @@ def _union_pattern(teacher: Any, l: int, scale: float, dtype: torch.dtype, devic
     return np.concatenate(rows), np.concatenate(cols)
 
 
+def _shift_pattern(teacher: Any, l: int, scale: float, dtype: torch.dtype, device: torch.device,
+                   tol: float) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """A guessed union pattern for image layers ``(C, H, W) -> (C', H', W')`` from ``C`` probes: the outputs
+    that the inputs at the centre pixel reach, shifted to every pixel (offsets wrapped modulo ``H', W'``, a
+    superset of the pattern of a zero-padded, valid or circular convolution). ``None`` for other layouts.
+    A wrong guess is caught by :func:`_probe_grouped` or :func:`_verify` (then the exhaustive pattern is used)."""
+    shape_in, shape_out = tuple(teacher.feature_shapes[l - 1]), tuple(teacher.feature_shapes[l])
+    if len(shape_in) != 3 or len(shape_out) != 3 or shape_in[1] * shape_in[2] < 16:
+        return None
+    (C, H, W), (_, Ho, Wo) = shape_in, shape_out
+    P = int(teacher.num_layer_params(l))
+    gen = torch.Generator().manual_seed(12_345)
+    ks = (torch.randn(2, P, generator=gen, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
+    yc, xc = H // 2, W // 2
+    basis = torch.zeros(C + 1, C, H, W, dtype=dtype, device=device)
+    basis[torch.arange(1, C + 1), torch.arange(C), yc, xc] = 1.0
+    z = _teacher_z(teacher, l, basis, ks)
+    c, o = torch.nonzero((z[:, 1:] - z[:, :1]).abs().amax(0) > tol, as_tuple=True)
+    c, o = c.cpu().numpy(), o.cpu().numpy()
+    co, dy, dx = o // (Ho * Wo), (o // Wo) % Ho - yc, o % Wo - xc
+    yy, xx = np.divmod(np.arange(H * W), W)
+    rows = co[:, None] * (Ho * Wo) + ((yy[None] + dy[:, None]) % Ho) * Wo + (xx[None] + dx[:, None]) % Wo
+    cols = c[:, None] * (H * W) + np.arange(H * W)[None]
+    flat = np.unique(rows.reshape(-1).astype(np.int64) * (C * H * W) + cols.reshape(-1))
+    return flat // (C * H * W), flat % (C * H * W)
+
+
 def _colour_columns(rows: np.ndarray, cols: np.ndarray, out: int, I: int) -> Optional[np.ndarray]:
     """Greedy colouring of the inputs such that no output row depends on two inputs of one colour
     (``None`` when the intersection graph is too dense to be worth it)."""
@@ -223,26 +252,42 @@ def probe_affine_maps(teacher: Any, l: int, scale: float, verify_on: Optional[to
     zero = torch.zeros(1, *shape_in, dtype=dtype, device=device)
     m = torch.cat([_teacher_z(teacher, l, zero, eye[i:i + 256]) for i in range(0, P, 256)])[:, 0]  # (P, out)
     out = m.shape[1]
-    rows, cols = _union_pattern(teacher, l, scale, dtype, device, tol)
-    colours = _colour_columns(rows, cols, out, I)
-    maps = None
-    if colours is not None:
-        maps = _probe_grouped(teacher, l, eye, m, rows, cols, colours, shape_in, tol)
-        if maps is None:
-            log.warning("probe of layer %d: outputs outside the detected sparsity pattern; probing every input "
-                        "separately", l)
-    if maps is None:
-        maps = _probe_grouped(teacher, l, eye, m, None, None, np.arange(I), shape_in, tol)
     bias_p, bias_row = torch.nonzero(m.abs() > tol, as_tuple=True)
-    p_all = torch.cat([bias_p, maps[0]])
-    row_all = torch.cat([bias_row, maps[1]])
-    col_all = torch.cat([torch.zeros_like(bias_p), maps[2]])
-    val_all = torch.cat([m[bias_p, bias_row], maps[3]])
-    res = SparseAffineMaps(p_all, row_all, col_all, val_all, P, out, I)
-    _verify(teacher, l, res, scale, dtype, verify_on)
+
+    def assemble(found: tuple[torch.Tensor, ...]) -> SparseAffineMaps:
+        return SparseAffineMaps(torch.cat([bias_p, found[0]]), torch.cat([bias_row, found[1]]),
+                                torch.cat([torch.zeros_like(bias_p), found[2]]),
+                                torch.cat([m[bias_p, bias_row], found[3]]), P, out, I)
+
+    res, probes = None, I
+    guess = _shift_pattern(teacher, l, scale, dtype, device, tol)
+    colours = None if guess is None else _colour_columns(guess[0], guess[1], out, I)
+    if colours is not None:  # the cheap guess (C probes); kept only if exact
+        found = _probe_grouped(teacher, l, eye, m, guess[0], guess[1], colours, shape_in, tol)
+        if found is not None and _verify_error(teacher, l, assemble(found), scale, dtype, verify_on) <= \
+                _verify_tol(dtype):
+            res, probes = assemble(found), int(colours.max()) + 1
+        else:
+            log.debug("probe of layer %d: the shifted pattern does not hold; probing every input once", l)
+    if res is None:
+        rows, cols = _union_pattern(teacher, l, scale, dtype, device, tol)
+        colours = _colour_columns(rows, cols, out, I)
+        found = None
+        if colours is not None:
+            found = _probe_grouped(teacher, l, eye, m, rows, cols, colours, shape_in, tol)
+            probes = int(colours.max()) + 1
+            if found is None:
+                log.warning("probe of layer %d: outputs outside the detected sparsity pattern; probing every "
+                            "input separately", l)
+        if found is None:
+            found, probes = _probe_grouped(teacher, l, eye, m, None, None, np.arange(I), shape_in, tol), I
+        res = assemble(found)
+        err = _verify_error(teacher, l, res, scale, dtype, verify_on)
+        if err > _verify_tol(dtype):
+            raise RuntimeError(f"probe: the sparse basis maps of layer {l} reproduce the teacher only to relative "
+                               f"error {err:.2e}; is the layer affine in its parameters and its input?")
     log.info("probe of layer %d: %d basis maps, %d entries (%.2g%% of dense), %d probes per kernel", l, P,
-             res.nnz, 100.0 * res.nnz / max(1, P * out * (I + 1)), int(colours.max()) + 1 if colours is not None
-             else I)
+             res.nnz, 100.0 * res.nnz / max(1, P * out * (I + 1)), probes)
     return res
 
 
@@ -294,8 +339,13 @@ def _probe_grouped(teacher: Any, l: int, eye: torch.Tensor, m: torch.Tensor, row
     return (cat(out_p, torch.long), cat(out_r, torch.long), cat(out_c, torch.long), cat(out_v, torch.float64))
 
 
-def _verify(teacher: Any, l: int, maps: SparseAffineMaps, scale: float, dtype: torch.dtype,
-            h: Optional[torch.Tensor]) -> None:
+def _verify_tol(dtype: torch.dtype) -> float:
+    return 1e-8 if dtype == torch.float64 else 1e-4
+
+
+def _verify_error(teacher: Any, l: int, maps: SparseAffineMaps, scale: float, dtype: torch.dtype,
+                  h: Optional[torch.Tensor]) -> float:
+    """Relative error of ``Σ_p k̃_p T_p x̃`` against the teacher for 2 random kernels on 4 inputs ``h``."""
     gen = torch.Generator().manual_seed(54_321)
     if h is None:
         h = torch.randn(4, *teacher.feature_shapes[l - 1], generator=gen)
@@ -303,10 +353,7 @@ def _verify(teacher: Any, l: int, maps: SparseAffineMaps, scale: float, dtype: t
     kt = torch.randn(2, maps.num_params, generator=gen, dtype=torch.float64).to(maps.val.device)
     ref = _teacher_z(teacher, l, h, (kt * scale).to(dtype))
     pred = maps.apply(kt, h.reshape(h.shape[0], -1))
-    err = float((pred - ref).norm() / ref.norm().clamp_min(1e-300))
-    if err > (1e-8 if dtype == torch.float64 else 1e-4):
-        raise RuntimeError(f"probe: the sparse basis maps of layer {l} reproduce the teacher only to relative "
-                           f"error {err:.2e}; is the layer affine in its parameters and its input?")
+    return float((pred - ref).norm() / ref.norm().clamp_min(1e-300))
 
 
 # ---- Gram matrices ------------------------------------------------------------------------------------------
