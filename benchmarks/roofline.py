@@ -18,10 +18,11 @@ from typing import Any, Callable
 
 import torch
 
+from ._symmetrize_grid import grid_rows, reference_p4_action
 from ._util import clock_name, count_flops, format_table, matmul_rate, peak_memory, timeit
 
 __all__ = ["run", "COLUMNS", "bench_rates", "bench_family_step", "bench_gcnn_forward", "bench_symmetrize",
-           "bench_reynolds", "bench_closed_form_vs_sgd", "reference_family_loss_fn"]
+           "bench_reynolds", "bench_closed_form_vs_sgd", "reference_family_loss_fn", "reference_p4_action"]
 
 COLUMNS = ["bench", "case", "seconds", "throughput", "unit", "ratio", "ratio_is", "peak_mb"]
 log = logging.getLogger(__name__)
@@ -202,12 +203,13 @@ def bench_gcnn_forward(dev: torch.device, rate: float, quick: bool) -> list[dict
 
 # ------------------------------------------------------------------------------------------- symmetrization
 def bench_symmetrize(dev: torch.device, rate: float, quick: bool) -> list[dict]:
-    """Symmetrized forward cost over the bare model: C4 Reynolds (exact, 4 elements) on an MLP student, and
-    the learned S_n × O(3) frame sampler on the n-body transformer student for several k."""
+    """Symmetrized forward cost over the bare model: C4 Reynolds (exact, 4 elements) on an MLP student, p4
+    uniform draws and the canonical c4 sampler on an image MLP (``_symmetrize_grid.grid_rows``), and the learned
+    S_n × O(3) frame sampler on the n-body transformer student for several k."""
     from symclone.registry import create_student, create_teacher
     from symclone.symmetrize import Symmetrized
 
-    rows = []
+    rows = grid_rows(dev, rate, quick)
     torch.manual_seed(0)
     ct = create_teacher("cnn", channels=4 if quick else 8, depth=2)
     mlp = create_student("mlp", teacher=ct).to(dev).eval()

@@ -137,13 +137,14 @@ def _rot_roll(z: torch.Tensor, r: torch.Tensor, shift: torch.Tensor) -> torch.Te
                                    (-2, -1)) for b in range(z.shape[0])])
 
 
-@pytest.mark.parametrize("group", ["c4", "p4"])
-def test_float32_canonical_c4_p4_are_exact_in_the_worst_case(group):
+@pytest.mark.parametrize("group,net", [("c4", "orbit"), ("c4", "escnn"), ("p4", "escnn")])
+def test_float32_canonical_c4_p4_are_exact_in_the_worst_case(group, net):
     size = 8
     torch.manual_seed(0)
     model = mlp((1, size, size))
     kw = {"group_kw": {"size": size}} if group == "p4" else {}
-    f = Symmetrized(model, group, "image", "image", sampler="canonical", hidden=4, kernel_size=3, **kw).eval()
+    kw.update({"kernel_size": 3} if net == "escnn" else {})
+    f = Symmetrized(model, group, "image", "image", sampler="canonical", hidden=4, net=net, **kw).eval()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(N_INPUTS, 1, size, size, generator=gen)
     r = torch.randint(0, 4, (N_INPUTS,), generator=gen)

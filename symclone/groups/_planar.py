@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from ._base import Group
-from ._image_ops import (_check_regular, _check_square, _roll_orientations, _size2, roll_batched, rot90_batched,
-                         rotate_shift)
+from ._image_ops import (_check_regular, _check_square, _PerSample, _roll_orientations, _size2, roll_batched,
+                         rot90_batched, rot_roll_batched, rotate_shift)
 from ._reps import IMAGE_KINDS
 
 __all__ = ["T2", "C4", "P4", "SO2", "roll_batched", "rot90_batched", "rotate_shift"]
 
 
-class T2(Group):
+class T2(_PerSample, Group):
     """Cyclic translations Z_H × Z_W of an H×W grid.
 
     Examples
@@ -107,6 +107,9 @@ class T2(Group):
         yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
         return torch.stack([yy.reshape(-1), xx.reshape(-1)], dim=-1)
 
+    def _turns_shifts(self, g):
+        return None, g
+
     def _act(self, g, x, rep):
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             raise ValueError(f"x: group t2 was built for {self.size[0]}x{self.size[1]} grids, "
@@ -119,7 +122,7 @@ class T2(Group):
         return f"T2(size={self.size})"
 
 
-class C4(Group):
+class C4(_PerSample, Group):
     """Rotations by multiples of 90 degrees.
 
     Examples
@@ -165,16 +168,21 @@ class C4(Group):
         """``tensor([0, 1, 2, 3])``."""
         return torch.arange(4)
 
+    def _turns_shifts(self, g):
+        return g, None
+
     def _act(self, g, x, rep):
         _check_square(x, self.name)
         g = g.long()
         if rep.kind == "regular":
             _check_regular(x)
+            if g.ndim:  # one pass: the orientation roll is folded into the per-turn blocks
+                return rot_roll_batched(x, g, None, fields=True)
             x = _roll_orientations(x, g)
         return rot90_batched(x, g)
 
 
-class P4(Group):
+class P4(_PerSample, Group):
     """p4 = C4 ⋉ T(2) on an N×N torus; element ``(k, dy, dx)`` acts as ``roll ∘ rot90``.
 
     Examples
@@ -255,12 +263,19 @@ class P4(Group):
         k, y, x = torch.meshgrid(torch.arange(4), torch.arange(N), torch.arange(N), indexing="ij")
         return torch.stack([k.reshape(-1), y.reshape(-1), x.reshape(-1)], dim=-1)
 
+    def _turns_shifts(self, g):
+        return g[:, 0], g[:, 1:]
+
     def _act(self, g, x, rep):
         _check_square(x, self.name)
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             raise ValueError(f"x: group p4 was built for {self.size[0]}x{self.size[1]} grids, "
                              f"got spatial shape {tuple(x.shape[-2:])}")
         g = g.long()
+        if g.ndim == 2:  # one element per sample: quarter turns by block, the shifts as row slices
+            if rep.kind == "regular":
+                _check_regular(x)
+            return rot_roll_batched(x, g[:, 0], g[:, 1:], fields=rep.kind == "regular")
         x = C4()._act(g[..., 0], x, rep)
         return roll_batched(x, g[..., 1:])
 

@@ -7,7 +7,10 @@ the sampler:
 * ``perm_matrix`` ``P`` (``sn`` factor): ``g·x = P x``, ``g⁻¹·x = Pᵀ x`` (``P A Pᵀ`` on graphs);
 * ``candidate_weights`` over ``candidates`` (finite groups): ``Σ_m w_m c_m^{±1}·x``.
 
-Everything else goes through :meth:`Group.act <symclone.groups.Group.act>` without value checks
+Per-sample elements of the grid groups (c4, p4, t2 on images / regular fields) are applied as one
+quarter turn per turn over all samples that drew it plus cyclic shifts read as row slices
+(:meth:`act_from`, no per-pixel index tensors), reading the ``B`` un-repeated inputs when given them
+(:func:`reads_inputs`). Everything else goes through :meth:`Group.act <symclone.groups.Group.act>` without value checks
 (the samplers produce valid elements); in particular O(3)/SO(3) on points and irreps is
 :func:`symclone.groups.act_o3`, differentiable in ``Q`` (closed form for ``l <= 1``).
 """
@@ -18,7 +21,7 @@ import torch
 from ..groups import DirectProduct, Group, Rep, RepLike, Sn, parse_rep
 from ._base import GroupSample
 
-__all__ = ["transform", "permute_by_matrix"]
+__all__ = ["transform", "permute_by_matrix", "reads_inputs"]
 
 
 def permute_by_matrix(P: torch.Tensor, x: torch.Tensor, rep: Rep, inverse: bool) -> torch.Tensor:
@@ -63,11 +66,34 @@ def _act_factors(group: Group, g, x: torch.Tensor, rep: Rep, perm_matrix, invers
     return x
 
 
+def reads_inputs(group: Group, s: GroupSample, rep: RepLike) -> bool:
+    """Whether :func:`transform` accepts the ``B`` un-repeated inputs for ``s`` instead of the ``k·B``
+    repeated batch of :func:`repeat_batch` (so that the ``k``-fold copy need not be built).
+
+    True for block-wise samples (one element per block) and for per-sample elements of the grid groups
+    (c4, p4, t2: ``act_from`` reads sample ``i·B + b`` from input ``b``) on images and regular fields.
+
+    Examples
+    --------
+    >>> from symclone.groups import get_group
+    >>> reads_inputs(get_group("c4"), GroupSample(g=torch.tensor([1, 3]), k=2), "image")
+    True
+    >>> reads_inputs(get_group("o3"), GroupSample(g=torch.eye(3).expand(2, 3, 3), k=2), "points")
+    False
+    """
+    if s.blockwise:
+        return True
+    rep = parse_rep(rep)
+    return (rep.is_image and hasattr(group, "act_from") and isinstance(s.g, torch.Tensor)
+            and s.perm_matrix is None and s.candidate_weights is None)
+
+
 def transform(group: Group, s: GroupSample, x: torch.Tensor, rep: RepLike,
               inverse: bool = False) -> torch.Tensor:
     """Apply the sampled elements (``g`` or ``g⁻¹`` if ``inverse``) to ``x`` of batch ``k·B``.
 
-    Sample ``i`` of ``s`` acts on ``x[i]`` (the sample-major layout of :func:`repeat_batch`). The
+    Sample ``i`` of ``s`` acts on ``x[i]`` (the sample-major layout of :func:`repeat_batch`), or on
+    ``x[i mod B]`` when :func:`reads_inputs` holds and ``x`` holds the ``B`` un-repeated inputs. The
     result equals ``group.act(s.g, x, rep)`` (``group.act(group.inverse(s.g), x, rep)``) in the
     forward pass; through ``s.perm_matrix`` and ``s.candidate_weights`` gradients reach the sampler.
 
@@ -84,15 +110,24 @@ def transform(group: Group, s: GroupSample, x: torch.Tensor, rep: RepLike,
     if s.candidate_weights is not None:
         if s.candidates is None:
             raise ValueError("candidates: straight-through candidate_weights need candidate elements")
+        w = s.candidate_weights
+        if not (torch.is_grad_enabled() and w.requires_grad):
+            # w is exactly one-hot in the forward pass: Σ_m w_m c_m·x is the action of g itself
+            return _act_factors(group, s.g, x, rep, None, inverse)
         out = 0
-        w = s.candidate_weights.to(x.dtype)
+        w = w.to(x.dtype)
         for m in range(w.shape[1]):
             c = s.candidates[:, m]
+            if isinstance(c, torch.Tensor) and c.shape[0] and bool((c == c[:1]).all()):
+                c = c[0]  # the same candidate for every sample (c4 orientations): one unbatched action
             y = _act_one(group, group.inverse(c, validate=False) if inverse else c, x, rep)
             out = out + w[:, m].view(-1, *([1] * (x.ndim - 1))) * y
         return out
     if s.blockwise:
         return _act_blocks(group, s, x, rep, inverse)
+    if x.shape[0] != _batch_of(s.g) and reads_inputs(group, s, rep):
+        g = group.inverse(s.g, validate=False) if inverse else s.g
+        return group.act_from(g, x, rep)
     return _act_factors(group, s.g, x, rep, s.perm_matrix, inverse)
 
 

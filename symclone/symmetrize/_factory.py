@@ -18,7 +18,8 @@ def make_sampler(name: str, group: Group, rep_in: RepLike, noise: Optional[float
     ``uniform``: :class:`UniformSampler` (``k`` uniform samples per input, or the exact average over a
     finite group for ``k="all"`` or ``|G| <= k``; see :class:`Symmetrized`). ``canonical`` /
     ``learned``: the group's equivariant network (``canonical`` = deterministic argmax / frame, k = 1):
-    c4/p4 → :class:`C4Sampler` (escnn); so2 (2D points) → :class:`SO2Sampler`; o3/so3 and
+    c4/p4 → :class:`C4Sampler` (canonical c4: the orbit scores
+    :class:`C4OrbitScores`; learned c4 and p4: the escnn network, ``net=`` chooses); so2 (2D points) → :class:`SO2Sampler`; o3/so3 and
     ``sn x o3``/``sn x so3`` → :class:`FrameSampler`; sn → :class:`SnSampler` with a DeepSets or
     graph score network.
 

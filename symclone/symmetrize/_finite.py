@@ -1,4 +1,12 @@
-"""Learned / canonical samplers for C4 and p4 on images (escnn regular fields).
+"""Learned / canonical samplers for C4 and p4 on images.
+
+Two score networks (``C4Sampler(net=...)``):
+
+* ``"orbit"`` (the default of the *canonical* c4 sampler): :class:`C4OrbitScores`, the logits
+  ``ℓ_r = s(h_r⁻¹·P(x))`` of the input's four rotations under one plain MLP ``s`` after an exactly
+  rotation-commuting max pooling ``P``; ``ℓ(h·x)`` is ``ℓ(x)`` rolled by ``h`` bit for bit, at a few
+  percent of the escnn network's cost.
+* ``"escnn"`` (the default of learned samplers and of p4): the p4-equivariant escnn network below.
 
 An escnn network maps the image to one C4 *regular* field ``L`` (B, 4, H, W) with circular
 padding, so ``L(h·x) = h·L(x)`` for every ``h ∈ p4``.
@@ -25,8 +33,12 @@ from ..groups import C4, P4, Group, get_group
 from ._base import GroupSample, Sampler, repeat_batch
 from ..dtypes import default_dtype
 from ._noise import add_noise
+from ._scorenets import C4OrbitScores
 
-__all__ = ["C4Net", "C4Sampler", "gumbel"]
+__all__ = ["C4Net", "C4Sampler", "gumbel", "NETS"]
+
+#: score networks of :class:`C4Sampler`
+NETS = ("orbit", "escnn")
 
 
 def gumbel(shape, like: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -101,6 +113,11 @@ class C4Sampler(Sampler):
     in_channels : image channels (rep ``image``) or regular channels (rep ``regular``).
     noise : Gaussian input-noise scale; temperature ``T`` of the straight-through softmax.
     deterministic : canonicalization (argmax, no noise, k = 1).
+    net : ``"orbit"`` (:class:`C4OrbitScores`; c4 only) or ``"escnn"`` (:class:`C4Net`); default
+        ``"orbit"`` for the canonical c4 sampler, ``"escnn"`` otherwise (learned samplers, p4).
+    hidden : hidden units of the orbit MLP (default 32) or regular fields of the escnn network (default 8).
+    layers, kernel_size : depth (default 2) and filter size (default 5) of the escnn network.
+    grid : side of the max-pooled grid the orbit MLP reads (default 7).
 
     Examples
     --------
@@ -108,26 +125,55 @@ class C4Sampler(Sampler):
     >>> x = torch.randn(2, 1, 8, 8); g = smp.sample(x, 1).g
     >>> torch.equal(smp.sample(torch.rot90(x, 1, (-2, -1)), 1).g, (g + 1) % 4)
     True
+    >>> type(smp.net).__name__, type(C4Sampler("c4", hidden=2, layers=2).net).__name__
+    ('C4OrbitScores', 'C4Net')
     """
 
-    def __init__(self, group: str | Group = "c4", in_channels: int = 1, hidden: int = 8, layers: int = 2,
-                 kernel_size: int = 5, noise: float = 0.0, temperature: float = 1.0,
-                 deterministic: bool = False, regular_input: bool = False, size=None):
+    def __init__(self, group: str | Group = "c4", in_channels: int = 1, hidden: Optional[int] = None,
+                 layers: Optional[int] = None, kernel_size: Optional[int] = None, noise: float = 0.0,
+                 temperature: float = 1.0, deterministic: bool = False, regular_input: bool = False, size=None,
+                 net: Optional[str] = None, grid: Optional[int] = None):
         super().__init__(get_group(group, size=size) if isinstance(group, str) else group)
         if not isinstance(self.group, (C4, P4)):
             raise ValueError(f"group: C4Sampler needs 'c4' or 'p4', got {self.group.name!r}")
+        if net is None:
+            net = "orbit" if deterministic and isinstance(self.group, C4) else "escnn"
+        if net not in NETS:
+            raise ValueError(f"net: expected one of {NETS}, got {net!r}")
+        self.net_kind = net
+        if net == "orbit":
+            if not isinstance(self.group, C4):
+                raise ValueError("net: the orbit scores give C4 logits; p4 needs net='escnn' (logits over its "
+                                 "4·N² elements)")
+            if layers is not None or kernel_size is not None:
+                raise ValueError("layers, kernel_size: options of net='escnn'; the orbit scores take hidden and grid")
+            self.net = C4OrbitScores(in_channels, 32 if hidden is None else hidden, 7 if grid is None else grid,
+                                     regular_input)
+        else:
+            if grid is not None:
+                raise ValueError("grid: an option of net='orbit'")
+            hidden, layers = 8 if hidden is None else hidden, 2 if layers is None else layers
+            kernel_size = 5 if kernel_size is None else kernel_size
+            self._check_escnn_layers(layers)
+            self.net = C4Net(in_channels, hidden, layers, kernel_size, regular_input)
+        self.noise = 0.0 if deterministic else float(noise)
+        self.temperature = float(temperature)
+        self.deterministic = bool(deterministic)
+        self.exact, self.fixed_k = self.deterministic, (1 if deterministic else None)
+        self._table: Optional[torch.Tensor] = None
+
+    @property
+    def in_size(self) -> int:
+        """Channels the score network reads."""
+        return self.net.in_channels if self.net_kind == "orbit" else self.net.in_type.size
+
+    def _check_escnn_layers(self, layers: int) -> None:
         if isinstance(self.group, C4) and int(layers) < 2:
             # the c4 logits average the regular field over the image; after one (linear) convolution
             # that average is (Σ K_r)·(Σ x) with Σ K_r the same for every rotated filter: four equal
             # logits, and the argmax would be decided by rounding
             raise ValueError(f"layers: the c4 sampler needs >= 2 layers (one convolution gives four equal "
                              f"logits), got {layers}")
-        self.net = C4Net(in_channels, hidden, layers, kernel_size, regular_input)
-        self.noise = 0.0 if deterministic else float(noise)
-        self.temperature = float(temperature)
-        self.deterministic = bool(deterministic)
-        self.exact, self.fixed_k = self.deterministic, (1 if deterministic else None)
-        self._table: Optional[torch.Tensor] = None
 
     def _p4_table(self, H: int) -> torch.Tensor:
         """``φ``: flat index (orientation-major) -> p4 element ``(k, dy, dx)``."""
@@ -145,14 +191,18 @@ class C4Sampler(Sampler):
     def sample(self, x: torch.Tensor, k: int, generator: Optional[torch.Generator] = None) -> GroupSample:
         if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
             raise ValueError(f"x: expected square images (B, C, H, W), got {tuple(getattr(x, 'shape', ()))}")
-        if x.shape[1] != self.net.in_type.size:
-            raise ValueError(f"x: the sampler network expects {self.net.in_type.size} channels, got {x.shape[1]}")
+        if x.shape[1] != self.in_size:
+            raise ValueError(f"x: the sampler network expects {self.in_size} channels, got {x.shape[1]}")
         k = 1 if self.deterministic else int(k)
-        xk = add_noise(repeat_batch(x, k), self.noise, "gaussian", generator)
-        L = self.net(xk)                                                       # (kB, 4, H, W)
-        n = L.shape[0]
+        xk = add_noise(x if k == 1 else repeat_batch(x, k), self.noise, "gaussian", generator)
+        n = xk.shape[0]
+        if self.net_kind == "orbit":
+            logits = self.net(xk)                                              # (kB, 4)
+        else:
+            L = self.net(xk)                                                   # (kB, 4, H, W)
         if isinstance(self.group, C4):
-            logits = L.mean(dim=(-2, -1))
+            if self.net_kind != "orbit":
+                logits = L.mean(dim=(-2, -1))
             if not self.deterministic:
                 logits = logits + gumbel(logits.shape, logits, generator)
             r = logits.argmax(-1)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..groups import Group, RepLike, check_tensor, get_group, parse_rep
-from ._action import transform
+from ._action import reads_inputs, transform
 from ._base import GroupSample, Sampler, repeat_batch
 from ._center import Centering
 from ._uniform import ALL
@@ -163,18 +163,24 @@ class Symmetrized(nn.Module):
         k = self._resolve_k(k)
         B = x.shape[0]
         xc, centroid = (self.centering.split(x) if self.centering else (x, None))
-        total, weight_sum, aux = 0, 0.0, x.new_zeros(())
+        total, weight_sum, aux = None, 0.0, x.new_zeros(())
         for s in self.sampler.chunks(xc, k, generator):
-            # exhaustive blocks read the B inputs directly (no k-fold copy of the batch)
-            x_rep = xc if s.blockwise else repeat_batch(xc, s.k)
+            # exhaustive blocks and per-sample grid-group elements read the B inputs directly (no k-fold
+            # copy); one sample per input needs no copy either
+            x_rep = xc if s.k == 1 or reads_inputs(self.group, s, self.rep_in) else repeat_batch(xc, s.k)
             x_in = transform(self.group, s, x_rep, self.rep_in, inverse=True)
             y = self.model(x_in)
             y = self._transform_output(s, y, B)
             w = float(s.average_weight if s.average_weight is not None else s.k)
-            total = total + y.view(s.k, B, *y.shape[1:]).sum(0) * (w / s.k)
+            if s.k == 1:
+                part = y if w == 1.0 else y * w
+            else:
+                part = y.view(s.k, B, *y.shape[1:]).sum(0)
+                part = part if w == s.k else part * (w / s.k)
+            total = part if total is None else total + part
             weight_sum += w
             aux = aux + s.aux_loss.to(aux.dtype)
-        out = total / weight_sum
+        out = total if weight_sum == 1.0 else total / weight_sum
         if centroid is not None:
             out = self.centering.restore(out, centroid)
         return out, aux
