@@ -218,11 +218,23 @@ def parse_child_peak(stderr: str) -> Optional[int]:
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
-    """Floating-point operations of one call (matmul/conv/einsum/bmm, forward and backward)."""
+    """Floating-point operations of one call (matmul/conv/einsum/bmm, forward and backward).
+
+    The call runs with PyTorch's fused transformer/attention fast path switched off
+    (``torch.backends.mha.set_fastpath_enabled(False)``): the counter does not see inside the fused
+    ``_transformer_encoder_layer_fwd`` kernel, so an ``nn.TransformerEncoderLayer`` in eval mode counted as
+    almost free (3 MFLOP instead of 66 for the n-body transformer student at batch 32: a floor 22x too low).
+    The decomposed ops do the same arithmetic, so the count is the layer's real work.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
+    fast = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
     return int(counter.get_total_flops())
 
 

@@ -16,6 +16,28 @@ from benchmarks._summary import time_to_target  # noqa: E402
 from benchmarks._util import count_flops, format_table, parse_child_peak, peak_memory, timeit, track_peak  # noqa: E402
 
 
+def test_count_flops_sees_inside_fused_transformer_layers():
+    """An eval-mode ``nn.TransformerEncoderLayer`` takes PyTorch's fused fast path, invisible to the flop
+    counter; ``count_flops`` must count its real work (control: the bare counter misses most of it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True).eval()
+    x = torch.randn(8, 5, 64)
+    d, L, F = 64, 5, 128
+    linear = 2 * 8 * L * (d * 3 * d + d * d + 2 * d * F)       # qkv, output projection, MLP
+    attention = 2 * 2 * 8 * L * L * d                          # q kᵀ and attention · v
+    with torch.no_grad():
+        n = count_flops(lambda: layer(x))
+    # the linear maps are always counted; the tiny L x L attention products only where torch's counter
+    # knows the CPU attention kernel
+    assert linear <= n <= linear + attention
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as bare:
+            layer(x)
+    assert bare.get_total_flops() < 0.5 * (linear + attention)
+    assert torch.backends.mha.get_fastpath_enabled()            # restored
+
+
 def test_count_flops_and_timeit():
     a, b = torch.randn(64, 32), torch.randn(32, 16)
     assert count_flops(lambda: a @ b) == 2 * 64 * 32 * 16
@@ -223,3 +245,20 @@ def test_reference_p4_action_equals_the_library_action():
     g = G.sample(50, gen)
     assert torch.equal(roofline.reference_p4_action(g, x), G.act(g, x))
     assert not torch.equal(roofline.reference_p4_action(G.sample(50, gen), x), G.act(g, x))
+
+
+def test_clone_scale_is_a_suite_module_with_summary_rows():
+    """``python -m benchmarks`` runs ``clone_scale`` (found by discover, ``--quick`` in quick mode) and turns its
+    JSON into one table row per clone plus its status row."""
+    from benchmarks.__main__ import discover, module_command
+
+    assert "clone_scale" in discover()
+    base, opts = module_command("clone_scale", True, "r.json", "cpu")
+    assert base[-2:] == ["benchmarks.clone_scale", "--quick"] and opts == ["--device", "cpu", "--out", "r.json"]
+    res = {"rows": [{"row": "family", "side": 20, "cpu_s": 0.1, "over_matmul": 7.0, "peak_bytes": 2 ** 20,
+                     "peak_over_weights": 6.0, "feature_rel_error": 0.0},
+                    {"row": "function (projected)", "side": 112, "method": "ridge", "cpu_s": 178.0,
+                     "estimated_peak_bytes": 2 ** 30, "peak_over_weights": 11.1}]}
+    rows = summarise({"module": "clone_scale", "status": "ok", "result": res, "seconds": 6.0})
+    assert [r["bench"] for r in rows] == ["clone scale", "clone scale", "module clone_scale"]
+    assert rows[0]["ratio"] == 7.0 and rows[1]["ratio"] is None and rows[1]["peak_mb"] == 1024.0
