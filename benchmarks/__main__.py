@@ -5,8 +5,9 @@ benchmark module present (``benchmarks/<name>.py``: clone, teachers, analysis, n
 in its own subprocess as ``python -m benchmarks.<name> [--quick] --device <device> --out
 results/suite/<name>[_quick].json`` (options a module rejects are dropped and it is rerun without them, so
 CPU-only modules still run on a GPU machine). Known result files are summarised as rows of the same table
-(n-body time-to-MSE, Reynolds cost; see ``benchmarks/_summary.py``) and every module gets a status row with
-its process's memory peak over a bare interpreter's (``benchmarks/_child.py``). Prints one Markdown table and writes
+(n-body time-to-MSE, cloning at scale from ``clone_scale``, Reynolds cost; see ``benchmarks/_summary.py``) and
+every module gets a status row with its process's memory peak over a bare interpreter's
+(``benchmarks/_child.py``). Prints one Markdown table and writes
 ``results/bench_<device>[_quick].json``; on CUDA it also writes the copy meant for the repository,
 ``benchmarks/results/<device>[_quick].json`` (``cuda.json``; CPU results stay under ``results/`` only).
 ``--quick`` skips ``downstream`` (training runs), runs two of the n-body models, and stops starting

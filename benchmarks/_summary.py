@@ -8,6 +8,10 @@ Every ratio compares two measurements of the same run:
   the run (or ``--nbody-target``). A model that never reaches it reports its whole training time, the
   ratio then being a lower bound. Its test MSE is divided by the MSE of constant-velocity extrapolation
   on the same test set (the module's ``baselines``).
+* cloning at scale (``benchmarks/clone_scale.py``): per row (family / function clone at one image side)
+  its thread CPU seconds over one 1024³ fp32 matmul of the same run, its peak resident-set growth and,
+  in ``throughput``, its peak over the student's weight bytes (goal at 112 px: <= 3); the projected ridge
+  row (not run) reports its estimate.
 * peak memory: each model's / call's own peak where the module measures it, and for every module the
   peak resident set of its process minus that of a bare interpreter importing torch and symclone
   (``benchmarks/_child.py``), measured in the same run.
@@ -17,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-__all__ = ["summarise", "time_to_target", "nbody_rows", "module_row", "MIB", "BARE_NBODY"]
+__all__ = ["summarise", "time_to_target", "nbody_rows", "clone_scale_rows", "module_row", "MIB", "BARE_NBODY"]
 
 MIB = float(2 ** 20)
 #: options of a module's command line left out of its row's ``case`` (the JSON keeps the whole command)
@@ -111,6 +115,37 @@ def nbody_rows(res: dict, target: Optional[float] = None, bare: str = BARE_NBODY
     return rows
 
 
+def clone_scale_rows(res: dict) -> list[dict]:
+    """Table rows of a cloning-scale result (``benchmarks/clone_scale.py`` JSON): one per clone (family or
+    function, per image side) with its CPU seconds, ``ratio`` = CPU s over one 1024³ fp32 matmul, the peak
+    over the student's weights as ``throughput`` and the feature error in ``case``; the projected ridge row
+    (not run) gives its projected seconds and estimated peak.
+
+    >>> res = {"rows": [{"row": "function", "side": 112, "method": "probe", "cpu_s": 9.0, "over_matmul": 600.0,
+    ...                  "peak_bytes": 3 * 2 ** 20, "peak_over_weights": 2.5, "feature_rel_error": 4.6e-08},
+    ...                 {"row": "function (projected)", "side": 112, "method": "ridge", "cpu_s": 178.0,
+    ...                  "estimated_peak_bytes": 2 ** 21, "peak_over_weights": 11.1}]}
+    >>> [(r["case"], r["seconds"], r["throughput"], r["peak_mb"]) for r in clone_scale_rows(res)]
+    [('function 112 px (probe), err 4.6e-08', 9.0, 2.5, 3.0), ('function (projected) 112 px (ridge), not run', 178.0, 11.1, 2.0)]
+    """
+    rows = []
+    for r in res.get("rows", []):
+        if not isinstance(r, dict) or "row" not in r or "side" not in r:
+            continue
+        projected = "estimated_peak_bytes" in r
+        how = f" ({r['method']})" if r.get("method") else ""
+        err = r.get("feature_rel_error")
+        case = f"{r['row']} {r['side']} px{how}" + (", not run" if projected else
+                                                      f", err {err:.2g}" if err is not None else "")
+        rows.append({"bench": "clone scale", "case": case, "seconds": r.get("cpu_s"),
+                     "throughput": r.get("peak_over_weights"), "unit": "peak / weights",
+                     "ratio": None if projected else r.get("over_matmul"),
+                     "ratio_is": "projected (not run)" if projected else "CPU s / 1024^3 matmul",
+                     "peak_mb": _mb(r.get("estimated_peak_bytes" if projected else "peak_bytes")),
+                     "feature_rel_error": err, "side": r["side"], "row": r["row"]})
+    return rows
+
+
 def module_row(rec: dict, baseline_bytes: Optional[int] = None) -> dict:
     """The status row of one module run: its wall seconds, exit status and process memory peak
     (``peak_mb``: over the bare interpreter's ``baseline_bytes`` when known; ``peak_rss_mb``: absolute).
@@ -131,12 +166,14 @@ def module_row(rec: dict, baseline_bytes: Optional[int] = None) -> dict:
 
 
 def summarise(rec: dict, baseline_bytes: Optional[int] = None, nbody_target: Optional[float] = None) -> list[dict]:
-    """Rows of the suite table for one module's result: its specific rows (n-body, analysis), then its
+    """Rows of the suite table for one module's result: its specific rows (n-body, cloning scale, analysis), then its
     status row with the process memory peak (see :func:`module_row`)."""
     name, res = rec["module"], rec.get("result") or {}
     rows: list[dict] = []
     if name == "nbody" and isinstance(res.get("rows"), list):
         rows += nbody_rows(res, nbody_target)
+    if name == "clone_scale" and isinstance(res.get("rows"), list):
+        rows += clone_scale_rows(res)
     if name == "analysis" and isinstance(res.get("cases"), list):
         for c in res["cases"]:
             if "time_ratio_vs_matmul" in c:

@@ -56,7 +56,7 @@ class MLPStudent(StudentBase):
             lin = nn.Linear(self.in_dim(l), self.out_dim(l), bias=bias)
             bound = 1.0 / math.sqrt(self.in_dim(l))
             with torch.no_grad():
-                lin.weight.copy_(torch.rand(lin.weight.shape, generator=gen) * 2 * bound - bound)
+                torch.rand(lin.weight.shape, generator=gen, out=lin.weight.data).mul_(2).mul_(bound).sub_(bound)
                 if bias:
                     lin.bias.copy_(torch.rand(lin.bias.shape, generator=gen) * 2 * bound - bound)
             self.layers.append(lin)

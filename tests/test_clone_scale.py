@@ -33,3 +33,24 @@ def test_quick_mode_writes_json_and_table(tmp_path, capsys):
     assert proj and proj[0]["side"] == 112 and proj[0]["estimated_peak_bytes"] > proj[0]["student_dense_bytes"]
     printed = capsys.readouterr().out
     assert "| row" in printed and "fitted exponents" in printed and str(out) in printed
+
+
+def test_quick_rows_record_the_function_method_and_big_row_is_measured(monkeypatch):
+    """Quick function rows are ridge solves with their method recorded; ``--big`` measures (not projects) a
+    112 px function row (here the 112 px rows are stubbed: only the wiring is checked)."""
+    import benchmarks.clone_scale as cs
+
+    calls = []
+    monkeypatch.setattr(cs, "family_row", lambda size, m: dict(row="family", side=size, cpu_s=1.0 + size,
+                                                                   peak_bytes=1, peak_over_weights=1.0,
+                                                                   over_matmul=1.0, feature_rel_error=0.0))
+    real = cs.function_row
+    monkeypatch.setattr(cs, "function_row", lambda size, m: calls.append(size) or (
+        real(size, m) if size < 100 else dict(row="function", side=size, method="probe", cpu_s=9.0, peak_bytes=1,
+                                              peak_over_weights=2.5, feature_rel_error=1e-7)))
+    res = cs.run(quick=True, big=True)
+    assert calls == [12, 16, 112]
+    fn = [r for r in res["rows"] if r["row"] == "function"]
+    assert [r["method"] for r in fn] == ["ridge", "ridge", "probe"]
+    s = res["summary"]
+    assert s["function_112_peak_over_weights"] == 2.5 and s["goals_met"]["function_112_memory"]

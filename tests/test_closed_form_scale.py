@@ -172,3 +172,84 @@ def test_sparse_c4_group_conv_family_clone():
     with pytest.raises(ValueError, match=r"stores its .* blocks sparsely \(dense they need"):
         distill(create_student("blocks", teacher=t, storage="sparse"), t, "gaussian",
                 fast(mode="family", layers=(2,), solver="adam", steps=2))
+
+
+# ---- function mode by probing the teacher's affine map (issue 18: the 112 px function clone) ----------------
+class SquareTeacher(nn.Module):
+    """Control: a conv teacher whose layer-1 pre-activation adds ``0.1 x²`` (not affine in its input; on the
+    0/1 probe inputs it looks affine, so only the verification on random inputs catches it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = create_teacher("cnn", channels=1, depth=1, size=8, bias=True)
+        self.feature_shapes, self.reps, self.activations = self.inner.feature_shapes, self.inner.reps, ["relu"]
+        self.group, self.num_layers = self.inner.group, 1
+
+    def layer_forward(self, l, h, pre_activation=False):
+        z = self.inner.layer_forward(1, h, pre_activation=True) + 0.1 * h ** 2
+        return z if pre_activation else torch.relu(z)
+
+
+def test_probe_solve_equals_ridge_solve_and_teacher():
+    from symclone.distill._function import fit_function_closed_form
+
+    t = create_teacher("cnn", channels=2, depth=2, size=6, bias=True)
+    x = torch.randn(200, *t.feature_shapes[0], generator=torch.Generator().manual_seed(0))
+    h = torch.randn(16, *t.feature_shapes[0], generator=torch.Generator().manual_seed(1))
+    for l, inp in ((1, x), (2, t.layer_forward(1, x))):
+        probe, ridge = create_student("mlp", teacher=t), create_student("mlp", teacher=t)
+        rp = fit_function_closed_form(probe, t, l, inp, 1e-7, method="probe")
+        rr = fit_function_closed_form(ridge, t, l, inp, 1e-7, method="ridge")
+        assert rp["closed_form"]["method"] == "probe" and rr["closed_form"]["method"] == "ridge"
+        assert rp["solver"] == rr["solver"] == "closed_form" and rp["final_rel_error"] < 1e-6
+        a, b = ([m.layers[l - 1].weight, m.layers[l - 1].bias[:, None]] for m in (probe, ridge))
+        a, b = torch.cat(a, 1), torch.cat(b, 1)  # [W b]: layer 1's teacher bias is zero
+        assert float((a - b).norm() / b.norm()) < 1e-5, l
+        hl = h if l == 1 else t.layer_forward(1, h)
+        zt = t.layer_forward(l, hl, pre_activation=True)
+        assert float((probe.layer_forward(l, hl, pre_activation=True) - zt).norm() / zt.norm()) < 1e-6
+
+
+def test_probe_is_the_default_for_large_layers_and_non_affine_falls_back(monkeypatch, caplog):
+    import symclone.distill._solver as solver
+    from symclone.distill._function import fit_function_closed_form
+
+    t = create_teacher("cnn", channels=2, depth=2, size=6, bias=True)
+    # small layers keep the ridge by default; with the threshold lowered every layer is probed, exactly
+    r = distill(create_student("mlp", teacher=t), t, "gaussian", fast(n_train=16))["layers"]
+    assert [x["closed_form"]["method"] for x in r] == ["ridge"] * 2
+    monkeypatch.setattr(solver, "PROBE_MIN_UNKNOWNS", 10)
+    r = distill(create_student("mlp", teacher=t), t, "gaussian", fast(n_train=16))["layers"]
+    assert [x["closed_form"]["method"] for x in r] == ["probe"] * 2
+    assert all("PROBE_MIN_UNKNOWNS" in x["closed_form"]["method_reason"] for x in r)
+    assert max(x["feature_rel_error"] for x in r) <= 1e-5 and r[1]["closed_form"]["probe_entries"] > 0
+    # control: a layer that is not affine in its input fails the probe's verification -> ridge, logged
+    sq = SquareTeacher()
+    s = create_student("mlp", teacher=sq)
+    x = torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.WARNING, logger="symclone.distill"):
+        rec = fit_function_closed_form(s, sq, 1, x, 1e-7, method="probe")
+    cf = rec["closed_form"]
+    assert cf["method"] == "ridge" and "reproduce" in cf["probe_failed"] and cf["method_reason"].startswith("probe")
+    assert any("solving the ridge normal equations instead" in m.getMessage() for m in caplog.records)
+    assert rec["final_rel_error"] > 1e-3  # the ridge fit of a non-affine map is not exact (nor claimed so)
+
+
+def test_probe_memory_is_about_the_weights():
+    """A 64 px layer (4097 unknowns: probed by default): the solve adds little beyond the student's 63 MB
+    weight, where the ridge normal equations alone would take 2 · 4097² · 8 B = 269 MB."""
+    from benchmarks._util import track_peak
+    from symclone.distill._function import fit_function_closed_form
+
+    t = create_teacher("cnn", channels=1, depth=1, kernel_size=3, padding="valid", bias=False, size=64)
+    s = create_student("mlp", teacher=t)
+    x = torch.randn(16, 1, 64, 64, generator=torch.Generator().manual_seed(3))
+    weight_bytes = s.layers[0].weight.numel() * 4
+    with track_peak("cpu") as peak:
+        rec = fit_function_closed_form(s, t, 1, x, 1e-7)
+    assert rec["closed_form"]["method"] == "probe" and rec["closed_form"]["write"] == "in_place"
+    if peak["bytes"] is not None:
+        assert peak["bytes"] < 1.0 * weight_bytes, peak["bytes"]
+    y = torch.randn(8, 1, 64, 64)
+    zt = t.layer_forward(1, y, pre_activation=True)
+    assert float((s.layer_forward(1, y, pre_activation=True) - zt).norm() / zt.norm()) < 1e-6

@@ -45,7 +45,7 @@ from ._config import DistillConfig
 from ._evaluate import evaluate_layer
 from ._family import family_loss_fn, family_obstacle, family_parameters, family_solver, fit_family_closed_form
 from ._feeds import base_inputs, orbit_inputs, teacher_input
-from ._function import fit_function_closed_form, function_loss_fn, function_obstacle, use_pre_activation
+from ._function import fit_function_closed_form, function_probes, function_loss_fn, function_obstacle, use_pre_activation
 from ._metrics import layer_equivariance_monitor
 from ._polish import PHASE as POLISH_PHASE, polish
 from ._solver import fallback_reason, resolve_solver
@@ -113,7 +113,7 @@ def plan_layer(student: Any, teacher: Any, l: int, cfg: DistillConfig, data: Any
     solver = resolve_solver(cfg.solver, why)
     reason = fallback_reason(cfg.solver, solver, why, l, cfg.steps)
     x = x_train
-    if solver == "closed_form" and x_train.shape[0] < need:
+    if solver == "closed_form" and x_train.shape[0] < need and not function_probes(student, l, need, device):
         x = closed_form_inputs(teacher, data, cfg, need, device)
     return LayerPlan(solver, reason, x)
 

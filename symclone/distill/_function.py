@@ -1,9 +1,19 @@
 """Function cloning of one layer: the student's layer ``l`` learns the teacher's layer ``l`` from
 teacher features ``l-1`` of orbit inputs ``[x; g·x]``.
 
-Closed form (default where it applies: ``set_affine`` students, pointwise nonlinearity, a solve that fits
-the available memory): ridge regression of the teacher's pre-activations on at least
-``closed_form_oversample · (in_dim + 1)`` samples (see :mod:`._closed_form`). Otherwise SGD/Adam on
+Closed form (default where it applies: ``set_affine`` students, pointwise nonlinearity, a teacher layer
+affine in its input, a solve that fits the available memory), by one of two methods (the layer's
+``closed_form.method``, with ``method_reason``; :func:`._solver.function_method` chooses):
+
+* ``"probe"`` (large layers, ``in_dim + 1 > PROBE_MIN_UNKNOWNS``, or when the normal equations do not fit):
+  the teacher's affine map ``z(h) = M h + m`` is read off the teacher (``m = z(0)``, ``M[:, i] = z(e_i) − z(0)``,
+  probes compressed by colouring) and written into the student's weight in place (:mod:`._function_probe`):
+  memory ≈ the weights. A probe that does not verify falls back to the ridge solve (logged warning;
+  ``closed_form.probe_failed`` records why).
+* ``"ridge"``: ridge regression of the teacher's pre-activations on at least
+  ``closed_form_oversample · (in_dim + 1)`` samples (see :mod:`._closed_form`).
+
+Otherwise SGD/Adam on
 
     L = ‖f_l(h) − t_l(h)‖² / ‖t_l(h)‖²  +  λ_eq ‖f_l(g·h) − g·f_l(h)‖² / ‖f_l(h)‖²
 
@@ -20,6 +30,7 @@ Examples
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Callable, Optional
 
@@ -27,12 +38,16 @@ import torch
 
 from symclone.students._base import POINTWISE
 
+from ..memory import memory_obstacle
 from ._closed_form import RidgeAccumulator
 from ._feeds import batched
-from ._solver import RIDGE_CHUNK, dense_layer_obstacle, resolve_solver
+from ._function_probe import ProbeFailed, fit_function_probe
+from ._solver import RIDGE_CHUNK, dense_layer_obstacle, function_closed_form_bytes, function_method, resolve_solver
 
 __all__ = ["function_solver", "function_obstacle", "fit_function_closed_form", "function_loss_fn",
-           "use_pre_activation", "check_affine_in_input"]
+           "use_pre_activation", "check_affine_in_input", "function_probes"]
+
+log = logging.getLogger(__name__)
 
 
 def use_pre_activation(student: Any, l: int, target: str) -> bool:
@@ -49,6 +64,12 @@ def function_obstacle(student: Any, teacher: Any, l: int, max_dim: int, eq_weigh
         why = f"student {student.config['name']!r} has no closed form (not a dense affine map per layer)"
     else:
         why = dense_layer_obstacle(student, l, max_dim, n_samples, device)
+        if why is not None:  # the normal equations do not fit (or the layer is not solvable at all)
+            why_probe = dense_layer_obstacle(student, l, max_dim, n_samples, device, probe=True)
+            if why_probe is None:
+                why = None  # the probe fits: fit_function_closed_form will probe
+            elif why_probe != why:
+                why = f"{why}; {why_probe}"
     if why is None and eq_weight > 0:
         why = "an equivariance penalty was requested"
     if why is None and not check_affine_in_input(teacher, l):
@@ -77,12 +98,64 @@ def check_affine_in_input(teacher: Any, l: int, tol: float = 1e-4) -> bool:
     return float((z[0] - pred).norm() / z[0].norm().clamp_min(1e-30)) < tol
 
 
+def function_probes(student: Any, l: int, n_samples: int, device: str | torch.device | None = None) -> bool:
+    """Whether the closed form of layer ``l`` on ``n_samples`` inputs will probe the teacher (then it needs no
+    more inputs than it is given: the engine may skip drawing ``closed_form_oversample · (in_dim + 1)``)."""
+    return function_method(student.in_dim(l), student.out_dim(l), n_samples, device)[0] == "probe"
+
+
 @torch.no_grad()
 def fit_function_closed_form(student: Any, teacher: Any, l: int, h_train: torch.Tensor, ridge: float,
-                             chunk: int = RIDGE_CHUNK) -> dict:
-    """Accumulate ``X̃ᵀX̃``, ``X̃ᵀY`` (float64) over chunks of the teacher's pre-activations; Cholesky; set
-    the layer. The record's ``closed_form`` holds ``samples``, ``unknowns`` (``in_dim + 1`` per output),
-    the ``ridge`` added to the diagonal and ``underdetermined`` (fewer samples than unknowns)."""
+                             chunk: int = RIDGE_CHUNK, method: str = "auto") -> dict:
+    """Solve student layer ``l`` in closed form: probe the teacher's affine map or solve the ridge system.
+
+    Parameters
+    ----------
+    h_train : teacher features ``l − 1`` (layer inputs); the ridge regresses the teacher's pre-activations
+        on all of them, the probe checks its map on the first 64.
+    ridge : relative Tikhonov weight of the ridge solve.
+    method : ``"auto"`` (:func:`._solver.function_method`), ``"probe"`` (probe first) or ``"ridge"``.
+
+    Ridge: accumulate ``X̃ᵀX̃``, ``X̃ᵀY`` (float64) over chunks; Cholesky; set the layer. The record's
+    ``closed_form`` holds ``method``, ``method_reason``, ``samples``, ``unknowns`` (``in_dim + 1`` per output),
+    the ``ridge`` added to the diagonal and ``underdetermined`` (fewer samples than unknowns); a probe
+    records ``probe_entries`` instead (:func:`._function_probe.fit_function_probe`), a failed probe
+    ``probe_failed``.
+
+    Raises
+    ------
+    ValueError
+        When the probe fails and the ridge normal equations do not fit the available memory.
+    """
+    if method not in ("auto", "probe", "ridge"):
+        raise ValueError(f"method: expected 'auto', 'probe' or 'ridge', got {method!r}")
+    n, I, O = int(h_train.shape[0]), student.in_dim(l), student.out_dim(l)
+    if method == "auto":
+        method, reason = function_method(I, O, n, h_train.device)
+    else:
+        reason = f"method={method!r} requested"
+    failed = None
+    if method == "probe":
+        try:
+            rec = fit_function_probe(student, teacher, l, h_train)
+            rec["closed_form"]["method_reason"] = reason
+            return rec
+        except ProbeFailed as err:
+            failed = str(err)
+            why = memory_obstacle(f"the ridge solve of layer {l}", function_closed_form_bytes(I, O, n), h_train.device)
+            if why is not None:
+                raise ValueError(f"closed form of layer {l}: {failed}, and {why}") from err
+            log.warning("layer %d: %s; solving the ridge normal equations instead", l, failed)
+            reason = f"probe failed: {failed}"
+    rec = _fit_ridge(student, teacher, l, h_train, ridge, chunk)
+    rec["closed_form"].update(method="ridge", method_reason=reason)
+    if failed is not None:
+        rec["closed_form"]["probe_failed"] = failed
+    return rec
+
+
+def _fit_ridge(student: Any, teacher: Any, l: int, h_train: torch.Tensor, ridge: float, chunk: int) -> dict:
+    """The ridge solve of :func:`fit_function_closed_form`."""
     t0 = time.perf_counter()
     bias = student.layers[l - 1].bias is not None
     acc = RidgeAccumulator(student.in_dim(l), student.out_dim(l), bias=bias, device=h_train.device)
