@@ -1,5 +1,6 @@
-"""Issue 18's image rows of the roofline suite's symmetrization bench: p4 uniform draws (the group actions
-and the whole forward) and the canonical c4 sampler, each over an MLP backbone timed in the same run.
+"""Issue 18's rows of the roofline suite's symmetrization bench: p4 uniform draws (the group actions and the
+whole forward) and the canonical c4 sampler, each over an MLP backbone timed in the same run; and the
+canonical o3 / sn x o3 frame samplers over the n-body PairTransformer (:func:`frame_rows`).
 
 Used by :func:`benchmarks.roofline.bench_symmetrize`; ``reference_p4_action`` is the pre-issue-18 action.
 """
@@ -9,7 +10,7 @@ import torch
 
 from ._util import count_flops, peak_memory, timeit
 
-__all__ = ["grid_rows", "reference_p4_action"]
+__all__ = ["grid_rows", "frame_rows", "reference_p4_action"]
 
 
 def _row(*args, **kw) -> dict:
@@ -92,4 +93,30 @@ def grid_rows(dev: torch.device, rate: float, quick: bool) -> list[dict]:
                              "sampler / backbone time", Bc / tsm, "samples/s"))
             rows.append(_row("symmetrize", f"canonical c4 forward [{label}] B={Bc}", tf, tf / tbc,
                              "time / bare model", Bc / tf, "samples/s"))
+    return rows + frame_rows(dev, quick)
+
+
+def frame_rows(dev: torch.device, quick: bool) -> list[dict]:
+    """Canonical ``o3`` and ``sn x o3`` symmetrization of the default n-body ``PairTransformer`` on B = 100
+    five-body systems (rep ``1x1o+1x1o+1x0e`` in, points out): eval forward time over the bare backbone's on
+    the same batch, timed in this run (the float64 frame network, principal axes, permutation and actions
+    are the overhead; issue 18's goal is <= 1.15)."""
+    from symclone.data.nbody import NBODY_REP_IN
+    from symclone.symmetrize import PairTransformer, Symmetrized
+
+    torch.manual_seed(0)
+    B = 100
+    model = PairTransformer().to(dev).eval()
+    x = torch.randn(B, 5, 7, device=dev)
+    rows = []
+    with torch.no_grad():
+        tb = timeit(lambda: model(x), dev, min_time=0.3)
+        rows.append(_row("symmetrize", f"bare PairTransformer B={B} (n-body, 5 bodies)", tb, 1.0, "reference",
+                         B / tb, "samples/s"))
+        for group in ("o3", "sn x o3"):
+            kw = {"group_kw": {"n": 5}} if group.startswith("sn") else {}
+            f = Symmetrized(model, group, NBODY_REP_IN, "points", sampler="canonical", **kw).to(dev).eval()
+            ts = timeit(lambda: f(x), dev, min_time=0.3)
+            rows.append(_row("symmetrize", f"canonical {group} PairTransformer B={B}: time / bare", ts, ts / tb,
+                             "time / bare model", B / ts, "samples/s"))
     return rows

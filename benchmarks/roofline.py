@@ -22,7 +22,7 @@ from ._symmetrize_grid import grid_rows, reference_p4_action
 from ._util import clock_name, count_flops, format_table, matmul_rate, peak_memory, timeit
 
 __all__ = ["run", "COLUMNS", "bench_rates", "bench_family_step", "bench_gcnn_forward", "bench_symmetrize",
-           "bench_reynolds", "bench_closed_form_vs_sgd", "reference_family_loss_fn", "reference_p4_action"]
+           "bench_reynolds", "bench_closed_form_vs_sgd", "bench_compile", "reference_family_loss_fn", "reference_p4_action"]
 
 COLUMNS = ["bench", "case", "seconds", "throughput", "unit", "ratio", "ratio_is", "peak_mb"]
 log = logging.getLogger(__name__)
@@ -317,8 +317,17 @@ def bench_closed_form_vs_sgd(dev: torch.device, rate: float, quick: bool) -> lis
     return rows
 
 
+def bench_compile(dev: torch.device, rate: float, quick: bool) -> list[dict]:
+    """Eager vs ``torch.compile`` forward of the n-body transformer student (``benchmarks._compiled``); the
+    compile takes minutes on a small CPU, so the quick suite leaves it out."""
+    from ._compiled import compiled_rows
+
+    return [] if quick else compiled_rows(dev, rate, _row)
+
+
 BENCHES = [("rates", None), ("family", bench_family_step), ("gcnn", bench_gcnn_forward),
-           ("symmetrize", bench_symmetrize), ("reynolds", bench_reynolds), ("clone_cf_vs_sgd", bench_closed_form_vs_sgd)]
+           ("symmetrize", bench_symmetrize), ("reynolds", bench_reynolds), ("clone_cf_vs_sgd", bench_closed_form_vs_sgd),
+           ("compile", bench_compile)]
 
 
 def run(quick: bool = False, device: str = "auto", only: tuple[str, ...] = ()) -> dict:

@@ -85,6 +85,19 @@ def _d_from_matrix(irreps, Q: torch.Tensor) -> torch.Tensor:
         return irreps.D_from_matrix(Q)
 
 
+@functools.lru_cache(maxsize=64)
+def _merged_blocks(irreps: str) -> tuple[tuple[int, int, int, int], ...]:
+    """:func:`irreps_blocks` with adjacent blocks of the same ``(l, p)`` merged into one (``1x1o+1x1o`` →
+    ``2x1o``): the same action, one matmul per run of equal irreps instead of one per block."""
+    out: list[tuple[int, int, int, int]] = []
+    for start, mul, l, p in irreps_blocks(irreps):
+        if out and out[-1][2:] == (l, p):
+            out[-1] = (out[-1][0], out[-1][1] + mul, l, p)
+        else:
+            out.append((start, mul, l, p))
+    return tuple(out)
+
+
 def _det3(Q: torch.Tensor) -> torch.Tensor:
     """Determinant of ``(..., 3, 3)`` matrices as a triple product (cheaper than an LU)."""
     return (Q[..., 0, :] * torch.linalg.cross(Q[..., 1, :], Q[..., 2, :], dim=-1)).sum(-1)
@@ -145,12 +158,16 @@ def _act_o3(Q: torch.Tensor, x: torch.Tensor, rep: Rep, group: str) -> torch.Ten
     if x.shape[-1] != irreps.dim:
         raise ValueError(f"x: rep {rep} has dim {irreps.dim}, got last axis {x.shape[-1]} "
                          f"(shape {tuple(x.shape)})")
-    blocks = irreps_blocks(rep.irreps)
+    blocks = _merged_blocks(rep.irreps)
     if any(l > 1 for _, _, l, _ in blocks):
         return x @ _per_sample(_d_from_matrix(irreps, Q), x).transpose(-1, -2)
     Qt = _per_sample(Q, x).transpose(-1, -2).unsqueeze(-3)     # (B, 1.., 1, 3, 3): per copy of a block
-    det = _det3(Q)
-    det = det.view(-1, *([1] * (x.ndim - 1))) if det.ndim == 1 else det
+    det = None
+    if any((l == 0) == (p == -1) for _, _, l, p in blocks):    # 0o or 1e: the determinant is needed
+        det = _det3(Q)
+        det = det.view(-1, *([1] * (x.ndim - 1))) if det.ndim == 1 else det
+    if len(blocks) == 1 and blocks[0][2] == 1 and det is None:  # only 1o copies: one matmul
+        return (x.unflatten(-1, (blocks[0][1], 3)) @ Qt).flatten(-2)
     parts = []
     for start, mul, l, p in blocks:
         if l == 0:

@@ -49,6 +49,15 @@ def permute_by_matrix(P: torch.Tensor, x: torch.Tensor, rep: Rep, inverse: bool)
     return (M @ x.flatten(2)).view(x.shape)
 
 
+def _permute_hard(p: torch.Tensor, x: torch.Tensor, inverse: bool) -> torch.Tensor:
+    """``P x`` (``Pᵀ x`` if ``inverse``) for ``P[i, j] = [p(j) = i]`` by one gather / scatter of the rows of
+    ``x`` (B, N, ...) instead of a batched matmul: ``(Pᵀ x)_j = x_{p(j)}``, ``(P x)_{p(j)} = x_j``."""
+    flat = x.flatten(2)
+    idx = p.unsqueeze(-1).expand(-1, -1, flat.shape[-1])
+    out = flat.gather(1, idx) if inverse else torch.empty_like(flat).scatter_(1, idx, flat)
+    return out.view(x.shape)
+
+
 def _act_one(group: Group, g, x: torch.Tensor, rep: Rep) -> torch.Tensor:
     return group.act(g, x, rep, validate=False)  # elements come from the samplers
 
@@ -60,7 +69,10 @@ def _act_factors(group: Group, g, x: torch.Tensor, rep: Rep, perm_matrix, invers
         if not f.acts_on(rep) or rep.kind == "trivial":
             continue
         if isinstance(f, Sn) and perm_matrix is not None:
-            x = permute_by_matrix(perm_matrix, x, rep, inverse)
+            if rep.kind != "graph" and not (torch.is_grad_enabled() and perm_matrix.requires_grad):
+                x = _permute_hard(gi, x, inverse)  # no gradient to carry: P is exactly the matrix of gi
+            else:
+                x = permute_by_matrix(perm_matrix, x, rep, inverse)
         else:
             x = _act_one(f, f.inverse(gi, validate=False) if inverse else gi, x, rep)
     return x

@@ -26,6 +26,7 @@ For ``sn x o3`` one network (:class:`PointNet`) also gives node scores (→ the 
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -37,7 +38,8 @@ from ._noise import add_noise
 from ._perm import permutation_entropy, straight_through_permutation
 from ._pointnet import PointNet, mlp
 
-__all__ = ["gram_schmidt", "principal_axes", "FrameSampler", "SO2Sampler", "frame_dtype_for", "FRAMES"]
+__all__ = ["gram_schmidt", "principal_axes", "point_features", "FrameSampler", "SO2Sampler", "frame_dtype_for",
+           "FRAMES"]
 
 #: frame constructions of :class:`FrameSampler` / :class:`SO2Sampler`
 FRAMES = ("vectors", "principal")
@@ -121,6 +123,38 @@ def principal_axes(u: torch.Tensor, proper: bool = False) -> torch.Tensor:
             last = torch.stack([-e1[..., 1], e1[..., 0]], dim=-1)
         E = torch.cat([E[..., :-1], last.unsqueeze(-1)], dim=-1)
     return E
+
+
+@functools.lru_cache(maxsize=32)
+def _off_diagonal(n: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``i·n + j`` (long) of the ``n(n − 1)`` ordered pairs ``i ≠ j``, ``i``-major (cached)."""
+    return torch.arange(n * n, device=device).view(n, n)[~torch.eye(n, dtype=torch.bool, device=device)]
+
+
+def point_features(net, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net.features(x)``: node features ``h`` (B, N, H) and vector channels ``u`` (B, N, C, d); for a
+    :class:`PointNet` with the message network evaluated only on the ``N(N − 1)`` pairs ``i ≠ j``.
+
+    :meth:`PointNet.features` computes the messages ``m_ij = MLP(e_ij)`` on all ``N²`` pairs and then
+    masks the diagonal out of ``h_i``'s mean ``Σ_{j≠i} m_ij / (N − 1)``. Here the edge inputs ``e_ij`` are
+    gathered (one ``index_select``) to the pairs ``i ≠ j`` first, so the MLP runs on ``N(N − 1)`` rows
+    (20 instead of 25 per 5-body system) and the mask multiply disappears: the same messages bit for bit,
+    the mean summed over 4 instead of 5 terms one of which is 0 (equal to rounding;
+    ``tests/test_symmetrize_frames.py``). Any other network: its own ``features``.
+    """
+    if type(net) is not PointNet:
+        return net.features(x)
+    B, N, _ = x.shape
+    u = torch.stack([x[..., s] for s in net.vec], dim=-2)                 # (B, N, C, d)
+    gram = (u.unsqueeze(-2) * u.unsqueeze(-3)).sum(-1).flatten(-2)
+    parts = [x[..., s] for s in net.sca] + [x[..., s].pow(2).sum(-1, keepdim=True) for s in net.oth]
+    a = torch.cat(parts + [gram], dim=-1)                                  # (B, N, n_node)
+    cross = torch.einsum("bicd,bjed->bijce", u, u).flatten(-2)             # u_{c,i}·u_{e,j}
+    d2 = (u[:, :, None, 0] - u[:, None, :, 0]).pow(2).sum(-1, keepdim=True)
+    e = torch.cat([cross, d2, a.unsqueeze(2).expand(-1, -1, N, -1), a.unsqueeze(1).expand(-1, N, -1, -1)], dim=-1)
+    m = net.msg(e.view(B, N * N, -1).index_select(1, _off_diagonal(N, x.device)))   # (B, N(N−1), H)
+    agg = m.view(B, N, N - 1, m.shape[-1]).sum(2) / max(N - 1, 1)
+    return net.node(torch.cat([a, agg], dim=-1)), u
 
 
 def frame_dtype_for(x: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.dtype:
@@ -231,12 +265,15 @@ class FrameSampler(Sampler):
         k = 1 if self.deterministic else int(k)
         xk = add_noise(repeat_batch(x, k), self.noise, "gaussian", generator)
         xk = xk.to(frame_dtype_for(x, self.frame_dtype))
-        h, u = self.net.features(xk)
+        h, u = point_features(self.net, xk)
         Q = self.frame_of(h, u).to(x.dtype)
         if self.sn is None:
             return GroupSample(g=Q, k=k)
         p, P, P_soft = straight_through_permutation(self.net.scores(h), self.tau, self.iters)
-        aux = self.entropy_weight * permutation_entropy(P_soft) if self.entropy_weight else x.new_zeros(())
+        if self.entropy_weight:  # without gradients every P_soft is a hard matrix: the same entropy (≈ 0) each
+            aux = self.entropy_weight * permutation_entropy(P_soft if P_soft.requires_grad else P_soft[:1])
+        else:
+            aux = x.new_zeros(())
         g = tuple(p if isinstance(f, Sn) else Q for f in self.fs)
         return GroupSample(g=g, k=k, aux_loss=aux.to(x.dtype), perm_matrix=P.to(x.dtype))
 
