@@ -38,6 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--g8c-stochastic-seeds", type=int, default=100, help="GRAPH8c seeds for uniform/learned")
     p.add_argument("--classify-seconds", type=float, default=0.0,
                    help="optional CPU-time cap per EXP-classify run (0, the default: none; the budget is epochs)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="family-wise error rate of the EXP-iso in-distribution test (default 0.05)")
+    p.add_argument("--correction", default="holm", choices=("holm", "bonferroni", "none"),
+                   help="multiple-testing correction of the in-distribution test ('none': the 3-stderr rule)")
     p.add_argument("--out", default="results/graphs.json")
     p.add_argument("--state", default=None, help="resume-state folder (runs/graphs[_quick])")
     p.add_argument("--resume", action="store_true")
@@ -70,7 +74,8 @@ def main(argv=None) -> int:
             if args.resume and any(r["model"] == m for r in res[key]):
                 continue
             n = (min(seeds, st_seeds) if quick else st_seeds) if m in STOCHASTIC else seeds
-            row = fn([m], ProtocolConfig(seeds=n), args.data_root, state / key, args.resume, progress, lim)[0]
+            pcfg = ProtocolConfig(seeds=n, alpha=args.alpha, correction=args.correction)
+            row = fn([m], pcfg, args.data_root, state / key, args.resume, progress, lim)[0]
             save(key, row)
     if "exp-classify" in only and not quick:
         for m in models:

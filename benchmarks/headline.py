@@ -33,10 +33,10 @@ __all__ = ["NBODY_RECIPE", "EXP_RECIPE", "run_nbody_seed", "run_exp_seed", "leve
 log = logging.getLogger(__name__)
 
 #: ``python -m benchmarks.nbody`` arguments of the headline n-body model (seed and output added per seed)
-NBODY_RECIPE: tuple[str, ...] = ("--models", "uniform", "--epochs", "600", "--center", "--velocity-step",
-                                 "--charge-pairs")
+NBODY_RECIPE: tuple[str, ...] = ("--models", "uniform", "--epochs", "750", "--center", "--velocity-step",
+                                 "--charge-pairs", "--dropout", "0.1", "--ema", "0.999")
 #: keyword arguments of ``symclone.graphs.ClassifyConfig`` for the headline EXP-classify model (seed added)
-EXP_RECIPE: dict[str, Any] = {}
+EXP_RECIPE: dict[str, Any] = {"epochs": 20}
 EXP_MODEL = "learned"
 PUBLISHED = {"nbody": {"EGNN": 0.0071, "LPS": 0.0040, "SEGNN": 0.0043, "CGENN": 0.0039, "MVN": 0.0035},
              "exp_classify": {"LPS": 1.0}}

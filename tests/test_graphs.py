@@ -228,12 +228,13 @@ class _IndexSampler(GraphSampler):
         return idx + 0.6 * torch.rand(x.shape[:2], generator=generator, dtype=x.dtype)
 
 
-@pytest.mark.parametrize("name", ["uniform", "learned", "learned_iid", "control"])
+@pytest.mark.parametrize("name", ["uniform", "learned", "learned_iid", "learned_components", "control"])
 def test_stochastic_samplers_invariant_in_distribution(name):
     torch.manual_seed(0)
     mlp = GraphMLP(8, 1, (32,), 4).double()
     smp = _IndexSampler(8) if name == "control" else LearnedGraphSampler(8, 1, noise_kind="iid") \
-        if name == "learned_iid" else name
+        if name == "learned_iid" else LearnedGraphSampler(8, 1, layout="components") \
+        if name == "learned_components" else name
     f = symmetrize_graph_model(mlp, smp, 8, 1, k=4)
     if name.startswith("learned"):
         f.sampler.double()
@@ -245,7 +246,7 @@ def test_stochastic_samplers_invariant_in_distribution(name):
     else:
         # refined IR noise only randomizes between automorphic IR branches: on these small random
         # graphs every branch is an automorphic image, so the output is deterministic and invariant
-        assert (d_res == 0) if name == "learned" else (d_res > 0)
+        assert (d_res == 0) if name in ("learned", "learned_components") else (d_res > 0)
         assert abs(d_perm - d_res) < 0.25 * d_res + 1e-9
 
 
@@ -366,3 +367,21 @@ def test_protocol_resume_equals_fresh_run(tmp_path):
     assert [resumed[k] for k in keys] == [fresh[k] for k in keys] and resumed["seeds"] == 2
     with pytest.raises(ValueError, match="resume"):
         exp_iso(["uniform"], ProtocolConfig(seeds=3), out=tmp_path, resume=True, progress=False, limit=4)
+
+
+def test_in_distribution_test_corrects_for_multiple_testing(monkeypatch):
+    """1,200 true nulls (embeddings are pure noise, so graph and copy have one distribution): the
+    uncorrected 3·stderr rule lets some through (≈ 1,200 · P(T_29 > 3) ≈ 3.3), Holm at α = 0.05 none;
+    a real shift is still detected. Fails if the protocol drops the correction."""
+    import symclone.graphs._protocols as proto
+    calls = iter(range(10 ** 6))
+    monkeypatch.setattr(proto, "embed", lambda name, model, x, gen, batch: torch.randn(
+        len(x), 4, generator=torch.Generator().manual_seed(next(calls)), dtype=torch.float64))
+    x = torch.zeros(1200, 2, 4); x[:, :, 2] = 1
+    res = proto.separation_protocol("uniform", x, torch.arange(1200).view(600, 2), ProtocolConfig(seeds=30),
+                                    progress=False)
+    assert res["copies_separated_in_distribution_uncorrected"] > 0 and res["copies_separated_in_distribution"] == 0
+    assert res["in_distribution_test"]["correction"] == "holm"
+    n, d = 30, torch.cat([torch.zeros(99), torch.tensor([8.0])]) / 30 ** 0.5   # t = 0 ×99, t = 8
+    rejected, p = proto.in_distribution_test(n * d, (n - 1) + n * d ** 2, n)
+    assert rejected.tolist() == [False] * 99 + [True] and p[-1] < 0.05 / 100

@@ -6,6 +6,9 @@ Examples::
     symclone graphs graph8c --models learned --seeds 20 --out results/graphs --resume
     symclone graphs exp-classify --models canonical,learned --classify.epochs=60
     symclone graphs exp-iso --model.k=20 --model.hidden=256,256     # dotted config overrides
+    symclone graphs exp-iso --models learned --seeds 30 --correction=holm --alpha=0.05
+    symclone graphs exp-classify --models learned --classify.epochs=20 --classify.seed=1
+    symclone graphs exp-classify --models learned --classify.model.layout=global   # the old layout
     symclone graphs pattern --models transformer,canonical,mp --seeds 3 --pattern.epochs=40
 """
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 
 from ._io import Graph
 
-__all__ = ["to_dense", "split_graph", "check_graph_batch", "graph_width"]
+__all__ = ["to_dense", "split_graph", "check_graph_batch", "graph_width", "component_labels"]
 
 
 def graph_width(n_max: int, d: int) -> int:
@@ -85,3 +85,31 @@ def split_graph(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     """
     n = check_graph_batch(x)
     return x[:, :, :n], x[:, :, n], x[:, :, n + 1:]
+
+
+def component_labels(a: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Connected components (B, N) long: for each real node the smallest index of a node of its
+    component; ``N`` on padding.
+
+    Min-label propagation ``ℓ_i ← min(ℓ_i, min_{j ∈ N(i)} ℓ_j)`` with pointer jumping
+    ``ℓ_i ← ℓ_{ℓ_i}``, to the fixed point. Only the *partition* is used downstream (it is
+    permutation equivariant); the label values depend on the node indices.
+
+    Examples
+    --------
+    >>> a = torch.zeros(1, 5, 5); a[0, 0, 3] = a[0, 3, 0] = a[0, 1, 2] = a[0, 2, 1] = 1
+    >>> component_labels(a, torch.tensor([[1., 1., 1., 1., 0.]]))
+    tensor([[0, 1, 1, 0, 5]])
+    """
+    B, N = m.shape
+    real = m.detach() > 0.5
+    adj = (a.detach() != 0) & real[:, :, None] & real[:, None, :]
+    big = torch.full((), N, dtype=torch.long, device=m.device)
+    lab = torch.where(real, torch.arange(N, device=m.device).expand(B, N), big)
+    while True:
+        nb = torch.where(adj, lab[:, None, :], big).amin(-1)
+        new = torch.minimum(lab, nb)
+        new = torch.where(real, torch.minimum(new, torch.gather(new, 1, new.clamp(max=N - 1))), big)  # jumping
+        if torch.equal(new, lab):
+            return lab
+        lab = new

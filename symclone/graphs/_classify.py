@@ -14,6 +14,21 @@ on the machine's speed. The state (weights, optimizer, history)
 is checkpointed to ``out/classify_<model>`` after every epoch; ``resume`` continues from it.
 With ``ema > 0`` validation, model selection and testing use an exponential moving average of the
 weights, ``θ̄ ← ema · θ̄ + (1 − ema) · θ`` after every optimiser step (Polyak averaging).
+
+Size generalisation. Every EXP graph is a disjoint union: one of 6 "core" graphs (3 core pairs of 16,
+24 or 32 nodes, which decide SAT / UNSAT) and 1–2 planar components shared by both graphs of a pair
+(the rest of the 32–64 nodes). The backbone is an MLP tied to positions; the learned sampler's global
+sort interleaves the nodes of all components by colour, so where the core lands depends on the size of
+the rest, and sizes rare in training fail (EXP graph 40: 16 + 16 nodes, the smallest; one training
+pair of that size). The default model therefore uses ``ModelConfig(layout="components")``: each
+connected component is one contiguous block, smallest first
+(:func:`~symclone.graphs._samplers.component_offsets`), exactly as S_n-invariant (in distribution) as
+before. Chosen on a size-extrapolation check on train/val only (train on graphs of > 35 nodes, test on
+the train + val graphs of ≤ 35 nodes; fixed orderings as a cheap proxy): 72–81 % with the global sort,
+99.5 % with component blocks; LayerNorm after the first layer or hiding the mask channel: 75–80 %.
+Headline (:func:`exp_classify_headline`, 20 epochs): 100 % test accuracy on seeds 0, 1, 2. What is
+left: a core that is *not* the smallest component still moves with the size of the smaller ones
+(seed 0 is at chance on test graph 14, core 32 after a 23-node planar part, over repeated draws).
 """
 from __future__ import annotations
 
@@ -36,7 +51,12 @@ from ._embed import ModelConfig, build_model, prepare_inputs
 from ._io import load_exp
 from ._protocols import relabel
 
-__all__ = ["ClassifyConfig", "exp_split", "exp_classify"]
+__all__ = ["ClassifyConfig", "exp_split", "exp_classify", "exp_classify_headline", "HEADLINE_EPOCHS"]
+
+#: epochs of the headline protocol, fixed before any test accuracy of the component layout was seen (the CPU
+#: budget of 3 seeds on a shared 2-core machine). Without ``cosine`` the schedule does not read ``epochs``:
+#: the first 20 epochs are those of a 60-epoch run, and ``resume`` with more epochs extends a finished run.
+HEADLINE_EPOCHS = 20
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,9 @@ class ClassifyConfig:
     k_train: int = 4                    # 2 / 4 measured for learned: 99.0 % / 99.5 % test (val 98 % / 100 %)
     cosine: bool = False                # lr · ½(1 + cos(π · epoch / epochs)); measured: no gain (98.5 %)
     ema: float = 0.0                    # > 0: validate/test an exponential moving average of the weights
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=(256, 256)))
+    # layout="components": the learned sampler lays out each connected component as one block, smallest
+    # first (size generalisation; see symclone.graphs._samplers.component_offsets)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=(256, 256), layout="components"))
 
 
 def exp_split(num_pairs: int = 600, seed: int = 0, sizes=(400, 100, 100)) -> tuple[torch.Tensor, ...]:
@@ -184,3 +206,24 @@ def exp_classify(name: str, cfg: ClassifyConfig = ClassifyConfig(), root=None, o
     res["seconds"] = round(seconds + t_prep + time.process_time() - t0, 1)  # CPU seconds, all included
     res["seconds_prepare"] = round(t_prep, 1)
     return res
+
+
+def exp_classify_headline(seeds=(0, 1, 2), out: Optional[Path] = None, epochs: int = HEADLINE_EPOCHS,
+                          root=None, progress: bool = False) -> dict:
+    """The headline EXP-classify numbers: ``exp_classify("learned", ClassifyConfig(seed=s, epochs=epochs))``
+    for every seed (split seed 0), checkpointed under ``out/seed<s>`` and resumed from there.
+
+    Protocol (fixed before testing): learned S_n sampler with refined noise and the connected-component
+    layout, MLP 4160-256-256-2, Adam 1e-3, batch 32, ``k_train = 4``, ``k = 10`` at evaluation; the epoch
+    with the best validation accuracy (ties: the lower validation cross entropy) is tested.
+
+    Returns ``{"rows": [...], "test_acc": [...], "all_100": bool}`` (one row per seed, ``seed`` added).
+    """
+    rows = []
+    for s in seeds:
+        folder = None if out is None else Path(out) / f"seed{int(s)}"
+        r = exp_classify("learned", ClassifyConfig(seed=int(s), epochs=int(epochs)), root, folder,
+                         resume=folder is not None, progress=progress)
+        rows.append({**r, "seed": int(s)})
+    acc = [r["test_acc"] for r in rows]
+    return {"rows": rows, "test_acc": acc, "all_100": all(a >= 1.0 for a in acc)}

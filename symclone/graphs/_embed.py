@@ -38,6 +38,7 @@ class ModelConfig:
     noise: float = 1.0
     noise_kind: str = "refined"
     residual: bool = True
+    layout: str = "global"  # learned sampler: "components" = one block per connected component
     tau: float = 0.01
     score_hidden: int = 32
     score_layers: int = 3
@@ -64,8 +65,8 @@ def build_model(name: str, n_max: int, d: int, cfg: ModelConfig, seed: int,
     mlp = GraphMLP(n_max, d, cfg.hidden, out)
     if name == "mlp":
         return mlp
-    kw = dict(noise=cfg.noise, noise_kind=cfg.noise_kind, residual=cfg.residual, tau=cfg.tau, hidden=cfg.score_hidden, layers=cfg.score_layers) \
-        if name == "learned" else {}
+    kw = dict(noise=cfg.noise, noise_kind=cfg.noise_kind, residual=cfg.residual, tau=cfg.tau,
+              hidden=cfg.score_hidden, layers=cfg.score_layers, layout=cfg.layout) if name == "learned" else {}
     return symmetrize_graph_model(mlp, name, n_max, d, k=cfg.k, **kw)
 
 

@@ -33,6 +33,7 @@ and without gradients a graph sampler returns ``g`` alone.
   propagates that choice), or ``"iid"`` = ``U[0, σ]`` i.i.d. per node (plain LPS). Both are
   equivariant in distribution; refined noise concentrates ``p(g | x)`` on a few reorderings
   per graph (those related by automorphisms give the same input to the backbone).
+  ``layout="components"`` sorts by connected component first (:func:`component_offsets`).
 
 :func:`make_graph_sampler` builds one of the three by its name (the names of
 :data:`~symclone.symmetrize.SAMPLER_NAMES`). It cannot be a branch of
@@ -48,15 +49,59 @@ import torch
 from torch import nn
 
 from ..symmetrize import SnSampler, permutation_entropy
-from ._batch import check_graph_batch, split_graph
+from ._batch import check_graph_batch, component_labels, split_graph
 from ._canon import canonical_order
 from ._models import mlp
-from ._refine_noise import refined_noise
+from ._refine_noise import _dense_rank, refined_noise
 
 __all__ = ["GraphSampler", "UniformGraphSampler", "CanonicalGraphSampler", "LearnedGraphSampler",
-           "real_first_argsort", "make_graph_sampler"]
+           "real_first_argsort", "make_graph_sampler", "component_offsets", "LAYOUTS"]
 
 _NEG = -1e9
+LAYOUTS = ("global", "components")
+
+
+def component_offsets(labels: torch.Tensor, s: torch.Tensor, tie: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-node offsets (B, N) that make every connected component a contiguous block of the order.
+
+    Components are ranked by ``(size, min_{i ∈ C} tie_i)``: smallest first, components of equal
+    size in the order of their smallest tie key (the noise ``ε``: random, equivariant in
+    distribution; components that are not automorphic get an invariant order from the refined
+    noise). With ``r_C`` that rank and ``w = max_i s_i − min_i s_i + 1`` over the real nodes
+    (detached), ``s_i + w · r_{C(i)}`` sorts by component first and by ``s`` inside it. The offsets
+    are constant on a component, so the SoftSort gradient inside a block is that of ``s``, and
+    across blocks the soft logits ``−|Δs|/τ ≤ −1/τ`` are negligible.
+
+    Why: the backbone is an MLP tied to positions. Sorting all nodes at once interleaves the nodes
+    of different components by their colours, so the position of a component's nodes moves with
+    the size of every other component; in blocks, the smallest component always sits at positions
+    ``0..|C|−1``, whatever else the graph holds (size generalisation on disjoint unions such as
+    EXP: core pair + planar component). The offsets are functions of the partition, the sizes and
+    ``tie``, never of the node indices: S_n-invariance in distribution is kept exactly.
+
+    Examples
+    --------
+    >>> lab = torch.tensor([[0, 1, 1, 0, 4]]); m = torch.tensor([[1, 1, 1, 1, 0]]).bool()
+    >>> s = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.]]); off = component_offsets(lab, s, s, m)
+    >>> real_first_argsort(s + off, m)   # component {0, 3} first: smallest tie key among equal sizes
+    tensor([[0, 3, 1, 2, 4]])
+    """
+    B, N = s.shape
+    real = mask.bool()
+    lab = labels.clamp(max=N - 1)
+    ones = real.to(torch.int64)
+    size = torch.zeros(B, N, dtype=torch.int64, device=s.device).scatter_add_(1, lab, ones)
+    inf = torch.full((), float("inf"), dtype=torch.float64, device=s.device)
+    t = torch.where(real, tie.detach().to(torch.float64), inf)
+    tmin = torch.full((B, N), float("inf"), dtype=torch.float64, device=s.device).scatter_reduce(1, lab, t, "amin")
+    tie_rank = _dense_rank(torch.where(real, torch.gather(tmin, 1, lab), inf))
+    key = torch.gather(size, 1, lab) * (N + 1) + tie_rank
+    rank = _dense_rank(torch.where(real, key, torch.full_like(key, (N + 1) ** 2)))
+    sd = s.detach()
+    hi = torch.where(real, sd, torch.full_like(sd, -float("inf"))).amax(1, keepdim=True)
+    lo = torch.where(real, sd, torch.full_like(sd, float("inf"))).amin(1, keepdim=True)
+    width = (hi - lo).clamp(min=0) + 1
+    return torch.where(real, rank.to(s.dtype) * width, torch.zeros_like(sd))
 
 
 def real_first_argsort(s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -222,6 +267,8 @@ class LearnedGraphSampler(GraphSampler):
     hidden, layers : score GIN size.
     noise_kind : ``"refined"`` (IR-leaf noise, default) or ``"iid"`` (``ε ~ U[0, σ]``, plain LPS).
     residual : scores ``ε + q_ω`` with a zero-initialised head (default) instead of ``q_ω``.
+    layout : ``"global"`` (default: one sort over all nodes) or ``"components"`` (each connected
+        component a contiguous block, smallest component first; :func:`component_offsets`).
 
     Notes
     -----
@@ -237,8 +284,11 @@ class LearnedGraphSampler(GraphSampler):
 
     def __init__(self, n_max: Optional[int] = None, d: int = 0, noise: float = 1.0, tau: float = 0.01,
                  sinkhorn_iters: int = 20, entropy_weight: float = 0.1, hidden: int = 32, layers: int = 3,
-                 noise_kind: str = "refined", residual: bool = True):
+                 noise_kind: str = "refined", residual: bool = True, layout: str = "global"):
         super().__init__(n_max)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout: expected one of {LAYOUTS}, got {layout!r}")
+        self.layout = layout
         if tau <= 0 or noise < 0:
             raise ValueError(f"tau, noise: expected tau > 0 and noise >= 0, got {tau}, {noise}")
         if noise_kind not in ("refined", "iid"):
@@ -263,15 +313,20 @@ class LearnedGraphSampler(GraphSampler):
         return refined_noise(a, m, f, generator, repeats=repeats).to(dtype) * self.noise
 
     def scores(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Scores (B, N) of ``x`` with freshly drawn noise ``ε``."""
-        return self._scores(x, self.draw_noise(x, generator))
+        """Scores (B, N) of ``x`` with freshly drawn noise ``ε`` (and the component offsets)."""
+        return self.draw_scores(x, x, generator)[0]
 
     def draw_scores(self, x: torch.Tensor, xk: torch.Tensor, generator: Optional[torch.Generator] = None
                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Scores of ``xk = repeat_batch(x, k)`` and the noise ``ε`` as tie-break key: ties of the
         scores (e.g. a saturated score net) are broken by the noise, never by index."""
-        eps = self.draw_noise(x, generator, repeats=xk.shape[0] // x.shape[0])
-        return self._scores(xk, eps), eps
+        k = xk.shape[0] // x.shape[0]
+        eps = self.draw_noise(x, generator, repeats=k)
+        s = self._scores(xk, eps)
+        if self.layout == "components":
+            a, m, _ = split_graph(x)
+            s = s + component_offsets(component_labels(a, m).repeat(k, 1), s, eps, m.repeat(k, 1) > 0.5)
+        return s, eps
 
     def _scores(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         head = self.net.head
