@@ -1,8 +1,9 @@
-"""Issue 18's rows of the roofline suite's symmetrization bench: p4 uniform draws (the group actions and the
-whole forward) and the canonical c4 sampler, each over an MLP backbone timed in the same run; and the
-canonical o3 / sn x o3 frame samplers over the n-body PairTransformer (:func:`frame_rows`).
+"""Image and frame rows of the roofline suite's symmetrization bench: p4 uniform draws (the group actions and
+the whole forward), the exact c4 average, and the canonical c4 sampler, each over an MLP backbone timed in the
+same run; and the canonical o3 / sn x o3 frame samplers over the n-body PairTransformer (:func:`frame_rows`).
 
-Used by :func:`benchmarks.roofline.bench_symmetrize`; ``reference_p4_action`` is the pre-issue-18 action.
+Used by :func:`benchmarks.roofline.bench_symmetrize`; ``reference_p4_action`` is the former per-sample action
+(masked ``rot90`` + index gathers), kept for the same-run before/after row.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _row(*args, **kw) -> dict:
 
 
 def reference_p4_action(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The per-sample p4 action on images as implemented before issue 18 (for the bench's before/after row):
+    """The former per-sample p4 action on images (for the bench's before/after row):
     a masked ``rot90`` per quarter turn, then two ``gather``\ s with materialised ``(n, C, H, W)`` int64
     indices (rows, then columns). tests/test_symmetrize_actions.py checks the library's action against a
     copy of it, bit for bit."""
@@ -44,11 +45,12 @@ def _image_mlp(size: int) -> torch.nn.Module:
 
 
 def grid_rows(dev: torch.device, rate: float, quick: bool) -> list[dict]:
-    """Issue 18's two image rows, on an MLP 784-784-784 backbone (28×28 images): (a) p4 uniform
+    """The image rows, on an MLP 784-784-784 backbone (28×28 images): (a) p4 uniform
     symmetrization with k random draws per input — the group actions alone (inputs g⁻¹·x from the B
     inputs, outputs g·y on the k·B rows) and the whole forward over the bare MLP on the same k·B rows, with
-    the pre-issue-18 gathers as reference; (b) the canonical c4 sampler at default settings (orbit scores)
-    and the former escnn default, over the backbone on the same batch."""
+    the former gathers as reference; (b) the exact c4 average (``k="all"``) over the bare MLP on the ``4B``
+    rows; (c) the canonical c4 sampler at default settings (orbit scores) and the former escnn default, over
+    the backbone on the same batch."""
     from symclone.groups import get_group
     from symclone.symmetrize import GroupSample, Symmetrized, transform
 
@@ -75,12 +77,18 @@ def grid_rows(dev: torch.device, rate: float, quick: bool) -> list[dict]:
         tr = timeit(lambda: (reference_p4_action(g_inv, xr), reference_p4_action(g, xr)), dev, min_time=0.3)
         rows.append(_row("symmetrize", f"p4 actions in+out, {n} random draws [turns by block, row slices]", ta,
                          ta / tb, "time / bare at equal rows", n / ta, "samples/s", gain_vs_reference=tr / ta))
-        rows.append(_row("symmetrize", f"p4 actions in+out, {n} random draws [pre-issue-18 gathers]", tr, tr / tb,
+        rows.append(_row("symmetrize", f"p4 actions in+out, {n} random draws [former index gathers]", tr, tr / tb,
                          "time / bare at equal rows", n / tr, "samples/s"))
         _, peak = peak_memory(lambda: sym(x), dev)
         ts = timeit(lambda: sym(x), dev, min_time=0.3)
         rows.append(_row("symmetrize", f"p4 uniform k={k} B={B} forward", ts, ts / tb, "time / (k x bare)",
                          B / ts, "samples/s", peak))
+        c4 = Symmetrized(mlp, "c4", "image", "image", sampler="uniform", k="all").to(dev).eval()
+        x4 = x.repeat(4, 1, 1, 1)
+        tb4 = timeit(lambda: mlp(x4), dev, min_time=0.3)
+        t4 = timeit(lambda: c4(x), dev, min_time=0.3)
+        rows.append(_row("symmetrize", f"c4 exact average (k=all) B={B} forward", t4, t4 / tb4, "time / (|G| x bare)",
+                         B / t4, "samples/s"))
         Bc = 256 if quick else 2048
         xc = torch.randn(Bc, 1, size, size, device=dev)
         tbc = timeit(lambda: mlp(xc), dev, min_time=0.3)
@@ -100,7 +108,7 @@ def frame_rows(dev: torch.device, quick: bool) -> list[dict]:
     """Canonical ``o3`` and ``sn x o3`` symmetrization of the default n-body ``PairTransformer`` on B = 100
     five-body systems (rep ``1x1o+1x1o+1x0e`` in, points out): eval forward time over the bare backbone's on
     the same batch, timed in this run (the float64 frame network, principal axes, permutation and actions
-    are the overhead; issue 18's goal is <= 1.15)."""
+    are the overhead)."""
     from symclone.data.nbody import NBODY_REP_IN
     from symclone.symmetrize import PairTransformer, Symmetrized
 

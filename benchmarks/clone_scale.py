@@ -1,4 +1,4 @@
-"""Cloning at scale (issue 18, the cloning rows): the family closed form of a ``B = 9`` blocks student on
+"""Cloning at scale: the family closed form of a ``B = 9`` blocks student on
 a 3×3 valid T(2) convolution (``side -> side - 2``), end to end (``distill``: probe, band of the second
 moment, Gram join, solve, held-out evaluation, untrained baseline), as a multiple of one 1024³ fp32
 matmul measured in the same process, and how its time and peak memory grow with the image side.

@@ -235,7 +235,7 @@ def test_nbody_extrapolation_baselines_recover_the_step():
 
 
 def test_reference_p4_action_equals_the_library_action():
-    """The bench's pre-issue-18 p4 action (masked rot90 + materialised-index gathers) and the library's
+    """The bench's former p4 action (masked rot90 + materialised-index gathers) and the library's
     (turns by block + row slices) agree bit for bit on random per-sample draws; control: other draws differ."""
     from symclone.groups import get_group
 

@@ -1,4 +1,4 @@
-"""The cloning-scale benchmark (issue 18): the exponent fit, and its quick mode end to end (JSON and table
+"""The cloning-scale benchmark: the exponent fit, and its quick mode end to end (JSON and table
 from the same run, every row accurate)."""
 import json
 import math

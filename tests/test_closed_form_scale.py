@@ -174,7 +174,7 @@ def test_sparse_c4_group_conv_family_clone():
                 fast(mode="family", layers=(2,), solver="adam", steps=2))
 
 
-# ---- function mode by probing the teacher's affine map (issue 18: the 112 px function clone) ----------------
+# ---- function mode by probing the teacher's affine map (the 112 px function clone) ----------------
 class SquareTeacher(nn.Module):
     """Control: a conv teacher whose layer-1 pre-activation adds ``0.1 x²`` (not affine in its input; on the
     0/1 probe inputs it looks affine, so only the verification on random inputs catches it)."""

@@ -1,4 +1,4 @@
-"""The fast grid-group actions of the symmetrization hot path (issue 18) against the implementation they
+"""The fast grid-group actions of the symmetrization hot path against the implementation they
 replaced and against torch's own ops, bit for bit; the cheap orbit canonicalizer's exact C4 equivariance.
 
 * ``rot_roll_batched`` (quarter turns by block, shifts as row slices) equals the old masked ``rot90`` /
@@ -22,7 +22,7 @@ from symclone.symmetrize._action import reads_inputs
 from symclone.symmetrize._scorenets import C4OrbitScores
 
 
-# ----------------------------------------------------------------- the implementation before issue 18
+# ----------------------------------------------------------------- the former implementation
 def _old_roll_batched(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
     rows = (torch.arange(H)[None, :] - shift[:, :1]) % H

@@ -1,4 +1,4 @@
-"""The fused canonical O(3) / S_n × O(3) frame path (issue 18) equals the previous computation.
+"""The fused canonical O(3) / S_n × O(3) frame path equals the previous computation.
 
 Checked against references kept here: ``PointNet.features`` (the unfused message network over all N²
 pairs with the diagonal masked), the previous ``FrameSampler`` sample (features, principal frame,
@@ -22,7 +22,7 @@ NBODY = "irreps:1x1o+1x1o+1x0e"
 
 
 def reference_sample(smp: FrameSampler, x: torch.Tensor):
-    """``(p, Q)`` of a canonical principal-frame sampler as computed before issue 18 (unfused features)."""
+    """``(p, Q)`` of a canonical principal-frame sampler as computed before the fused path (unfused features)."""
     xk = x.to(F64)
     h, u = smp.net.features(xk)
     rel = smp.net.relative(u.to(h.dtype))
