@@ -43,7 +43,8 @@ def _wrap(group, rep, shape, sampler, **kw) -> Callable[[], tuple[nn.Module, tor
 _C4 = {"hidden": 2, "kernel_size": 3}
 WRAPPERS = {
     "c4-uniform": _wrap("c4", "image", (1, 6, 6), "uniform"),
-    "c4-canonical": _wrap("c4", "image", (1, 6, 6), "canonical", **_C4),
+    "c4-canonical": _wrap("c4", "image", (1, 6, 6), "canonical", hidden=2),            # orbit scores (default)
+    "c4-canonical-escnn": _wrap("c4", "image", (1, 6, 6), "canonical", net="escnn", **_C4),
     "c4-learned": _wrap("c4", "image", (1, 6, 6), "learned", k=2, **_C4),
     "p4-uniform-sampled": _wrap("p4", "image", (1, 4, 4), "uniform", k=3, group_kw={"size": 4}),
     "p4-uniform-all": _wrap("p4", "image", (1, 4, 4), "uniform", k="all", group_kw={"size": 4}),
@@ -168,7 +169,7 @@ def test_compiled_wrapper_equals_eager():
     action, MLP backbone) with ``backend="eager"``: dynamo's graph capture with eager kernels. Inductor
     needs minutes of C++ compilation on this CPU; one model keeps the test near 10 s (dynamo's own
     start-up is ~5 s here)."""
-    m, x = ALL["c4-canonical"]()
+    m, x = ALL["c4-canonical-escnn"]()
     y = run(m, x)
     compiled = torch.compile(m, backend="eager")
     assert rel(run(compiled, x), y) < SAME
