@@ -274,14 +274,13 @@ def train_regressor(model: nn.Module, train: tuple, valid: tuple, cfg: TrainConf
         out_of_time = budget is not None and state["cpu_seconds"] > budget
         if state["epoch"] % cfg.eval_every == 0 or state["epoch"] in (cfg.epochs, end) or out_of_time:
             with (averaged.swapped_in(model) if averaged is not None else contextlib.nullcontext()):
-                v = evaluate_mse(model, *valid)
-                candidate = {k: t.detach().clone() for k, t in model.state_dict().items()}  # the weights validated
-            if dist_on:  # the mean of the ranks' estimates: identical on every rank, so is the best-weights choice
-                v = float(ctx.all_reduce_mean(torch.tensor(v, dtype=torch.float64, device=dev)))
+                v = evaluate_mse(model, *valid)   # the averaged weights when cfg.ema > 0
+                if dist_on:  # the mean of the ranks' estimates: identical on every rank, so is the best-weights choice
+                    v = float(ctx.all_reduce_mean(torch.tensor(v, dtype=torch.float64, device=dev)))
+                if v < state["best_valid"]:
+                    state["best_valid"] = v
+                    best = {k: t.detach().clone() for k, t in model.state_dict().items()}
             state["curve"].append([state["epoch"], round(state["cpu_seconds"], 1), run / steps_per_epoch, v])
-            if v < state["best_valid"]:
-                state["best_valid"] = v
-                best = candidate
             state["seconds"] = elapsed
             if on_eval and is_main:
                 on_eval(state)
