@@ -52,8 +52,6 @@ def run_nbody_seed(seed: int, work: Path, fresh: bool = False, recipe: Sequence[
 
     Reuses ``work/nbody/seed<seed>/nbody.json`` when it holds a finished row of the same recipe; otherwise
     runs ``benchmarks.nbody`` there with ``--resume`` (an interrupted seed continues from its checkpoint)."""
-    from symclone.io import write_json
-
     from . import nbody
     folder = work / "nbody" / f"seed{seed}"
     out = folder / "nbody.json"
@@ -64,10 +62,7 @@ def run_nbody_seed(seed: int, work: Path, fresh: bool = False, recipe: Sequence[
     if done is not None and done.get("rows"):
         return done["rows"][0] | {"seed": seed, "recipe": full}
     nbody.main(argv)
-    result = json.loads(out.read_text())
-    result["recipe"] = full
-    write_json(out, result)
-    return result["rows"][0] | {"seed": seed, "recipe": full}
+    return json.loads(out.read_text())["rows"][0] | {"seed": seed, "recipe": full}
 
 
 def _claim(folder: Path, recipe: dict, fresh: bool) -> None:
@@ -101,8 +96,17 @@ def run_exp_seed(seed: int, work: Path, fresh: bool = False, recipe: Optional[di
     return res
 
 
+#: settings of a ``benchmarks.nbody`` run that a lever row lists when they differ from the parser's defaults
+LEVER_SETTINGS = ("center", "velocity_step", "charge_pairs", "charge_flip", "dropout", "ema", "weight_decay", "k",
+                  "dim", "depth", "lr")
+
+
 def lever_rows(folder: Path = Path("results/nbody_levers")) -> list[dict]:
-    """One row per n-body lever run (``folder/*.json``): name, flags, seed, epochs, CPU s, test / valid MSE."""
+    """One row per n-body lever run (``folder/*.json``): name, flags (the ``LEVER_SETTINGS`` that differ from
+    ``benchmarks.nbody``'s defaults: a switched-on option by name, a value as ``name=value``), seed, epochs,
+    CPU s, test / valid MSE."""
+    from . import nbody
+    defaults = vars(nbody.build_parser().parse_args([]))
     rows = []
     for f in sorted(folder.glob("*.json")):
         d = json.loads(f.read_text())
@@ -110,10 +114,8 @@ def lever_rows(folder: Path = Path("results/nbody_levers")) -> list[dict]:
         for r in d["rows"]:
             if "error" in r:
                 continue
-            flags = [k for k in ("center", "velocity_step", "charge_pairs") if s.get(k)]
-            flags += [f"{k}={s[k]}" for k, default in (("dropout", 0.0), ("ema", 0.0), ("weight_decay", 1e-12),
-                                                       ("k", 2), ("dim", 64), ("depth", 4), ("lr", 1e-3))
-                      if k in s and s[k] != default]
+            changed = [k for k in LEVER_SETTINGS if k in s and s[k] != defaults[k]]
+            flags = [k if s[k] is True else f"{k}={s[k]}" for k in changed]
             rows.append({"lever": f.stem, "model": r["model"], "flags": flags, "seed": s.get("seed", 0),
                          "epochs": r["epochs"], "train_cpu_s": r["train_cpu_s"], "test_mse": r["test_mse"],
                          "valid_mse": r["valid_mse"]})
