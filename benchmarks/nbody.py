@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from symclone.data.nbody import NBODY_REP_IN, nbody_tensors
+from symclone.data.nbody import NBODY_REP_IN, NBodyConfig, nbody_tensors
 from symclone.symmetrize import Symmetrized
 from symclone.symmetrize._models import PairTransformer, ParticleTransformer
 from symclone.symmetrize import Displacement
@@ -46,7 +46,8 @@ def build(name: str, args) -> nn.Module:
     tf = dict(dim=args.dim, depth=args.depth, heads=4)
     if args.backbone == "pair":
         tf |= dict(dropout=args.dropout, center=args.center, velocity_step=args.velocity_step,
-                   charge_pairs=args.charge_pairs, charge_flip_invariant=args.charge_flip)
+                   charge_pairs=args.charge_pairs, charge_flip_invariant=args.charge_flip,
+                   refine=args.refine, galilean=args.galilean, frame_time=NBodyConfig().frame_time)
     backbone = {"transformer": ParticleTransformer, "pair": PairTransformer}[args.backbone]
     if name == "transformer":
         return backbone(**tf)
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pair backbone: charge product and clipped pair force as pair features")
     p.add_argument("--charge-flip", action="store_true",
                    help="pair backbone: exactly invariant to flipping every charge's sign")
+    p.add_argument("--refine", action="store_true",
+                   help="pair backbone: each block re-reads pair features at its estimated output positions")
+    p.add_argument("--galilean", action="store_true",
+                   help="pair backbone: exactly equivariant to a common velocity boost (sees v minus its mean)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)

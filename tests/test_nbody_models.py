@@ -210,6 +210,77 @@ def test_pair_transformer_levers_keep_the_symmetry_and_mean_what_they_say():
         PairTransformer(dropout=1.0)
 
 
+def test_pair_transformer_refine_reads_pairs_at_the_estimated_positions():
+    """``refine``: block l + 1 sees the pair features of ``p + tau v + W_l LN(h)`` (recomputed here by hand),
+    the model keeps its permutation / translation / O(3) symmetry, and depth 1 has nothing to refine."""
+    torch.manual_seed(0)
+    kw = dict(dim=16, depth=2, heads=2, center=True, velocity_step=True, charge_pairs=True, refine=True)
+    m = PairTransformer(**kw).double().eval()
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    x[..., 6] = torch.randint(0, 2, (3, 5)).double() * 2 - 1
+    with torch.no_grad():
+        m.refine_heads[0][1].weight.normal_()                  # a non-zero read-out after block 0
+    seen = []
+    hook = m.blocks[1].register_forward_pre_hook(lambda mod, args: seen.append(args[1]))
+    try:
+        m(x)
+    finally:
+        hook.remove()
+    h0 = m.blocks[0](m.embed(torch.cat([x[..., :3] - x[..., :3].mean(1, keepdim=True), x[..., 3:]], -1)),
+                     m.pair_embed(m._pair_features(x)))
+    p_hat = x[..., :3] + m.tau * x[..., 3:6] + m.refine_heads[0](h0)
+    expected = m.pair_embed(m._pair_features(x)) + m.refine_embed(m._pair_features(torch.cat([p_hat, x[..., 3:]], -1)))
+    assert torch.allclose(seen[0], expected, atol=1e-12)
+    assert (seen[0] - m.pair_embed(m._pair_features(x))).abs().max() > 1e-3    # control: really re-read
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    assert torch.allclose(m(x[:, perm]), m(x)[:, perm], atol=1e-12)
+    shift = torch.tensor([1.5, -2.0, 0.25, 0, 0, 0, 0], dtype=torch.float64)
+    assert torch.allclose(m(x + shift), m(x) + shift[:3], atol=1e-10)
+    f = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="canonical",
+                    group_kw={"n": 5}).double().eval()
+    R = _rotation(3)
+    y = f(x)
+    assert (f(_rotate(x, R)) - y @ R.T).norm() / y.norm() < 1e-9
+    assert PairTransformer(**(kw | dict(depth=1))).refine_embed is None
+
+
+def test_galilean_boost_is_a_symmetry_of_the_simulator_and_exact_in_the_model():
+    """Boosting every velocity by ``u`` moves the output frame by ``T u`` in the simulator (checked by
+    integrating), and ``galilean=True`` makes the model (bare and symmetrized) exactly equivariant to it;
+    control: the same model without the option is not."""
+    import numpy as np
+
+    from symclone.data.nbody import NBodyConfig, integrate, simulate
+    cfg = NBodyConfig(steps=500, frame_in=1, frame_out=3)
+    start = simulate(4, seed=3, cfg=NBodyConfig(steps=300, frame_in=0, frame_out=1))
+    loc0, vel0, q = start["loc"][:, 0], start["vel"][:, 0], start["charges"]
+    u = np.array([0.3, -0.2, 0.1])
+    base, boosted = integrate(loc0, vel0, q, cfg), integrate(loc0, vel0 + u, q, cfg)
+    moved = lambda run: run["loc"][:, cfg.frame_out] - run["loc"][:, cfg.frame_in]
+    assert np.allclose(moved(boosted), moved(base) + cfg.frame_time * u, atol=1e-9)
+    assert np.abs(moved(base) - cfg.frame_time * base["vel"][:, cfg.frame_in]).max() > 1e-3   # forces act
+    torch.manual_seed(0)
+    kw = dict(dim=16, depth=2, heads=2, velocity_step=True, charge_pairs=True, refine=True, galilean=True,
+              frame_time=cfg.frame_time)
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    x[..., 6] = torch.randint(0, 2, (3, 5)).double() * 2 - 1
+    boost = torch.zeros(7, dtype=torch.float64)
+    boost[3:6] = torch.tensor([0.3, -0.2, 0.1])
+    m = PairTransformer(**kw).double().eval()
+    assert torch.allclose(m(x + boost), m(x) + cfg.frame_time * boost[3:6], atol=1e-10)
+    # uniform frames (independent of the input): equivariant draw by draw, i.e. for the same random frames
+    f = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="uniform", k_eval=3,
+                    group_kw={"n": 5}).double().eval()
+    torch.manual_seed(1)
+    y_boosted = f(x + boost)
+    torch.manual_seed(1)
+    assert torch.allclose(y_boosted, f(x) + cfg.frame_time * boost[3:6], atol=1e-10)
+    plain = PairTransformer(**(kw | dict(galilean=False))).double().eval()
+    assert (plain(x + boost) - plain(x) - cfg.frame_time * boost[3:6]).abs().max() > 1e-3   # control
+    with pytest.raises(ValueError, match="galilean"):
+        PairTransformer(in_dim=4, galilean=True)
+
+
 def test_train_regressor_ema_validates_and_returns_the_average(tmp_path):
     """``ema = d``: the returned weights are the running average of the per-step weights (recomputed here),
     not the last weights; resuming restores the average (same curve as the uninterrupted run)."""

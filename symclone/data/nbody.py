@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["NBodyConfig", "simulate", "load_nbody", "nbody_tensors", "NBODY_REP_IN", "NBODY_REP_OUT",
+__all__ = ["NBodyConfig", "simulate", "integrate", "load_nbody", "nbody_tensors", "NBODY_REP_IN", "NBODY_REP_OUT",
            "SPLIT_SIZES", "pack_inputs"]
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,11 @@ class NBodyConfig:
         if not 0 <= self.frame_in < self.frame_out < n_frames:
             raise ValueError(f"frame_in/frame_out: need 0 <= frame_in < frame_out < {n_frames} "
                              f"saved frames, got {self.frame_in}, {self.frame_out}")
+
+    @property
+    def frame_time(self) -> float:
+        """Simulated time between the input and the output frame, ``(frame_out − frame_in) · save_every · dt``."""
+        return (self.frame_out - self.frame_in) * self.save_every * self.dt
 
     @property
     def n_frames(self) -> int:
@@ -111,12 +116,30 @@ def simulate(n_sims: int, seed: int, cfg: NBodyConfig = NBodyConfig(), chunk: in
     loc0 = rng.standard_normal((n_sims, n, D)) * cfg.loc_std
     vel0 = rng.standard_normal((n_sims, n, D))
     vel0 = vel0 * cfg.vel_norm / np.linalg.norm(vel0, axis=-1, keepdims=True)
+    return integrate(loc0, vel0, charges, cfg, chunk) | {"charges": charges}
+
+
+def integrate(loc0: np.ndarray, vel0: np.ndarray, charges: np.ndarray, cfg: NBodyConfig = NBodyConfig(),
+              chunk: int = 1000) -> dict:
+    """Leapfrog-integrate systems from positions / velocities ``(S, N, D)`` and charges ``(S, N)``.
+
+    Returns ``loc`` and ``vel`` ``(S, T, N, D)`` at the ``T = cfg.n_frames`` saved frames (what
+    :func:`simulate` returns for its random initial states).
+
+    Examples
+    --------
+    >>> cfg = NBodyConfig(steps=300, frame_in=0, frame_out=1)
+    >>> out = integrate(np.zeros((1, 5, 3)) + np.arange(5.0)[:, None], np.ones((1, 5, 3)), np.ones((1, 5)), cfg)
+    >>> out["loc"].shape
+    (1, 2, 5, 3)
+    """
+    n_sims = loc0.shape[0]
     T = cfg.n_frames
-    locs = np.empty((n_sims, T, n, D))
-    vels = np.empty((n_sims, T, n, D))
+    locs = np.empty((n_sims, T) + loc0.shape[1:])
+    vels = np.empty((n_sims, T) + loc0.shape[1:])
     for a in range(0, n_sims, chunk):
         b = min(n_sims, a + chunk)
-        loc, vel = loc0[a:b].copy(), vel0[a:b].copy()
+        loc, vel = loc0[a:b].astype(np.float64), vel0[a:b].astype(np.float64)
         qq = charges[a:b, :, None] * charges[a:b, None, :]
         vel += cfg.dt * _forces(loc, qq, cfg)                      # initial half kick
         frame = 0
@@ -126,7 +149,7 @@ def simulate(n_sims: int, seed: int, cfg: NBodyConfig = NBodyConfig(), chunk: in
                 locs[a:b, frame], vels[a:b, frame] = loc, vel
                 frame += 1
             vel += cfg.dt * _forces(loc, qq, cfg)
-    return {"loc": locs, "vel": vels, "charges": charges}
+    return {"loc": locs, "vel": vels}
 
 
 def pack_inputs(loc: np.ndarray | torch.Tensor, vel, charges) -> torch.Tensor:

@@ -120,6 +120,19 @@ class PairTransformer(_ParticleModel):
         Coulomb dynamics, whose forces depend on ``q_i q_j`` only): the token embedding gets ``|q_i|`` instead of
         ``q_i`` and the pair vector ``|q_i − q_j|`` instead of ``q_i − q_j``; with ``charge_pairs`` the sign
         information left is the flip-invariant ``q_i q_j``.
+    galilean : exact Galilean equivariance ``f(p, v + u, q) = f(p, v, q) + T u`` for a common velocity ``u``
+        (a symmetry of any dynamics whose forces depend on position differences only, as the n-body
+        simulator's): the blocks see the velocities relative to their mean ``v̄`` and the prediction is
+        ``p + T v̄ [+ τ (v − v̄)] + Δ``, with ``T = frame_time``. Needs the velocities at inputs
+        ``out_dim … 2 out_dim − 1``; with ``center`` as well, ``Δ`` sees the system in its centre-of-mass frame.
+    frame_time : the time ``T`` between the input and the output frame (``1.0`` for the n-body task: 1,000
+        simulator steps of ``1e-3``), used by ``galilean``.
+    refine : iterative position refinement (EGNN-like coordinate updates): every block but the last reads
+        out an estimate ``p̂_l = p [+ τ v] + W_l LN(h)`` of the output positions, and the next block's pair
+        features are ``E(e_ij) + E'(e_ij(p̂_l))``, the second term computed from the pair vector with the
+        positions replaced by ``p̂_l`` (a second pair MLP ``E'`` shared across blocks). The read-outs ``W_l``
+        start at zero, so an untrained model sees the pair features of ``p [+ τ v]``. Costs one pair MLP
+        per extra block; the symmetry is unchanged (``p̂_l`` transforms like ``p``).
 
     Examples
     --------
@@ -128,13 +141,23 @@ class PairTransformer(_ParticleModel):
     >>> shift = torch.tensor([1.0, -2.0, 0.5, 0, 0, 0, 0])
     >>> torch.allclose(m(x + shift), m(x) + shift[:3], atol=1e-5)   # translation-equivariant when centred
     True
+    >>> g = PairTransformer(dim=16, depth=1, heads=2, galilean=True)
+    >>> boost = torch.tensor([0, 0, 0, 0.3, -0.1, 0.2, 0])
+    >>> torch.allclose(g(x + boost), g(x) + boost[3:6], atol=1e-5)   # Galilean-equivariant (T = 1)
+    True
+    >>> PairTransformer(dim=16, depth=2, heads=2, refine=True)(x).shape
+    torch.Size([2, 5, 3])
     """
 
     def __init__(self, in_dim: int = 7, out_dim: int = 3, dim: int = 64, depth: int = 4, heads: int = 4,
                  mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True, dropout: float = 0.0,
                  center: bool = False, velocity_step: bool = False, charge_pairs: bool = False,
-                 charge_flip_invariant: bool = False):
+                 charge_flip_invariant: bool = False, refine: bool = False, galilean: bool = False,
+                 frame_time: float = 1.0):
         super().__init__()
+        if galilean and (not residual or in_dim < 2 * out_dim):
+            raise ValueError(f"galilean: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
+                             f"(positions then velocities), got residual={residual}, in_dim={in_dim}")
         if velocity_step and (not residual or in_dim < 2 * out_dim):
             raise ValueError(f"velocity_step: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
                              f"(positions then velocities), got residual={residual}, in_dim={in_dim}")
@@ -144,13 +167,22 @@ class PairTransformer(_ParticleModel):
             raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
         self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio,
                       pair_hidden=pair_hidden, dropout=dropout, center=center, velocity_step=velocity_step,
-                      charge_pairs=charge_pairs, charge_flip_invariant=charge_flip_invariant)
+                      charge_pairs=charge_pairs, charge_flip_invariant=charge_flip_invariant, refine=refine,
+                      galilean=galilean, frame_time=frame_time)
+        self.galilean, self.frame_time = galilean, float(frame_time)
         self.center, self.charge_pairs, self.flip_invariant = center, charge_pairs, charge_flip_invariant
         pair_in = in_dim + 1 + (1 + out_dim if charge_pairs else 0)
-        self.pair_embed = nn.Sequential(nn.Linear(pair_in, pair_hidden), nn.GELU(),
-                                        nn.Linear(pair_hidden, pair_hidden))
+        pair_mlp = lambda: nn.Sequential(nn.Linear(pair_in, pair_hidden), nn.GELU(),
+                                         nn.Linear(pair_hidden, pair_hidden))
+        self.pair_embed = pair_mlp()
         self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio, dropout) for _ in range(depth))
         self.tau = nn.Parameter(torch.ones(())) if velocity_step else None
+        self.refine_embed = pair_mlp() if refine and depth > 1 else None
+        self.refine_heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
+                                          for _ in range(depth - 1)) if self.refine_embed is not None else None
+        for head in self.refine_heads or ():
+            nn.init.zeros_(head[1].weight)
+            nn.init.zeros_(head[1].bias)
 
     def _pair_features(self, x: torch.Tensor) -> torch.Tensor:
         diff = x.unsqueeze(2) - x.unsqueeze(1)                                           # (B, N, N, in)
@@ -165,17 +197,48 @@ class PairTransformer(_ParticleModel):
             feats += [qq, force]
         return torch.cat(feats, -1)
 
+    def _velocities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(v − v̄, v̄)`` with ``galilean``, else ``(v, 0)``."""
+        v = x[..., self.out_dim:2 * self.out_dim]
+        if not self.galilean:
+            return v, torch.zeros_like(v[:, :1])
+        mean = v.mean(1, keepdim=True)
+        return v - mean, mean
+
+    def _drift(self, x: torch.Tensor) -> torch.Tensor:
+        """``p + T v̄ + τ (v − v̄)`` (terms present as ``galilean`` / ``velocity_step`` say): what the
+        read-outs add their ``Δ`` to."""
+        p = x[..., :self.out_dim]
+        if self.tau is None and not self.galilean:
+            return p
+        v_rel, v_mean = self._velocities(x)
+        drift = p + self.frame_time * v_mean if self.galilean else p
+        return drift if self.tau is None else drift + self.tau * v_rel
+
+    def _refined_pairs(self, x: torch.Tensor, pair0: torch.Tensor, h: torch.Tensor, step: int) -> torch.Tensor:
+        """Pair features for block ``step + 1``: the input's plus those of the estimated positions ``p̂``."""
+        p_hat = self._drift(x) + self.refine_heads[step](h)
+        x_hat = torch.cat([p_hat, x[..., self.out_dim:]], -1)
+        return pair0 + self.refine_embed(self._pair_features(x_hat))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x, self.in_dim)
-        pair = self.pair_embed(self._pair_features(x))
+        pair = pair0 = self.pair_embed(self._pair_features(x))
         tokens = torch.cat([x[..., :-1], x[..., -1:].abs()], -1) if self.flip_invariant else x
         if self.center:
             p = x[..., :self.out_dim]
             tokens = torch.cat([p - p.mean(1, keepdim=True), tokens[..., self.out_dim:]], -1)
+        if self.galilean:
+            o = self.out_dim
+            tokens = torch.cat([tokens[..., :o], self._velocities(x)[0], tokens[..., 2 * o:]], -1)
         h = self.embed(tokens)
-        for blk in self.blocks:
+        for step, blk in enumerate(self.blocks):
+            if step and self.refine_embed is not None:
+                pair = self._refined_pairs(x, pair0, h, step - 1)
             h = blk(h, pair)
-        y = self._readout(x, h)
-        if self.tau is not None:
-            y = y + self.tau * x[..., self.out_dim:2 * self.out_dim]
+        y = self._readout(x, h)                 # p + Δ, then the drift terms (the float order of _drift differs)
+        if self.galilean or self.tau is not None:
+            v_rel, v_mean = self._velocities(x)
+            y = y + self.frame_time * v_mean if self.galilean else y
+            y = y if self.tau is None else y + self.tau * v_rel
         return y
