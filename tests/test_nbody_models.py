@@ -244,6 +244,28 @@ def test_pair_transformer_refine_reads_pairs_at_the_estimated_positions():
     assert PairTransformer(**(kw | dict(depth=1))).refine_embed is None
 
 
+def test_edge_messages_are_the_mlp_of_both_tokens_and_their_pair():
+    """``edge_messages``: each block adds ``Σ_{j≠i} W2 gelu(A h_i + B h_j + C e_ij)`` (recomputed by a loop);
+    the model stays permutation-equivariant."""
+    from symclone.symmetrize._models import _EdgeMessages
+    torch.manual_seed(0)
+    msg = _EdgeMessages(8, 4).double()
+    h, pair = torch.randn(2, 4, 8, dtype=torch.float64), torch.randn(2, 4, 4, 4, dtype=torch.float64)
+    expected = torch.zeros(2, 4, 8, dtype=torch.float64)
+    for i in range(4):
+        for j in range(4):
+            if i != j:
+                z = msg.receiver(h[:, i]) + msg.sender(h[:, j]) + msg.edge(pair[:, i, j])
+                expected[:, i] += torch.nn.functional.gelu(z) @ msg.out.weight.T
+    expected += msg.out.bias
+    assert torch.allclose(msg(h, pair), expected, atol=1e-12)
+    m = PairTransformer(dim=16, depth=2, heads=2, edge_messages=True, charge_pairs=True).double().eval()
+    x = torch.randn(3, 5, 7, dtype=torch.float64)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    assert torch.allclose(m(x[:, perm]), m(x)[:, perm], atol=1e-12)
+    assert m.blocks[0].edges is not None and PairTransformer(dim=16, depth=1, heads=2).blocks[0].edges is None
+
+
 def test_galilean_boost_is_a_symmetry_of_the_simulator_and_exact_in_the_model():
     """Boosting every velocity by ``u`` moves the output frame by ``T u`` in the simulator (checked by
     integrating), and ``galilean=True`` makes the model (bare and symmetrized) exactly equivariant to it;

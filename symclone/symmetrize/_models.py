@@ -71,11 +71,30 @@ class ParticleTransformer(_ParticleModel):
         return self._readout(x, self.encoder(self.embed(x)))
 
 
+class _EdgeMessages(nn.Module):
+    """MPNN-style messages ``Σ_{j≠i} W_2 σ(A h_i + B h_j + C e_ij)``: a one-hidden-layer MLP on ``[h_i, h_j, e_ij]``
+    (its first layer split into per-token and per-pair parts, so it costs one pair-sized matmul per layer)."""
+
+    def __init__(self, dim: int, pair_dim: int):
+        super().__init__()
+        self.receiver, self.sender = nn.Linear(dim, dim), nn.Linear(dim, dim, bias=False)
+        self.edge, self.out = nn.Linear(pair_dim, dim, bias=False), nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
+        N = h.shape[1]
+        hidden = self.receiver(h).unsqueeze(2) + self.sender(h).unsqueeze(1) + self.edge(pair)   # (B, N, N, D)
+        off_diagonal = ~torch.eye(N, dtype=torch.bool, device=h.device)
+        return self.out((torch.nn.functional.gelu(hidden) * off_diagonal[..., None]).sum(2))
+
+
 class _PairBlock(nn.Module):
     """One pre-LN block with pair-biased attention and edge-conditioned values (module doc)."""
 
-    def __init__(self, dim: int, heads: int, pair_dim: int, mlp_ratio: int, dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, pair_dim: int, mlp_ratio: int, dropout: float = 0.0,
+                 edge_messages: bool = False):
         super().__init__()
+        self.ln_edge = nn.LayerNorm(dim) if edge_messages else None
+        self.edges = _EdgeMessages(dim, pair_dim) if edge_messages else None
         self.heads, self.hd = heads, dim // heads
         self.drop = nn.Dropout(dropout)
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -94,6 +113,8 @@ class _PairBlock(nn.Module):
         ev = self.edge_value(pair).view(B, N, N, self.heads, self.hd)                 # (B, N, N, H, hd)
         out = torch.einsum("bhij,bjhd->bihd", att, v) + torch.einsum("bhij,bijhd->bihd", att, ev)
         h = h + self.drop(self.proj(out.reshape(B, N, D)))
+        if self.edges is not None:
+            h = h + self.drop(self.edges(self.ln_edge(h), pair))
         return h + self.drop(self.mlp(self.ln2(h)))
 
 
@@ -127,6 +148,8 @@ class PairTransformer(_ParticleModel):
         ``out_dim … 2 out_dim − 1``; with ``center`` as well, ``Δ`` sees the system in its centre-of-mass frame.
     frame_time : the time ``T`` between the input and the output frame (``1.0`` for the n-body task: 1,000
         simulator steps of ``1e-3``), used by ``galilean``.
+    edge_messages : every block also adds MPNN-style messages ``Σ_{j≠i} W₂ GELU(A h_i + B h_j + C e_ij)`` (a
+        nonlinear function of both tokens and their pair, as in a message-passing GNN) after its attention.
     refine : iterative position refinement (EGNN-like coordinate updates): every block but the last reads
         out an estimate ``p̂_l = p [+ τ v] + W_l LN(h)`` of the output positions, and the next block's pair
         features are ``E(e_ij) + E'(e_ij(p̂_l))``, the second term computed from the pair vector with the
@@ -153,7 +176,7 @@ class PairTransformer(_ParticleModel):
                  mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True, dropout: float = 0.0,
                  center: bool = False, velocity_step: bool = False, charge_pairs: bool = False,
                  charge_flip_invariant: bool = False, refine: bool = False, galilean: bool = False,
-                 frame_time: float = 1.0):
+                 frame_time: float = 1.0, edge_messages: bool = False):
         super().__init__()
         if galilean and (not residual or in_dim < 2 * out_dim):
             raise ValueError(f"galilean: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
@@ -168,14 +191,15 @@ class PairTransformer(_ParticleModel):
         self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio,
                       pair_hidden=pair_hidden, dropout=dropout, center=center, velocity_step=velocity_step,
                       charge_pairs=charge_pairs, charge_flip_invariant=charge_flip_invariant, refine=refine,
-                      galilean=galilean, frame_time=frame_time)
+                      galilean=galilean, frame_time=frame_time, edge_messages=edge_messages)
         self.galilean, self.frame_time = galilean, float(frame_time)
         self.center, self.charge_pairs, self.flip_invariant = center, charge_pairs, charge_flip_invariant
         pair_in = in_dim + 1 + (1 + out_dim if charge_pairs else 0)
         pair_mlp = lambda: nn.Sequential(nn.Linear(pair_in, pair_hidden), nn.GELU(),
                                          nn.Linear(pair_hidden, pair_hidden))
         self.pair_embed = pair_mlp()
-        self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(_PairBlock(dim, heads, pair_hidden, mlp_ratio, dropout, edge_messages)
+                                    for _ in range(depth))
         self.tau = nn.Parameter(torch.ones(())) if velocity_step else None
         self.refine_embed = pair_mlp() if refine and depth > 1 else None
         self.refine_heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
