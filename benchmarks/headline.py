@@ -97,8 +97,8 @@ def run_exp_seed(seed: int, work: Path, fresh: bool = False, recipe: Optional[di
 
 
 #: settings of a ``benchmarks.nbody`` run that a lever row lists when they differ from the parser's defaults
-LEVER_SETTINGS = ("center", "velocity_step", "charge_pairs", "charge_flip", "dropout", "ema", "weight_decay", "k",
-                  "dim", "depth", "lr")
+LEVER_SETTINGS = ("center", "velocity_step", "charge_pairs", "charge_flip", "galilean", "refine", "edge_messages", "encounter",
+                  "dropout", "ema", "weight_decay", "k", "dim", "depth", "lr", "batch")
 
 
 def lever_rows(folder: Path = Path("results/nbody_levers")) -> list[dict]:

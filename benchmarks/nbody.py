@@ -47,7 +47,7 @@ def build(name: str, args) -> nn.Module:
     if args.backbone == "pair":
         tf |= dict(dropout=args.dropout, center=args.center, velocity_step=args.velocity_step,
                    charge_pairs=args.charge_pairs, charge_flip_invariant=args.charge_flip,
-                   refine=args.refine, galilean=args.galilean, edge_messages=args.edge_messages,
+                   refine=args.refine, galilean=args.galilean, edge_messages=args.edge_messages, encounter=args.encounter,
                    frame_time=NBodyConfig().frame_time)
     backbone = {"transformer": ParticleTransformer, "pair": PairTransformer}[args.backbone]
     if name == "transformer":
@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pair backbone: each block re-reads pair features at its estimated output positions")
     p.add_argument("--edge-messages", action="store_true",
                    help="pair backbone: MPNN-style MLP messages on [h_i, h_j, e_ij] in every block")
+    p.add_argument("--encounter", action="store_true",
+                   help="pair backbone: straight-line closest-approach features of every pair")
     p.add_argument("--galilean", action="store_true",
                    help="pair backbone: exactly equivariant to a common velocity boost (sees v minus its mean)")
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")

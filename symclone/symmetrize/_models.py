@@ -148,6 +148,13 @@ class PairTransformer(_ParticleModel):
         ``out_dim … 2 out_dim − 1``; with ``center`` as well, ``Δ`` sees the system in its centre-of-mass frame.
     frame_time : the time ``T`` between the input and the output frame (``1.0`` for the n-body task: 1,000
         simulator steps of ``1e-3``), used by ``galilean``.
+    encounter : append the straight-line encounter of each pair over the output horizon ``T = frame_time``
+        (relative motion ``r(t) = r + t w``, ``r = p_i − p_j``, ``w = v_i − v_j``): ``log ‖r‖``, the radial
+        velocity ``r·w / ‖r‖``, ``‖w‖``, the time of closest approach ``t* = clamp(−r·w / ‖w‖², 0, T) / T``,
+        ``log ‖r(t*)‖`` and the closest-approach vector ``r(t*)``. Close encounters dominate the n-body error
+        (the closest 5 % of test systems hold most of the MSE), and these resolve their geometry, which the
+        pair MLP would otherwise have to compute from raw differences. Needs the velocities at inputs
+        ``out_dim … 2 out_dim − 1``; the scalars are invariant and ``r(t*)`` transforms like a position.
     edge_messages : every block also adds MPNN-style messages ``Σ_{j≠i} W₂ GELU(A h_i + B h_j + C e_ij)`` (a
         nonlinear function of both tokens and their pair, as in a message-passing GNN) after its attention.
     refine : iterative position refinement (EGNN-like coordinate updates): every block but the last reads
@@ -176,11 +183,14 @@ class PairTransformer(_ParticleModel):
                  mlp_ratio: int = 2, pair_hidden: int = 32, residual: bool = True, dropout: float = 0.0,
                  center: bool = False, velocity_step: bool = False, charge_pairs: bool = False,
                  charge_flip_invariant: bool = False, refine: bool = False, galilean: bool = False,
-                 frame_time: float = 1.0, edge_messages: bool = False):
+                 frame_time: float = 1.0, edge_messages: bool = False, encounter: bool = False):
         super().__init__()
         if galilean and (not residual or in_dim < 2 * out_dim):
             raise ValueError(f"galilean: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
                              f"(positions then velocities), got residual={residual}, in_dim={in_dim}")
+        if encounter and in_dim < 2 * out_dim:
+            raise ValueError(f"encounter: needs in_dim >= 2 * out_dim = {2 * out_dim} (positions then velocities), "
+                             f"got in_dim={in_dim}")
         if velocity_step and (not residual or in_dim < 2 * out_dim):
             raise ValueError(f"velocity_step: needs residual=True and in_dim >= 2 * out_dim = {2 * out_dim} "
                              f"(positions then velocities), got residual={residual}, in_dim={in_dim}")
@@ -191,10 +201,12 @@ class PairTransformer(_ParticleModel):
         self._init_io(in_dim, out_dim, dim, heads, residual, depth=depth, mlp_ratio=mlp_ratio,
                       pair_hidden=pair_hidden, dropout=dropout, center=center, velocity_step=velocity_step,
                       charge_pairs=charge_pairs, charge_flip_invariant=charge_flip_invariant, refine=refine,
-                      galilean=galilean, frame_time=frame_time, edge_messages=edge_messages)
+                      galilean=galilean, frame_time=frame_time, edge_messages=edge_messages,
+                      encounter=encounter)
         self.galilean, self.frame_time = galilean, float(frame_time)
         self.center, self.charge_pairs, self.flip_invariant = center, charge_pairs, charge_flip_invariant
-        pair_in = in_dim + 1 + (1 + out_dim if charge_pairs else 0)
+        self.encounter = encounter
+        pair_in = in_dim + 1 + (1 + out_dim if charge_pairs else 0) + (5 + out_dim if encounter else 0)
         pair_mlp = lambda: nn.Sequential(nn.Linear(pair_in, pair_hidden), nn.GELU(),
                                          nn.Linear(pair_hidden, pair_hidden))
         self.pair_embed = pair_mlp()
@@ -219,7 +231,21 @@ class PairTransformer(_ParticleModel):
             cube = torch.where(dist > 0, dist.pow(3), torch.ones_like(dist))             # i == j: force 0
             force = (qq * diff[..., :self.out_dim] / cube).clamp(-100.0, 100.0)
             feats += [qq, force]
+        if self.encounter:
+            feats += self._encounter_features(diff[..., :self.out_dim], diff[..., self.out_dim:2 * self.out_dim], dist)
         return torch.cat(feats, -1)
+
+    def _encounter_features(self, r: torch.Tensor, w: torch.Tensor, dist: torch.Tensor) -> list[torch.Tensor]:
+        """The straight-line encounter of every pair (``encounter``); zero on the diagonal."""
+        T, tiny = self.frame_time, 1e-6
+        speed = w.norm(dim=-1, keepdim=True)
+        rw = (r * w).sum(-1, keepdim=True)
+        t_close = (-rw / speed.pow(2).clamp_min(tiny)).clamp(0.0, T)
+        closest = r + t_close * w
+        off = (dist > 0).to(r.dtype)
+        log = lambda d: torch.log(d.clamp_min(tiny)) * off
+        return [log(dist), rw / dist.clamp_min(tiny) * off, speed, t_close / T, log(closest.norm(dim=-1, keepdim=True)),
+                closest]
 
     def _velocities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(v − v̄, v̄)`` with ``galilean``, else ``(v, 0)``."""
