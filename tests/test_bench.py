@@ -234,6 +234,26 @@ def test_nbody_extrapolation_baselines_recover_the_step():
     assert b["static_mse"] == pytest.approx(float((0.5 * x[30:, :, 3:6]).pow(2).mean()), rel=1e-5)
 
 
+def test_nbody_error_concentration_shares_and_distance_correlation():
+    """Errors put on the systems with the closest pairs: the worst 1 % holds all of it and the correlation with
+    the smallest distance is strongly negative; errors spread evenly: shares equal the fractions."""
+    from benchmarks.nbody import error_concentration
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 5, 7, generator=g)
+    p = x[..., :3]
+    closest = ((p.unsqueeze(2) - p.unsqueeze(1)).norm(dim=-1) + torch.eye(5) * 1e9).amin((1, 2))
+    y = torch.zeros(200, 5, 3)
+    pred = torch.zeros(200, 5, 3)
+    pred[closest.argsort()[:2]] = 1.0                         # the two closest systems: all the error
+    c = error_concentration(pred, x, y)
+    assert c["worst_1pct_share"] == pytest.approx(1.0) and c["mse"] == pytest.approx(2 / 200)
+    even = error_concentration(torch.ones(200, 5, 3), x, y)
+    assert even["worst_5pct_share"] == pytest.approx(0.05) and even["worst_10pct_share"] == pytest.approx(0.10)
+    graded = error_concentration((1.0 / closest)[:, None, None].expand(200, 5, 3), x, y)
+    assert graded["corr_log_error_log_min_distance"] == pytest.approx(-1.0)
+
+
 def test_reference_p4_action_equals_the_library_action():
     """The bench's former p4 action (masked rot90 + materialised-index gathers) and the library's
     (turns by block + row slices) agree bit for bit on random per-sample draws; control: other draws differ."""
