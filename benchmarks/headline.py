@@ -33,8 +33,8 @@ __all__ = ["NBODY_RECIPE", "EXP_RECIPE", "run_nbody_seed", "run_exp_seed", "leve
 log = logging.getLogger(__name__)
 
 #: ``python -m benchmarks.nbody`` arguments of the headline n-body model (seed and output added per seed)
-NBODY_RECIPE: tuple[str, ...] = ("--models", "uniform", "--epochs", "650", "--center", "--velocity-step",
-                                 "--charge-pairs", "--charge-flip", "--encounter", "--dropout", "0.1", "--ema", "0.999")
+NBODY_RECIPE: tuple[str, ...] = ("--models", "uniform", "--epochs", "600", "--center", "--velocity-step",
+                                 "--charge-pairs", "--charge-flip", "--encounter", "--ema", "0.999")
 #: keyword arguments of ``symclone.graphs.ClassifyConfig`` for the headline EXP-classify model (seed added)
 EXP_RECIPE: dict[str, Any] = {"epochs": 20}
 EXP_MODEL = "learned"
