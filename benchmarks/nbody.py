@@ -95,6 +95,24 @@ def extrapolation_baselines(train: tuple, test: tuple) -> dict:
             "linear_tau": tau}
 
 
+def integrator_baselines(test: tuple, steps: tuple[int, ...] = (1, 4, 10, 50, 1000)) -> dict:
+    """Test MSE of integrating the simulator's own clipped Coulomb law (``symclone.data.nbody.integrate``, its
+    kick-drift scheme) from the input frame over the horizon ``T`` with ``M`` steps of ``T / M``, for each ``M`` in
+    ``steps``: what knowing the physics buys without learning. ``M = T / dt`` (1,000) is the simulator itself, a
+    control that must reproduce the targets up to the float32 rounding of the inputs."""
+    import numpy as np
+
+    from symclone.data.nbody import NBodyConfig, integrate
+    x, y = (t.double().numpy() for t in test)
+    T = NBodyConfig().frame_time
+    out = {}
+    for M in steps:
+        cfg = NBodyConfig(dt=T / M, steps=3 * M, save_every=M, frame_in=0, frame_out=1)
+        pred = integrate(x[..., :3], x[..., 3:6], x[..., 6], cfg)["loc"][:, 0]
+        out[str(M)] = float(np.mean((pred - y) ** 2))
+    return out
+
+
 def error_concentration(pred: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Where the test MSE comes from: the share of the summed squared error held by the worst 1 / 5 / 10 % of
     systems, and the Pearson correlation of ``log`` per-system MSE with ``log`` of the system's smallest pair
@@ -240,6 +258,7 @@ def main(argv=None) -> int:
             p.error(f"--models: unknown model {m!r}; expected some of {MODELS}")
     data = {s: nbody_tensors(s, size=args.size) for s in ("train", "valid", "test")}
     baselines = extrapolation_baselines(data["train"], data["test"])
+    baselines["integrator_mse_by_steps"] = integrator_baselines(data["test"], (1, 4) if args.quick else (1, 4, 10, 50, 1000))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = []

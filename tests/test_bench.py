@@ -234,6 +234,16 @@ def test_nbody_extrapolation_baselines_recover_the_step():
     assert b["static_mse"] == pytest.approx(float((0.5 * x[30:, :, 3:6]).pow(2).mean()), rel=1e-5)
 
 
+def test_nbody_integrator_baseline_reproduces_the_simulator_at_its_own_step():
+    """M = 1,000 steps of 1e-3 is the simulator itself (targets reproduced up to the float32 inputs); one coarse
+    step is far off (control)."""
+    from benchmarks.nbody import integrator_baselines
+    from symclone.data.nbody import nbody_tensors
+
+    mse = integrator_baselines(nbody_tensors("test", size="tiny", root=None), steps=(1, 1000))
+    assert mse["1000"] < 1e-3 < 1.0 < mse["1"]
+
+
 def test_nbody_error_concentration_shares_and_distance_correlation():
     """Errors put on the systems with the closest pairs: the worst 1 % holds all of it and the correlation with
     the smallest distance is strongly negative; errors spread evenly: shares equal the fractions."""
