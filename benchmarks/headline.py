@@ -96,13 +96,13 @@ def run_exp_seed(seed: int, work: Path, fresh: bool = False, recipe: Optional[di
     return res
 
 
-#: settings of a ``benchmarks.nbody`` run that a lever row lists when they differ from the parser's defaults
-LEVER_SETTINGS = ("center", "velocity_step", "charge_pairs", "charge_flip", "galilean", "refine", "edge_messages", "encounter",
-                  "dropout", "ema", "weight_decay", "k", "dim", "depth", "lr", "batch")
+#: valued settings of a ``benchmarks.nbody`` run that a lever row lists when they differ from the parser's defaults
+#: (with every on/off switch of ``benchmarks.nbody.PAIR_SWITCHES``)
+LEVER_VALUES = ("dropout", "ema", "weight_decay", "k", "dim", "depth", "lr", "batch")
 
 
 def lever_rows(folder: Path = Path("results/nbody_levers")) -> list[dict]:
-    """One row per n-body lever run (``folder/*.json``): name, flags (the ``LEVER_SETTINGS`` that differ from
+    """One row per n-body lever run (``folder/*.json``): name, flags (the switches and ``LEVER_VALUES`` that differ from
     ``benchmarks.nbody``'s defaults: a switched-on option by name, a value as ``name=value``), seed, epochs,
     CPU s, test / valid MSE."""
     from . import nbody
@@ -114,7 +114,7 @@ def lever_rows(folder: Path = Path("results/nbody_levers")) -> list[dict]:
         for r in d["rows"]:
             if "error" in r:
                 continue
-            changed = [k for k in LEVER_SETTINGS if k in s and s[k] != defaults[k]]
+            changed = [k for k in (*nbody.PAIR_SWITCHES, *LEVER_VALUES) if k in s and s[k] != defaults[k]]
             flags = [k if s[k] is True else f"{k}={s[k]}" for k in changed]
             rows.append({"lever": f.stem, "model": r["model"], "flags": flags, "seed": s.get("seed", 0),
                          "epochs": r["epochs"], "train_cpu_s": r["train_cpu_s"], "test_mse": r["test_mse"],

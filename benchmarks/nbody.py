@@ -42,13 +42,24 @@ PUBLISHED = {"EGNN": 0.0071, "LPS": 0.004}
 MODELS = ("transformer", "uniform", "canonical", "learned", "e3nn", "cloned")
 
 
+#: on/off options of the pair backbone: command-line flag (``--center`` ...) -> (PairTransformer keyword, help)
+PAIR_SWITCHES = {
+    "center": ("center", "token embedding sees centred positions"),
+    "velocity_step": ("velocity_step", "predict p + tau v + residual"),
+    "charge_pairs": ("charge_pairs", "charge product and clipped pair force as pair features"),
+    "charge_flip": ("charge_flip_invariant", "exactly invariant to flipping every charge's sign"),
+    "refine": ("refine", "each block re-reads pair features at its estimated output positions"),
+    "edge_messages": ("edge_messages", "MPNN-style MLP messages on [h_i, h_j, e_ij] in every block"),
+    "encounter": ("encounter", "straight-line closest-approach features of every pair"),
+    "galilean": ("galilean", "exactly equivariant to a common velocity boost (sees v minus its mean)"),
+}
+
+
 def build(name: str, args) -> nn.Module:
     tf = dict(dim=args.dim, depth=args.depth, heads=4)
     if args.backbone == "pair":
-        tf |= dict(dropout=args.dropout, center=args.center, velocity_step=args.velocity_step,
-                   charge_pairs=args.charge_pairs, charge_flip_invariant=args.charge_flip,
-                   refine=args.refine, galilean=args.galilean, edge_messages=args.edge_messages, encounter=args.encounter,
-                   frame_time=NBodyConfig().frame_time)
+        tf |= dict(dropout=args.dropout, frame_time=NBodyConfig().frame_time)
+        tf |= {kwarg: getattr(args, flag) for flag, (kwarg, _) in PAIR_SWITCHES.items()}
     backbone = {"transformer": ParticleTransformer, "pair": PairTransformer}[args.backbone]
     if name == "transformer":
         return backbone(**tf)
@@ -206,20 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain particle transformer, or with pair features (PairTransformer)")
     p.add_argument("--weight-decay", type=float, default=1e-12)
     p.add_argument("--dropout", type=float, default=0.0, help="pair backbone: dropout on block outputs")
-    p.add_argument("--center", action="store_true", help="pair backbone: token embedding sees centred positions")
-    p.add_argument("--velocity-step", action="store_true", help="pair backbone: predict p + tau v + residual")
-    p.add_argument("--charge-pairs", action="store_true",
-                   help="pair backbone: charge product and clipped pair force as pair features")
-    p.add_argument("--charge-flip", action="store_true",
-                   help="pair backbone: exactly invariant to flipping every charge's sign")
-    p.add_argument("--refine", action="store_true",
-                   help="pair backbone: each block re-reads pair features at its estimated output positions")
-    p.add_argument("--edge-messages", action="store_true",
-                   help="pair backbone: MPNN-style MLP messages on [h_i, h_j, e_ij] in every block")
-    p.add_argument("--encounter", action="store_true",
-                   help="pair backbone: straight-line closest-approach features of every pair")
-    p.add_argument("--galilean", action="store_true",
-                   help="pair backbone: exactly equivariant to a common velocity boost (sees v minus its mean)")
+    for flag, (_, help_text) in PAIR_SWITCHES.items():
+        p.add_argument("--" + flag.replace("_", "-"), action="store_true", help="pair backbone: " + help_text)
     p.add_argument("--ema", type=float, default=0.0, help="EMA decay of the weights per step (0: off)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--depth", type=int, default=4)

@@ -163,6 +163,21 @@ def test_train_regressor_schedule_ignores_the_cpu_clock(monkeypatch):
     assert f_slow == f_normal[:3]
 
 
+def _assert_exact_and_trainable(kw: dict, x: torch.Tensor) -> None:
+    """``PairTransformer(**kw)`` symmetrized by the canonical frame is exactly O(3)-equivariant, and under the
+    learned sampler its gradients stay finite."""
+    f = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="canonical",
+                    group_kw={"n": 5}).double().eval()
+    R = _rotation(3)
+    y = f(x)
+    assert (f(_rotate(x, R)) - y @ R.T).norm() / y.norm() < 1e-9
+    g = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="learned",
+                    group_kw={"n": 5}).double().train()
+    out, aux = g.forward_with_aux(x)
+    (out.pow(2).mean() + aux).backward()
+    assert all(torch.isfinite(p.grad).all() for p in g.parameters() if p.grad is not None)
+
+
 def test_pair_transformer_levers_keep_the_symmetry_and_mean_what_they_say():
     torch.manual_seed(0)
     kw = dict(dim=16, depth=1, heads=2, center=True, velocity_step=True, charge_pairs=True, dropout=0.1)
@@ -188,16 +203,7 @@ def test_pair_transformer_levers_keep_the_symmetry_and_mean_what_they_say():
     assert torch.allclose(e[:, 0, 1, 9:12], force, atol=1e-12)
     assert torch.equal(e[:, 2, 2, 9:12], torch.zeros(3, 3, dtype=torch.float64))
     # symmetrized (canonical frame): exactly O(3)-equivariant with every lever on; gradients stay finite
-    f = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="canonical",
-                    group_kw={"n": 5}).double().eval()
-    R = _rotation(3)
-    y = f(x)
-    assert (f(_rotate(x, R)) - y @ R.T).norm() / y.norm() < 1e-9
-    g = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="learned",
-                    group_kw={"n": 5}).double().train()
-    out, aux = g.forward_with_aux(x)
-    (out.pow(2).mean() + aux).backward()
-    assert all(torch.isfinite(p.grad).all() for p in g.parameters() if p.grad is not None)
+    _assert_exact_and_trainable(kw, x)
     # charge-flip invariance: exact with the option, not without (control)
     flip = x.clone()
     flip[..., 6] = -flip[..., 6]
@@ -286,16 +292,7 @@ def test_encounter_features_find_the_closest_approach_and_keep_the_symmetry():
     assert torch.allclose(e[..., 4][:, off], d.min(-1).values.log()[:, off], atol=1e-6)
     assert torch.allclose(e[..., 0][:, off], r.norm(dim=-1).log()[:, off], atol=1e-12)
     assert (e[:, 1, 1] == 0).all()
-    f = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="canonical",
-                    group_kw={"n": 5}).double().eval()
-    R = _rotation(3)
-    y = f(x)
-    assert (f(_rotate(x, R)) - y @ R.T).norm() / y.norm() < 1e-9
-    g = Symmetrized(PairTransformer(**kw), "sn x o3", NBODY_REP_IN, "points", sampler="learned",
-                    group_kw={"n": 5}).double().train()
-    out, aux = g.forward_with_aux(x)
-    (out.pow(2).mean() + aux).backward()
-    assert all(torch.isfinite(p.grad).all() for p in g.parameters() if p.grad is not None)
+    _assert_exact_and_trainable(kw, x)
     with pytest.raises(ValueError, match="encounter"):
         PairTransformer(in_dim=4, encounter=True)
 
