@@ -28,7 +28,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["NBODY_RECIPE", "EXP_RECIPE", "run_nbody_seed", "run_exp_seed", "lever_rows", "assemble", "main"]
+__all__ = ["NBODY_RECIPE", "EXP_RECIPE", "run_nbody_seed", "run_exp_seed", "lever_rows", "ensemble_test_mse",
+           "assemble", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,34 @@ def lever_rows(folder: Path = Path("results/nbody_levers")) -> list[dict]:
     return rows
 
 
+def ensemble_test_mse(work: Path, seeds: Sequence[int], recipe: Sequence[str] = NBODY_RECIPE) -> dict:
+    """Test MSE of the finished n-body seeds alone and of the average of their predictions (an ensemble of
+    ``len(seeds)`` models, i.e. ``len(seeds)`` times the per-seed budget), each at the recipe's test ``k`` with
+    the best-validation weights of ``work/nbody/seed<s>/nbody_ckpt``."""
+    import torch
+
+    from symclone.data.nbody import nbody_tensors
+    from symclone.io import load_checkpoint
+
+    from . import nbody
+    args = nbody.build_parser().parse_args([*recipe])
+    args.k_test = min(args.k_test, 8) if args.quick else args.k_test
+    x, y = nbody_tensors("test", size="small" if args.quick else "full")
+    name = args.models.split(",")[0]
+    preds = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = nbody.build(name, args)
+        tensors, _ = load_checkpoint(work / "nbody" / f"seed{seed}" / "nbody_ckpt" / name)
+        model.load_state_dict({k[len("x/best."):]: v for k, v in tensors.items() if k.startswith("x/best.")})
+        model.k_eval = args.k_test
+        torch.manual_seed(seed)
+        preds.append(nbody.predict(model, x))
+    mse = lambda p: float((p.double() - y.double()).pow(2).mean())
+    return {"seeds": list(seeds), "single_test_mse": [mse(p) for p in preds],
+            "ensemble_test_mse": mse(torch.stack(preds).mean(0)), "k_test": args.k_test}
+
+
 def _summary(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "min": min(values), "max": max(values)}
@@ -177,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/headline.json")
     p.add_argument("--fresh", action="store_true", help="recompute seeds that have results")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ensemble", action="store_true",
+                   help="also score the average of the n-body seeds' predictions (len(seeds) x the budget)")
     return p
 
 
@@ -205,6 +236,8 @@ def main(argv: Optional[Sequence[str]] = None, runners: Optional[dict[str, Calla
                 rows[part].append(runners[part](seed, work, fresh=args.fresh))
     doc = assemble(rows["nbody"], rows["exp"], lever_rows(Path(args.levers)))
     doc["seeds"] = seeds
+    if args.ensemble and rows["nbody"]:
+        doc["nbody"]["ensemble"] = ensemble_test_mse(work, seeds)
     write_json(Path(args.out), doc)
     print(_table(doc))
     print(f"wrote {args.out}")

@@ -18,6 +18,14 @@ def test_nbody_seed_runs_once_and_is_reused_until_the_recipe_changes(tmp_path, m
     stamp = json.loads((tmp_path / "nbody" / "seed0" / "recipe.json").read_text())
     assert stamp == {"recipe": list(TINY), "seed": 0}
 
+    # the ensemble of two finished seeds scores the average of their predictions: never worse than their mean
+    other = headline.run_nbody_seed(1, tmp_path, recipe=TINY)
+    ens = headline.ensemble_test_mse(tmp_path, [0, 1], recipe=TINY)
+    assert ens["seeds"] == [0, 1] and len(ens["single_test_mse"]) == 2 and other["seed"] == 1
+    assert ens["single_test_mse"][0] != ens["single_test_mse"][1]             # two different models
+    # MSE(mean) = mean MSE - |p0 - p1|^2 / 4: strictly below the mean of the two when the models differ
+    assert ens["ensemble_test_mse"] < sum(ens["single_test_mse"]) / 2
+
     def refuse(argv):
         raise AssertionError("a finished seed of the same recipe must be reused")
     monkeypatch.setattr(nbody, "main", refuse)
