@@ -130,7 +130,6 @@ def ensemble_test_mse(work: Path, seeds: Sequence[int], recipe: Sequence[str] = 
     import torch
 
     from symclone.data.nbody import nbody_tensors
-    from symclone.io import load_checkpoint
 
     from . import nbody
     args = nbody.build_parser().parse_args([*recipe])
@@ -141,8 +140,7 @@ def ensemble_test_mse(work: Path, seeds: Sequence[int], recipe: Sequence[str] = 
     for seed in seeds:
         torch.manual_seed(seed)
         model = nbody.build(name, args)
-        tensors, _ = load_checkpoint(work / "nbody" / f"seed{seed}" / "nbody_ckpt" / name)
-        model.load_state_dict({k[len("x/best."):]: v for k, v in tensors.items() if k.startswith("x/best.")})
+        model.load_state_dict(nbody.best_weights(work / "nbody" / f"seed{seed}" / "nbody_ckpt" / name))
         model.k_eval = args.k_test
         torch.manual_seed(seed)
         preds.append(nbody.predict(model, x))

@@ -82,16 +82,27 @@ def build_cloned(args) -> nn.Module:
     from symclone.distill import DistillConfig, distill
     teacher = build("e3nn", args)
     ckpt = Path(args.out).with_suffix("").parent / "nbody_ckpt" / "e3nn"
-    from symclone.io import checkpoint_exists, load_checkpoint
+    from symclone.io import checkpoint_exists
     if checkpoint_exists(ckpt):
-        tensors, _ = load_checkpoint(ckpt)
-        teacher.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("best.")})
+        teacher.load_state_dict(best_weights(ckpt))
     x_tr, _ = nbody_tensors("train", size=args.size)
     student = create_student("transformer", teacher=teacher.net, dim=args.dim, depth=2)
     distill(student, teacher.net, x_tr, DistillConfig(**args.distill_cfg, device=args.device))
     return Symmetrized(Displacement(student), "sn x o3", NBODY_REP_IN, "points", sampler=args.cloned_sampler,
                        k=args.k, k_eval=args.k_eval, group_kw={"n": 5},
                        **({"noise": args.noise} if args.cloned_sampler == "learned" else {}))
+
+
+def best_weights(stem: str | Path) -> dict:
+    """The best-validation weights that ``train_regressor`` keeps in its checkpoint ``stem`` (a ``--resume`` run's
+    ``nbody_ckpt/<model>``), as a state dict of the model."""
+    from symclone.io import load_checkpoint
+    tensors, _ = load_checkpoint(stem)
+    prefix = "x/best."
+    best = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if not best:
+        raise ValueError(f"checkpoint: {stem} holds no best weights (keys {prefix}*)")
+    return best
 
 
 def extrapolation_baselines(train: tuple, test: tuple) -> dict:
