@@ -148,6 +148,8 @@ def integrate(loc0: np.ndarray, vel0: np.ndarray, charges: np.ndarray, cfg: NBod
             if i % cfg.save_every == 0 and frame < T:
                 locs[a:b, frame], vels[a:b, frame] = loc, vel
                 frame += 1
+                if frame == T:                                     # later steps change no saved frame
+                    break
             vel += cfg.dt * _forces(loc, qq, cfg)
     return {"loc": locs, "vel": vels}
 
